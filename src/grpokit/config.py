@@ -1,0 +1,597 @@
+"""One typed configuration for every trainer: YAML file + command-line overrides, validated up front.
+
+The tree is a set of sections (pydantic models); every field has a docstring, which is its description in
+``grpokit train --help`` and in the generated config reference::
+
+    GRPOConfig
+      seed, max_steps                   run length and reproducibility
+      model       ModelConfig           what to fine-tune (shared with PPO)
+      data        DataConfig            where prompts come from (shared)
+      generation  GenerationConfig      how completions are sampled (shared)
+      rewards     RewardConfig          how completions are scored (shared)
+      optim       OptimConfig           AdamW, schedule, clipping, minibatches (shared)
+      logging     LoggingConfig         run directory, metrics, samples, progress bar (shared)
+      checkpoint  CheckpointConfig      periodic saves and resume (shared)
+      demo        DemoConfig            the built-in demo's tiny model and warm-up (shared)
+      algorithm   GRPOAlgorithmConfig   clipped loss (PolicyLossConfig, shared) + GRPO-only knobs
+
+A PPO trainer reuses everything in :class:`TrainConfig` and brings its own ``algorithm`` section built on
+:class:`PolicyLossConfig`. Field names are unique across the tree, so a field can be overridden from the
+command line by its name alone (``--beta 0.04``) or by its dotted path (``--algorithm.beta 0.04``).
+
+All validation (unknown keys with a "did you mean", ranges, cross-field rules) happens when the config is
+built, before any model is loaded; failures raise :class:`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "DemoConfig",
+    "GRPOAlgorithmConfig",
+    "GRPOConfig",
+    "GenerationConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PolicyLossConfig",
+    "RewardConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "build_config",
+    "field_help",
+    "field_paths",
+    "load_config",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names every offending field by its dotted path."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are rejected with a suggestion, field docstrings are kept."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        # pydantic's own extra="forbid" message ("Extra inputs are not permitted") gives no hint; typos in
+        # a YAML file are the most common config error, so name the closest valid key.
+        if isinstance(data, dict):
+            known = set(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    raise ValueError(_unknown_key_message(cls, str(key)))
+        return data
+
+
+def _unknown_key_message(cls: type[BaseModel], key: str) -> str:
+    candidates = list(cls.model_fields)
+    # A key placed in the wrong section (``beta`` at the top level) is matched against the nested paths too.
+    nested = {path.rsplit(".", 1)[-1]: path for path in field_paths(cls) if "." in path}
+    if key in nested:
+        return f"unknown field '{key}'; did you mean '{nested[key]}'?"
+    close = difflib.get_close_matches(key, candidates + list(nested), n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        hint = f"; did you mean '{nested.get(close[0], close[0])}'?"
+    return f"unknown field '{key}'{hint} (valid: {', '.join(candidates)})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared sections
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ModelConfig(Section):
+    name_or_path: str | None = None
+    """Local directory of a Hugging Face causal LM (``save_pretrained`` layout). ``None`` runs the built-in
+    demo: a tiny model and character tokenizer are built, warmed up on the task's teacher, then trained."""
+
+    tokenizer_name_or_path: str | None = None
+    """Tokenizer directory when it differs from ``name_or_path``."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of the policy (and reference model). float32 on CPU; bfloat16 on recent GPUs."""
+
+    device: str = "auto"
+    """``cpu``, ``cuda``, ``cuda:1``... ``auto`` picks CUDA when available, else CPU."""
+
+
+class DataConfig(Section):
+    path: str | None = None
+    """Prompt dataset: a ``.jsonl``, ``.csv`` or ``.parquet`` file, or a ``datasets`` dataset saved to disk.
+    ``None`` generates problems from the built-in ``task``."""
+
+    task: str | None = "addition"
+    """Built-in task: the prompt source when ``path`` is unset, and the checker behind the ``task`` reward."""
+
+    prompt_column: str = "prompt"
+    """Column holding the prompt: a string, or a list of chat messages (then the chat template is applied)."""
+
+    required_columns: list[str] = Field(default_factory=list)
+    """Extra columns every row must have (rewards receive all columns as keyword arguments)."""
+
+    prompts_per_step: int = Field(8, ge=1)
+    """B: prompts drawn per training step; each gets ``num_generations`` completions."""
+
+    shuffle: bool = True
+    """Reshuffle the prompts at every pass over the dataset (seeded by ``seed``)."""
+
+    num_train_problems: int = Field(2000, ge=1)
+    """Problems generated from the built-in ``task`` for training (ignored when ``path`` is set)."""
+
+    num_eval_problems: int = Field(200, ge=1)
+    """Held-out problems of the built-in ``task`` for evaluation (a disjoint seed)."""
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(12, ge=1)
+    """Maximum completion length in tokens; a completion cut there is *truncated* (see overlong options)."""
+
+    min_new_tokens: int = Field(0, ge=0)
+    """EOS is suppressed until this many tokens have been generated."""
+
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature (log-probs for the loss are computed at the same temperature)."""
+
+    temperature_schedule: tuple[float, float] | None = None
+    """``(low, high)``: temperatures spread linearly across each group's G samples (e.g. ``[0.7, 1.0]``);
+    overrides ``temperature``. ``None`` samples every completion at ``temperature``."""
+
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: keep the smallest token set with this cumulative probability (1 disables)."""
+
+    top_k: int = Field(0, ge=0)
+    """Keep only the k most likely tokens (0 disables)."""
+
+    max_prompt_length: int | None = Field(None, ge=1)
+    """Prompts longer than this many tokens are truncated or rejected (``prompt_truncation``)."""
+
+    prompt_truncation: Literal["left", "error"] = "left"
+    """``left`` keeps the end of a long prompt; ``error`` raises naming the row."""
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerationConfig:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})"
+            )
+        if self.temperature_schedule is not None:
+            lo, hi = self.temperature_schedule
+            if not 0 < lo <= hi:
+                raise ValueError(f"temperature_schedule must satisfy 0 < low <= high, got {[lo, hi]}")
+        return self
+
+
+class RewardConfig(Section):
+    reward_funcs: list[str] = Field(default_factory=lambda: ["task"])
+    """Reward functions ``f(prompts, completions, **columns) -> list[float | None]``: built-in names
+    (``task``, ``accuracy``, ``format``, ``length_penalty``), ``package.module:function`` or
+    ``path/to/file.py:function``. ``None`` in a result means "not applicable" for that sample."""
+
+    reward_weights: list[float] | None = None
+    """One weight per reward function, then one for ``reward_model`` if set (default: all 1)."""
+
+    reward_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options per reward, keyed by its entry in ``reward_funcs``: e.g. ``{format: {pattern: '^\\d+$'}}``."""
+
+    reward_model: str | None = None
+    """Local directory of an ``AutoModelForSequenceClassification``; its logit 0 on prompt+completion is a
+    reward, added after ``reward_funcs``."""
+
+    process_reward_func: str | None = None
+    """Process reward ``f(prompts, completions, **columns) -> list[list[(step_end, score)]]``: per-step scores
+    that drive process-supervised advantages (DeepSeekMath); ``reward_funcs`` are then only logged."""
+
+    process_reward_unit: Literal["token", "char"] = "token"
+    """Whether a process reward's ``step_end`` is a completion token index or a character offset."""
+
+    answer_column: str = "answer"
+    """Column with the reference answer, read by the ``task`` and ``accuracy`` rewards."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardConfig:
+        if not self.reward_funcs and self.reward_model is None and self.process_reward_func is None:
+            raise ValueError("no reward: set reward_funcs, reward_model or process_reward_func")
+        if len(set(self.reward_funcs)) != len(self.reward_funcs):
+            raise ValueError(f"reward_funcs has duplicates: {self.reward_funcs}")
+        n = len(self.reward_funcs) + (self.reward_model is not None)
+        if self.reward_weights is not None and len(self.reward_weights) != n:
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} entries, expected {n} "
+                "(one per reward_funcs entry, then one for reward_model)"
+            )
+        unknown = set(self.reward_kwargs) - set(self.reward_funcs)
+        if unknown:
+            raise ValueError(f"reward_kwargs names {sorted(unknown)}, which are not in reward_funcs")
+        return self
+
+
+class OptimConfig(Section):
+    learning_rate: float = Field(1e-4, gt=0)
+    """Peak AdamW learning rate."""
+
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW decoupled weight decay."""
+
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    """AdamW beta1."""
+
+    adam_beta2: float = Field(0.99, ge=0, lt=1)
+    """AdamW beta2."""
+
+    adam_epsilon: float = Field(1e-8, gt=0)
+    """AdamW epsilon."""
+
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Decay after warmup, over ``max_steps`` training steps."""
+
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warmup length in training steps (one step = one generation batch)."""
+
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    """Warmup as a fraction of ``max_steps``; exclusive with ``warmup_steps``."""
+
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value before each optimizer step (``None``: no clipping)."""
+
+    mini_batch_size: int | None = Field(None, ge=1)
+    """Responses per optimizer step; each of the ``num_iterations`` passes over the N = B*G responses makes
+    N / mini_batch_size optimizer steps. ``None``: one optimizer step per pass (fully on-policy)."""
+
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    """Micro-batches per minibatch: gradients are accumulated over them (memory, not maths, changes)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("set warmup_steps or warmup_ratio, not both")
+        if self.mini_batch_size is not None and self.mini_batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"mini_batch_size ({self.mini_batch_size}) must be divisible by "
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps})"
+            )
+        return self
+
+
+class LoggingConfig(Section):
+    output_dir: str = "runs"
+    """Parent directory of run directories."""
+
+    run_name: str | None = None
+    """Run directory name under ``output_dir`` (default: ``<trainer>-<date>-<time>``)."""
+
+    log_sample_groups: int = Field(2, ge=0)
+    """Groups per step written to ``samples.jsonl`` (prompt, completions, rewards, advantages)."""
+
+    tensorboard: bool = True
+    """Also write TensorBoard events under ``RUN_DIR/tensorboard``."""
+
+    quiet: bool = False
+    """No progress bar and no console summaries."""
+
+
+class CheckpointConfig(Section):
+    save_steps: int = Field(0, ge=0)
+    """Save a checkpoint every this many steps (0: only the final one)."""
+
+    save_total_limit: int | None = Field(2, ge=1)
+    """Keep at most this many periodic checkpoints, deleting the oldest (``None``: keep all)."""
+
+    resume: str | None = None
+    """Continue a run: its run directory, a checkpoint directory, or ``latest`` (newest run in output_dir)."""
+
+
+class DemoConfig(Section):
+    hidden_size: int = Field(64, ge=8)
+    """Hidden size of the demo's tiny model."""
+
+    num_layers: int = Field(2, ge=1)
+    """Transformer layers of the demo's tiny model."""
+
+    sft_steps: int = Field(300, ge=0)
+    """Supervised warm-up steps on the task's (imperfect) teacher demonstrations, cached after the first run."""
+
+    sft_learning_rate: float = Field(3e-3, gt=0)
+    """Learning rate of the supervised warm-up."""
+
+    sft_batch_size: int = Field(32, ge=1)
+    """Examples per supervised warm-up step."""
+
+    eval_k: int = Field(1, ge=1)
+    """Samples per held-out problem in the before/after evaluation (reports pass@k)."""
+
+
+class PolicyLossConfig(Section):
+    """The clipped surrogate shared by GRPO and PPO."""
+
+    beta: float = Field(0.0, ge=0)
+    """KL penalty coefficient against the reference model; 0 never loads a reference model."""
+
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator (Schulman's k1/k2/k3; k3 is DeepSeekMath's unbiased, non-negative one)."""
+
+    epsilon_low: float = Field(0.2, gt=0)
+    """Lower clip range: the ratio is clipped at 1 - epsilon_low."""
+
+    epsilon_high: float | None = Field(None, gt=0)
+    """Upper clip range, 1 + epsilon_high (DAPO's clip-higher uses 0.28). ``None``: same as epsilon_low."""
+
+    ratio_level: Literal["token", "sequence"] = "token"
+    """Importance ratio per token (PPO/GRPO) or per sequence (GSPO's length-normalised sequence ratio)."""
+
+    loss_aggregation: Literal["sequence_mean", "token_mean", "constant"] = "sequence_mean"
+    """How token losses become one number: mean per sequence then over sequences (GRPO paper), mean over all
+    tokens of the batch (DAPO), or sum divided by a constant (Dr. GRPO)."""
+
+    num_iterations: int = Field(1, ge=1)
+    """mu: passes over each generation batch. 1 = on-policy (old log-probs are the current ones, detached)."""
+
+    entropy_coef: float = Field(0.0, ge=0)
+    """Entropy bonus coefficient (subtracted from the loss)."""
+
+    ref_model_sync_steps: int = Field(0, ge=0)
+    """Copy the policy into the reference model every this many steps (iterative GRPO); 0 never."""
+
+    overlong_filtering: bool = False
+    """DAPO: completions cut at max_new_tokens are masked out of the loss (still in the group baseline)."""
+
+    overlong_buffer_length: int = Field(0, ge=0)
+    """DAPO soft overlong punishment: the last this many tokens before max_new_tokens are a buffer where the
+    reward falls linearly from 0 to -overlong_penalty (0 disables)."""
+
+    overlong_penalty: float = Field(1.0, ge=0)
+    """Penalty at max_new_tokens for the soft overlong punishment."""
+
+
+class GRPOAlgorithmConfig(PolicyLossConfig):
+    """The clipped loss plus what only GRPO has: groups, group advantages and dynamic sampling."""
+
+    num_generations: int = Field(8, ge=2)
+    """G: completions sampled per prompt (a group needs two to have a baseline)."""
+
+    advantage_estimator: Literal["grpo", "grpo_batch_norm", "dr_grpo", "rank", "rloo"] = "grpo"
+    """Group advantage: (r - mean)/std per group (grpo), std over the batch, no std (Dr. GRPO), ranks, or
+    leave-one-out mean (RLOO)."""
+
+    advantage_eps: float = Field(1e-4, gt=0)
+    """Added to the standard deviation when advantages are normalised."""
+
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards all equal (zero advantage) and draw more prompts to refill the batch."""
+
+    max_dynamic_sampling_rounds: int = Field(3, ge=0)
+    """Extra generation rounds dynamic sampling may use per step; the step goes on with fewer groups after."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Trainer configs
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TrainConfig(Section):
+    """Everything a trainer of language models shares (subclassed by GRPOConfig and PPOConfig)."""
+
+    seed: int = 0
+    """Seeds Python, NumPy, torch, the prompt order and sampling: the same seed gives the same run."""
+
+    max_steps: int = Field(100, ge=1)
+    """Training steps (one step = one batch of prompts, its rollouts and the updates on them)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The policy to fine-tune."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Prompts."""
+
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """Sampling of completions."""
+
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    """Scoring of completions."""
+
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """Optimizer, schedule and minibatching."""
+
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """Run directory, metrics and progress."""
+
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Checkpoints and resume."""
+
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    """The built-in demo (used when model.name_or_path is unset)."""
+
+    @model_validator(mode="after")
+    def _check_cross_section(self) -> TrainConfig:
+        if self.data.path is None and self.data.task is None:
+            raise ValueError("data: set data.path (a prompt file) or data.task (a built-in task)")
+        if "task" in self.rewards.reward_funcs and self.data.task is None:
+            raise ValueError("rewards.reward_funcs uses 'task' but data.task is unset")
+        if self.model.name_or_path is None and self.data.task is None:
+            raise ValueError("model.name_or_path is unset (demo mode), which needs data.task")
+        return self
+
+
+class GRPOConfig(TrainConfig):
+    """Configuration of :class:`grpokit.trainers.grpo.GRPOTrainer`."""
+
+    algorithm: GRPOAlgorithmConfig = Field(default_factory=GRPOAlgorithmConfig)
+    """GRPO loss and group options."""
+
+    @property
+    def num_responses(self) -> int:
+        """Derived: N = B*G responses per step (before dynamic-sampling top-ups)."""
+        return self.data.prompts_per_step * self.algorithm.num_generations
+
+    @model_validator(mode="after")
+    def _check_grpo(self) -> GRPOConfig:
+        mbs = self.optim.mini_batch_size
+        if mbs is not None and self.num_responses % mbs:
+            raise ValueError(
+                f"optim.mini_batch_size ({mbs}) must divide the N = prompts_per_step * num_generations = "
+                f"{self.num_responses} responses of a step"
+            )
+        if mbs is None and self.num_responses % self.optim.gradient_accumulation_steps:
+            raise ValueError(
+                f"optim.gradient_accumulation_steps ({self.optim.gradient_accumulation_steps}) must divide the "
+                f"N = {self.num_responses} responses of a step"
+            )
+        if self.algorithm.overlong_buffer_length >= self.generation.max_new_tokens:
+            raise ValueError(
+                f"algorithm.overlong_buffer_length ({self.algorithm.overlong_buffer_length}) must be smaller "
+                f"than generation.max_new_tokens ({self.generation.max_new_tokens})"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading, overrides, saving
+# ---------------------------------------------------------------------------------------------------------
+
+
+def field_paths(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted paths of every leaf field of a config class, in declaration order."""
+    paths = []
+    for name, info in cls.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            paths += field_paths(ann, f"{prefix}{name}.")
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+def field_help(cls: type[BaseModel]) -> list[tuple[str, str, str]]:
+    """``(dotted path, default as YAML, description)`` for every leaf field: the config reference."""
+    rows = []
+    default = cls()
+    for path in field_paths(cls):
+        section: Any = cls
+        value: Any = default
+        for part in path.split("."):
+            info = section.model_fields[part]
+            value = getattr(value, part)
+            section = info.annotation
+        text = " ".join((info.description or "").split())
+        shown = yaml.safe_dump(_to_plain(value), default_flow_style=True).replace("\n...\n", "").strip()
+        rows.append((path, shown, text))
+    return rows
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set ``overrides`` (keys: a field name or its dotted path) into the nested dict ``data``.
+
+    Values given as strings are parsed as YAML scalars/flow collections (``0.04``, ``true``, ``null``,
+    ``[0.7, 1.0]``), so the command line and the file mean the same thing.
+    """
+    paths = field_paths(cls)
+    by_name: dict[str, list[str]] = {}
+    for path in paths:
+        by_name.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+    out = _deep_copy(data)
+    for key, raw in overrides.items():
+        key = key.replace("-", "_")
+        if key in paths:
+            path = key
+        elif key in by_name and len(by_name[key]) == 1:
+            path = by_name[key][0]
+        elif key in by_name:
+            raise ConfigError(f"--{key} is ambiguous: use one of {', '.join('--' + p for p in by_name[key])}")
+        else:
+            close = difflib.get_close_matches(key, paths + list(by_name), n=1, cutoff=0.6)
+            hint = f"; did you mean --{close[0]}?" if close else ""
+            raise ConfigError(f"unknown option --{key}{hint}")
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{part}: expected a mapping in the config file, got {type(child).__name__}")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def build_config(cls: type[TrainConfig], data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Validate ``data`` into ``cls``; every problem is reported as ``ConfigError`` naming its field path."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] not in ("value_error", "assertion_error") and "input" in e:
+                msg += f" (got {e['input']!r})"
+            lines.append(f"{loc}: {msg}")
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    cls: type[TrainConfig] = GRPOConfig,
+) -> TrainConfig:
+    """Read a YAML config (or start from the defaults), apply overrides, validate.
+
+    Raises ``ConfigError`` for a missing or malformed file, unknown keys (with a suggestion) and invalid
+    values, always naming the file and the field.
+    """
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(loaded).__name__}")
+        data = loaded
+    if overrides:
+        data = apply_overrides(cls, data, overrides)
+    return build_config(cls, data, source=source)
+
+
+def save_config(config: BaseModel, path: str | os.PathLike) -> None:
+    """Write the fully resolved config (every field, defaults included) as YAML."""
+    Path(path).write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None), encoding="utf-8"
+    )
