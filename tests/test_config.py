@@ -44,22 +44,36 @@ def test_unknown_key_in_section_suggests_the_closest():
 
 
 def test_key_in_wrong_section_suggests_its_path():
-    with pytest.raises(ConfigError, match=r"unknown field 'num_generations'; did you mean 'algorithm.num_generations'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown field 'num_generations'; did you mean 'algorithm.num_generations'"
+    ):
         build_config(GRPOConfig, {"num_generations": 4})
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"algorithm": {"num_generations": 1}}, r"algorithm\.num_generations: Input should be greater than or equal to 2 \(got 1\)"),
-        ({"algorithm": {"beta": -0.1}}, r"algorithm\.beta: Input should be greater than or equal to 0 \(got -0\.1\)"),
+        (
+            {"algorithm": {"num_generations": 1}},
+            r"algorithm\.num_generations: Input should be greater than or equal to 2 \(got 1\)",
+        ),
+        (
+            {"algorithm": {"beta": -0.1}},
+            r"algorithm\.beta: Input should be greater than or equal to 0 \(got -0\.1\)",
+        ),
         ({"algorithm": {"epsilon_low": 0}}, r"algorithm\.epsilon_low: Input should be greater than 0"),
         ({"generation": {"top_p": 1.5}}, r"generation\.top_p: Input should be less than or equal to 1"),
-        ({"algorithm": {"kl_estimator": "k4"}}, r"algorithm\.kl_estimator: Input should be 'k1', 'k2' or 'k3'"),
+        (
+            {"algorithm": {"kl_estimator": "k4"}},
+            r"algorithm\.kl_estimator: Input should be 'k1', 'k2' or 'k3'",
+        ),
         ({"generation": {"min_new_tokens": 9, "max_new_tokens": 4}}, r"min_new_tokens \(9\) must not exceed"),
         ({"optim": {"warmup_steps": 3, "warmup_ratio": 0.1}}, r"warmup_steps or warmup_ratio, not both"),
         ({"optim": {"mini_batch_size": 7}}, r"optim\.mini_batch_size \(7\) must divide the N = .* = 64"),
-        ({"rewards": {"reward_funcs": ["task"], "reward_weights": [1, 2]}}, r"reward_weights has 2 entries, expected 1"),
+        (
+            {"rewards": {"reward_funcs": ["task"], "reward_weights": [1, 2]}},
+            r"reward_weights has 2 entries, expected 1",
+        ),
         ({"rewards": {"reward_funcs": [], "reward_model": None}}, r"no reward"),
         ({"data": {"task": None}}, r"data\.path .* or data\.task"),
     ],
@@ -109,12 +123,17 @@ def test_bad_files_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="list.yaml: the top level must be a mapping"):
         load_config(tmp_path / "list.yaml")
     (tmp_path / "typo.yaml").write_text("algorithm:\n  epsilon_hgh: 0.28\n")
-    with pytest.raises(ConfigError, match=r"invalid .*typo.yaml:\n  algorithm: unknown field 'epsilon_hgh'; did you mean 'epsilon_high'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"invalid .*typo.yaml:\n  algorithm: unknown field 'epsilon_hgh'; did you mean 'epsilon_high'",
+    ):
         load_config(tmp_path / "typo.yaml")
 
 
 def test_saved_config_round_trips(tmp_path):
-    config = load_config(overrides={"beta": 0.04, "temperature_schedule": [0.7, 1.0], "reward_funcs": ["task", "format"]})
+    config = load_config(
+        overrides={"beta": 0.04, "temperature_schedule": [0.7, 1.0], "reward_funcs": ["task", "format"]}
+    )
     save_config(config, tmp_path / "config.yaml")
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["algorithm"]["beta"] == 0.04

@@ -532,7 +532,9 @@ def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: dict[
             if child is None:
                 child = node[part] = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"{part}: expected a mapping in the config file, got {type(child).__name__}")
+                raise ConfigError(
+                    f"{part}: expected a mapping in the config file, got {type(child).__name__}"
+                )
             node = child
         node[leaf] = value
     return out
@@ -583,7 +585,9 @@ def load_config(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path}: the top level must be a mapping of fields, got {type(loaded).__name__}"
+            )
         data = loaded
     if overrides:
         data = apply_overrides(cls, data, overrides)
@@ -593,5 +597,6 @@ def load_config(
 def save_config(config: BaseModel, path: str | os.PathLike) -> None:
     """Write the fully resolved config (every field, defaults included) as YAML."""
     Path(path).write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None), encoding="utf-8"
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None),
+        encoding="utf-8",
     )

@@ -1,0 +1,143 @@
+"""The reward-function protocol, the registry of built-ins and loading of user functions by name.
+
+A reward function scores N completions at once::
+
+    f(prompts: list[str | list[dict]], completions: list[str], **columns: list) -> list[float | None]
+
+``columns`` holds every dataset column (``answer``, ``test_cases``...), N entries each, so a function takes
+what it needs by keyword and ignores the rest with ``**kwargs``. ``None`` means "not applicable to this
+sample": the sample's reward is the weighted sum over the functions that do apply, never a silent 0.
+
+A process reward returns, per sample, the list of steps ``[(step_end, score), ...]`` (``step_end`` a
+completion token index or character offset, see ``RewardConfig.process_reward_unit``), or ``None``.
+
+Functions are named in the config as a registered built-in (``accuracy``), ``package.module:function`` or
+``path/to/file.py:function``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "ProcessRewardFunction",
+    "RewardFunction",
+    "available_rewards",
+    "load_callable",
+    "register_reward",
+    "resolve_reward",
+]
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    """``f(prompts, completions, **columns) -> list[float | None]``, one entry per completion."""
+
+    def __call__(
+        self, prompts: list[Any], completions: list[str], **columns: list[Any]
+    ) -> list[float | None]: ...
+
+
+@runtime_checkable
+class ProcessRewardFunction(Protocol):
+    """``f(prompts, completions, **columns) -> list[list[tuple[int, float]] | None]``: steps per completion."""
+
+    def __call__(
+        self, prompts: list[Any], completions: list[str], **columns: list[Any]
+    ) -> list[list[tuple[int, float]] | None]: ...
+
+
+# name -> factory(**options) -> RewardFunction
+_REGISTRY: dict[str, Callable[..., RewardFunction]] = {}
+
+
+def register_reward(name: str) -> Callable[[Callable[..., RewardFunction]], Callable[..., RewardFunction]]:
+    """Register a reward *factory* under ``name``: ``factory(**options)`` returns the reward function.
+
+    Options come from ``RewardConfig.reward_kwargs[name]`` plus the run's context (``answer_column``,
+    ``task``, ``max_new_tokens``), of which a factory receives only the ones its signature names.
+    """
+
+    def decorator(factory: Callable[..., RewardFunction]) -> Callable[..., RewardFunction]:
+        if name in _REGISTRY:
+            raise ValueError(f"a reward named {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def available_rewards() -> list[str]:
+    """Names of the built-in (registered) rewards."""
+    from grpokit.rewards import builtin  # noqa: F401  (registers the built-ins)
+
+    return sorted(_REGISTRY)
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """Import ``package.module:function`` or ``path/to/file.py:function`` (attribute paths like ``a.b`` too)."""
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise ValueError(
+            f"reward {spec!r} is neither a built-in ({', '.join(available_rewards())}) "
+            "nor of the form 'module:function' or 'path/to/file.py:function'"
+        )
+    if module_part.endswith(".py"):
+        path = Path(module_part)
+        if not path.is_file():
+            raise ValueError(f"reward {spec!r}: file {module_part} does not exist")
+        name = f"grpokit_user_reward_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(name)
+        if module is None:
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            try:
+                module_spec.loader.exec_module(module)
+            except Exception:
+                del sys.modules[name]
+                raise
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"reward {spec!r}: cannot import module {module_part!r} ({err})") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"reward {spec!r}: {module_part!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ValueError(f"reward {spec!r} is not callable (got {type(obj).__name__})")
+    return obj
+
+
+def resolve_reward(
+    spec: str, options: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+) -> Callable:
+    """The reward function named ``spec``.
+
+    Built-ins are built by their factory from ``options`` and the ``context`` entries their signature
+    accepts; a user function gets ``options`` bound with ``functools.partial`` (context is not passed).
+    """
+    options = dict(options or {})
+    available_rewards()  # make sure built-ins are registered
+    if spec in _REGISTRY:
+        factory = _REGISTRY[spec]
+        params = inspect.signature(factory).parameters
+        accepted = {k: v for k, v in (context or {}).items() if k in params}
+        unknown = [k for k in options if k not in params]
+        if unknown:
+            raise ValueError(f"reward {spec!r} has no option {unknown[0]!r} (options: {', '.join(params)})")
+        return factory(**{**accepted, **options})
+    fn = load_callable(spec)
+    return functools.partial(fn, **options) if options else fn
