@@ -1,0 +1,56 @@
+"""The algorithm core of grpokit: pure tensor functions, no models, no I/O, no logging.
+
+Shape letters: B prompts, G group size, N = B*G responses, T completion tokens, V vocabulary.
+Masks are bool or float tensors with 1/True on real tokens. Every function computes in its
+inputs' floating dtype (float32 and float64 both work) and returns python-float metrics.
+
+GRPO (DeepSeekMath, arXiv 2402.03300) in three calls::
+
+    adv = group_advantages(rewards, group_ids, estimator="grpo")                 # (N,)
+    loss, metrics = policy_loss(logprobs, old_logprobs, adv, mask,
+                                ref_logprobs=ref_logprobs, beta=0.04)            # scalar, dict
+    loss.backward()
+
+PPO: ``kl_penalized_rewards`` -> ``gae`` -> ``policy_loss`` (per-token advantages) + ``value_loss``.
+
+Swappable pieces are chosen by name from four registries (``available(kind)`` lists them,
+``register(kind, name)`` adds one): "advantage", "kl", "aggregation", "ratio".
+"""
+
+from grpokit.algorithms.advantages import (
+    GroupIndex,
+    group_advantages,
+    group_reward_stats,
+    outcome_as_process,
+    process_advantages,
+)
+from grpokit.algorithms.importance import truncated_importance_weights
+from grpokit.algorithms.kl import AdaptiveKLController, FixedKLController, kl_divergence
+from grpokit.algorithms.masked import entropy_from_logits, masked_mean, masked_sum, masked_var, masked_whiten
+from grpokit.algorithms.policy_loss import aggregate, policy_loss
+from grpokit.algorithms.ppo import gae, kl_penalized_rewards, value_loss
+from grpokit.algorithms.registry import available, register
+
+__all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
+    "GroupIndex",
+    "aggregate",
+    "available",
+    "entropy_from_logits",
+    "gae",
+    "group_advantages",
+    "group_reward_stats",
+    "kl_divergence",
+    "kl_penalized_rewards",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "outcome_as_process",
+    "policy_loss",
+    "process_advantages",
+    "register",
+    "truncated_importance_weights",
+    "value_loss",
+]

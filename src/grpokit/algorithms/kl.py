@@ -1,0 +1,140 @@
+"""Per-token KL estimators and the KL-coefficient controllers.
+
+The KL divergence KL(pi_theta || pi_ref) of a sampled response is estimated token by token from the
+log-probabilities of the sampled tokens only (J. Schulman, "Approximating KL Divergence", 2020,
+http://joschu.net/blog/kl-approx.html). With ``log_r = log pi_ref(o_t) - log pi_theta(o_t)`` and
+tokens sampled from pi_theta:
+
+- ``k1 = -log_r``: unbiased, high variance, can be negative.
+- ``k2 = 0.5 * log_r**2``: biased, low variance, always >= 0.
+- ``k3 = exp(log_r) - log_r - 1``: unbiased, low variance, always >= 0; DeepSeekMath (arXiv
+  2402.03300) eq. 4 uses it for GRPO's KL term.
+
+Where the estimator's sampling assumption is off (tokens come from pi_old, not pi_theta, after the
+first of several updates), the estimators are still used as is, as in DeepSeekMath, TRL and verl.
+
+The controllers set the coefficient beta of a KL penalty. ``AdaptiveKLController`` is Ziegler et
+al. 2019 ("Fine-Tuning Language Models from Human Preferences", arXiv 1909.08593, sec. 2.2):
+
+    ``e = clip(KL / KL_target - 1, -0.2, 0.2)``,  ``beta <- beta * (1 + e * n_steps / horizon)``
+
+No deviations from these references.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from grpokit.algorithms._checks import check_float, check_positive, check_same_shape, check_tensor
+from grpokit.algorithms.registry import lookup, register
+
+
+@register("kl", "k1")
+def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """``k1 = log pi_theta - log pi_ref``. Shapes: (N, T) -> (N, T)."""
+    return logprobs - ref_logprobs
+
+
+@register("kl", "k2")
+def kl_k2(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """``k2 = 0.5 * (log pi_theta - log pi_ref)**2``. Shapes: (N, T) -> (N, T)."""
+    return 0.5 * (logprobs - ref_logprobs) ** 2
+
+
+@register("kl", "k3")
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """``k3 = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1`` (DeepSeekMath eq. 4). Shapes: (N, T) -> (N, T)."""
+    log_r = ref_logprobs - logprobs
+    # expm1(x) - x keeps precision when the two policies are close (log_r ~ 0), where
+    # exp(x) - x - 1 would cancel to rounding noise.
+    return torch.expm1(log_r) - log_r
+
+
+def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(pi_theta || pi_ref) from sampled-token log-probabilities.
+
+    ``k1 = log pi_theta - log pi_ref``; ``k2 = 0.5 * (log pi_theta - log pi_ref)**2``;
+    ``k3 = exp(log pi_ref - log pi_theta) - (log pi_ref - log pi_theta) - 1`` (DeepSeekMath
+    arXiv 2402.03300 eq. 4). See Schulman, "Approximating KL Divergence" (2020).
+
+    Args:
+        logprobs: (N, T) log pi_theta of the sampled tokens (any shape works, matched by ref).
+        ref_logprobs: same shape, log pi_ref of the same tokens.
+        estimator: a registered ``"kl"`` name.
+
+    Returns:
+        (N, T) per-token estimates; padding positions are not masked (the caller aggregates).
+    """
+    fn = lookup("kl", estimator, argument="kl_estimator")
+    check_float("logprobs", check_tensor("logprobs", logprobs))
+    check_float("ref_logprobs", check_tensor("ref_logprobs", ref_logprobs))
+    check_same_shape("ref_logprobs", ref_logprobs, "logprobs", logprobs)
+    return fn(logprobs, ref_logprobs.to(logprobs.dtype))
+
+
+class FixedKLController:
+    """A constant KL coefficient; ``update`` is a no-op, so trainers treat both controllers alike."""
+
+    def __init__(self, beta: float):
+        check_positive("beta", beta, allow_zero=True)
+        self.beta = float(beta)
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Keep beta unchanged (the arguments are accepted for a shared interface)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"beta": self.beta}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        beta = float(state["beta"])
+        check_positive("state['beta']", beta, allow_zero=True)
+        self.beta = beta
+
+    def __repr__(self) -> str:
+        return f"FixedKLController(beta={self.beta})"
+
+
+class AdaptiveKLController:
+    """Adaptive KL coefficient (Ziegler et al. 2019, arXiv 1909.08593, sec. 2.2).
+
+    ``e = clip(current_kl / target - 1, -0.2, 0.2)`` and ``beta <- beta * (1 + e * n_steps / horizon)``:
+    beta grows while the measured KL is above ``target`` and shrinks while it is below, by at most
+    20% per ``horizon`` samples.
+
+    Args:
+        init_beta: starting coefficient (>= 0).
+        target: the KL the controller steers toward (> 0), in the same units as ``current_kl``
+            (typically the per-sequence sum of per-token KL, as in Ziegler et al.).
+        horizon: number of samples over which a full 20% correction is applied (> 0).
+    """
+
+    def __init__(self, init_beta: float, target: float, horizon: int):
+        check_positive("init_beta", init_beta, allow_zero=True)
+        check_positive("target", target)
+        check_positive("horizon", horizon)
+        self.beta = float(init_beta)
+        self.target = float(target)
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Move beta toward keeping ``current_kl`` at ``target``; ``n_steps`` samples since the last update."""
+        if not torch.isfinite(torch.tensor(float(current_kl))):
+            raise ValueError(f"current_kl must be finite, got {current_kl}")
+        check_positive("n_steps", n_steps, allow_zero=True)
+        proportional_error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.beta *= 1.0 + proportional_error * n_steps / self.horizon
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"beta": self.beta, "target": self.target, "horizon": self.horizon}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        beta, target, horizon = float(state["beta"]), float(state["target"]), state["horizon"]
+        check_positive("state['beta']", beta, allow_zero=True)
+        check_positive("state['target']", target)
+        check_positive("state['horizon']", horizon)
+        self.beta, self.target, self.horizon = beta, target, horizon
+
+    def __repr__(self) -> str:
+        return f"AdaptiveKLController(beta={self.beta}, target={self.target}, horizon={self.horizon})"
