@@ -1,0 +1,490 @@
+"""GRPO (and PPO) for any policy on gymnasium environments.
+
+The loop is the one of the language-model trainer, with start states in place of prompts and
+episodes in place of completions (seed 003's "general RL framework" reading of GRPO)::
+
+    start states ──► G episodes each ──► group ──► group-relative advantages ──► clipped update
+     (plan_starts)    (EpisodeCollector)  (grouping)  (grpokit.algorithms)        (policy_loss)
+
+PPO (Schulman et al. 2017, arXiv 1707.06347) runs the same loop with a value network: its
+advantages come from GAE and the value loss is added to the clipped policy loss. Only the advantage
+source and the value update differ; all the maths is in :mod:`grpokit.algorithms`.
+
+Deviations from the GRPO paper (DeepSeekMath, arXiv 2402.03300), numbered:
+
+1. An "output" is an episode and a "token" an env step; the ratio, clip, KL and entropy are per step.
+2. ``advantage_mode="returns_to_go"`` (the default) is not in the paper: the advantage of step t is
+   the group-relative score of the discounted return-to-go G_t = sum_{k>=t} gamma^(k-t) r_k among
+   the episodes of the same group that are still running at step t (estimator applied per
+   (group, t) cell). From a shared start state this is a time-indexed baseline, which gives the
+   credit assignment that the paper's outcome advantage (one value for every step) lacks; an
+   episode alone at step t gets 0 there. ``outcome`` and ``process`` are the paper's two modes.
+3. Episodes cut by the time limit are treated as ended by GRPO (no critic to bootstrap with), as a
+   truncated completion is in the LLM setting; PPO bootstraps them with V(s_T).
+4. The loss aggregation defaults to ``token_mean`` (every env step weighs the same, as in PPO):
+   the paper's per-episode mean would down-weight every step of a long (in CartPole: good) episode.
+5. The reference policy for the ``beta`` KL term is a frozen copy of the initial policy.
+6. The entropy bonus of a Gaussian policy uses its closed-form entropy, aggregated like the loss;
+   ``policy_loss`` computes entropies from categorical logits only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from grpokit.algorithms import (
+    aggregate,
+    gae,
+    group_advantages,
+    group_reward_stats,
+    kl_divergence,
+    masked_whiten,
+    policy_loss,
+    process_advantages,
+    value_loss,
+)
+from grpokit.config import save_config
+from grpokit.rl.checkpoint import (
+    checkpoint_dir,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+    save_checkpoint,
+)
+from grpokit.rl.config import RLConfig
+from grpokit.rl.grouping import Grouping, check_group_ids, make_grouping
+from grpokit.rl.policies import CategoricalPolicy, Policy, make_policy, make_value_network
+from grpokit.rl.rollout import EnvFactory, EpisodeBatch, EpisodeCollector, evaluation_starts, plan_starts
+from grpokit.tracking import RunLogger
+
+
+@dataclass
+class RLResult:
+    """What a training run produced. Times are wall-clock seconds since ``train()`` started."""
+
+    run_dir: Path | None
+    steps: int  # training steps completed
+    env_steps: int  # environment steps of training episodes
+    wall_time: float  # seconds, evaluations included
+    eval_time: float  # seconds spent in evaluations
+    final_eval_returns: np.ndarray  # (eval_episodes,) returns of the final evaluation
+    solved_step: int | None = None  # first step whose evaluation reached target_return
+    solved_env_steps: int | None = None
+    solved_wall_time: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # the logged rows
+
+
+class RLTrainer:
+    """Trains a policy on a gymnasium environment with GRPO or PPO.
+
+    Args:
+        config: the run configuration.
+        env: overrides ``config.environment.env``: a gymnasium id or a factory ``(**kwargs) -> Env``.
+        policy: overrides the built-in MLP policy (any :class:`Policy`).
+        value_network: PPO's critic, a module (M, *obs_shape) -> (M,); default: an MLP.
+        grouping: overrides ``config.algorithm.grouping``: any ``(EpisodeBatch) -> group_ids (N,)``.
+        run_dir: where to write config, metrics and checkpoints; default
+            ``output_dir/run_name`` (``run_name`` defaults to ``rl-<algorithm>-<env>-<time>``), or the run
+            being resumed. Pass ``run_dir=False`` to write nothing (a quick in-memory run).
+    """
+
+    def __init__(
+        self,
+        config: RLConfig,
+        *,
+        env: str | EnvFactory | None = None,
+        policy: Policy | None = None,
+        value_network: nn.Module | None = None,
+        grouping: Grouping | None = None,
+        run_dir: str | Path | bool | None = None,
+    ):
+        from grpokit.rl.envs import register_envs
+
+        register_envs()
+        if not isinstance(config, RLConfig):
+            raise ValueError(f"config must be an RLConfig, got {type(config).__name__}")
+        self.config = config
+        env_cfg, alg = config.environment, config.algorithm
+        self.is_ppo = alg.algorithm == "ppo"
+        self.collector = EpisodeCollector(
+            env if env is not None else env_cfg.env,
+            env_kwargs=env_cfg.env_kwargs,
+            tasks=env_cfg.tasks,
+            num_envs=env_cfg.num_envs,
+            max_episode_steps=env_cfg.max_episode_steps,
+        )
+        self.max_episode_steps = self.collector.time_limit
+
+        # Networks are built under the run's seed so that the same config gives the same weights.
+        torch.manual_seed(config.seed)
+        obs_space, act_space = self.collector.observation_space, self.collector.action_space
+        pol_cfg = config.policy
+        self.policy = policy if policy is not None else make_policy(
+            obs_space, act_space, pol_cfg.hidden_sizes, pol_cfg.activation, pol_cfg.init_log_std
+        )
+        if not isinstance(self.policy, Policy):
+            raise ValueError(f"policy must be a grpokit.rl.Policy, got {type(self.policy).__name__}")
+        self.value_network = None
+        if self.is_ppo:
+            self.value_network = value_network if value_network is not None else make_value_network(
+                obs_space, pol_cfg.hidden_sizes, pol_cfg.activation
+            )
+        self.reference = None
+        if alg.beta > 0:
+            self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
+
+        if grouping is None:
+            options = dict(alg.grouping_kwargs)
+            if alg.grouping == "similarity":
+                options.setdefault("num_clusters", alg.num_start_states)
+                options.setdefault("seed", config.seed)
+            grouping = make_grouping(alg.grouping, **options)
+        if not callable(grouping):
+            raise ValueError(f"grouping must be callable (EpisodeBatch -> group ids), got {grouping!r}")
+        self.grouping = grouping
+
+        params = list(self.policy.parameters())
+        if self.value_network is not None:
+            params += list(self.value_network.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=config.optim.learning_rate, eps=config.optim.adam_epsilon)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.env_steps = 0
+        self.wall_offset = 0.0  # seconds trained before a resume
+        self.eval_time = 0.0
+
+        self._resume_from = None
+        if config.checkpoint.resume is not None:
+            self._resume_from = resolve_resume(config.checkpoint.resume, config.logging.output_dir)
+        if run_dir is False:
+            self.run_dir = None
+        elif run_dir not in (None, True):
+            self.run_dir = Path(run_dir)
+        elif self._resume_from is not None:
+            self.run_dir = self._resume_from.parent.parent
+        else:
+            name = config.logging.run_name or (
+                f"rl-{alg.algorithm}-{env_cfg.env.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
+            )
+            self.run_dir = Path(config.logging.output_dir) / name
+        if self._resume_from is not None:
+            self._load(self._resume_from)
+
+    # ------------------------------------------------------------------------------------------
+    # The loop
+    # ------------------------------------------------------------------------------------------
+
+    def train(self) -> RLResult:
+        """Run training until ``max_steps``, ``max_env_steps``, ``max_wall_time`` or ``target_return``."""
+        cfg = self.config
+        logger = self._open_run()
+        history: list[dict[str, Any]] = []
+        solved: tuple[int, int, float] | None = None
+        start = time.perf_counter() - self.wall_offset
+        eval_returns = np.zeros(0)
+        try:
+            while self.step < cfg.max_steps and not self._budget_spent(start):
+                t0 = time.perf_counter()
+                # Rollout: B start states, G episodes each.
+                batch = self.collector.collect(self.policy, self._starts(self.step), generator=self.generator)
+                self._score(batch)
+                t1 = time.perf_counter()
+                # Group and compute advantages (group-relative for GRPO, GAE for PPO).
+                group_ids = check_group_ids(self.grouping(batch), batch.num_episodes)
+                advantages, returns = self._advantages(batch, group_ids)
+                # Update: num_iterations passes of minibatched clipped loss.
+                metrics = self._update(batch, advantages, returns)
+                t2 = time.perf_counter()
+                self.step += 1
+                self.env_steps += batch.num_steps
+                metrics |= self._rollout_metrics(batch, group_ids)
+                metrics |= {"time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
+
+                if cfg.evaluation.eval_steps and self.step % cfg.evaluation.eval_steps == 0:
+                    eval_returns = self._timed_evaluate()
+                    metrics |= _eval_metrics(eval_returns)
+                    target = cfg.evaluation.target_return
+                    if target is not None and solved is None and eval_returns.mean() >= target:
+                        solved = (self.step, self.env_steps, time.perf_counter() - start)
+                metrics |= {"time/env_steps": self.env_steps, "time/wall_s": time.perf_counter() - start,
+                            "time/eval_s": self.eval_time}  # fmt: skip
+                history.append({"step": self.step, **metrics})
+                if logger is not None:
+                    logger.log(self.step, metrics)
+                if self._should_save():
+                    self._save(time.perf_counter() - start)
+                if solved is not None:
+                    break
+
+            # A final evaluation unless the last step just ran one.
+            if not (history and "eval/return_mean" in history[-1]):
+                eval_returns = self._timed_evaluate()
+                final = {**_eval_metrics(eval_returns), "time/eval_s": self.eval_time}
+                history.append({"step": self.step, **final})
+                if logger is not None:
+                    logger.log(self.step, final)
+            wall = time.perf_counter() - start
+            if self.run_dir is not None:
+                self._save(wall)
+        finally:
+            if logger is not None:
+                logger.close()
+        return RLResult(
+            run_dir=self.run_dir,
+            steps=self.step,
+            env_steps=self.env_steps,
+            wall_time=wall,
+            eval_time=self.eval_time,
+            final_eval_returns=eval_returns,
+            solved_step=solved[0] if solved else None,
+            solved_env_steps=solved[1] if solved else None,
+            solved_wall_time=solved[2] if solved else None,
+            history=history,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Phases
+    # ------------------------------------------------------------------------------------------
+
+    def _starts(self, step: int):
+        """GRPO: B start states x G episodes. PPO: N distinct start states (it has no groups)."""
+        alg, tasks = self.config.algorithm, self.config.environment.tasks
+        num_tasks = len(tasks) if tasks is not None else None
+        if self.is_ppo:
+            return plan_starts(self.config.seed, step, self.config.num_episodes, 1, num_tasks)
+        return plan_starts(self.config.seed, step, alg.num_start_states, alg.num_generations, num_tasks)
+
+    @torch.no_grad()
+    def _score(self, batch: EpisodeBatch) -> None:
+        """Fill the batch's reference log-probs (beta > 0) and values at collection time (PPO)."""
+        if self.reference is not None:
+            batch.ref_log_probs = _per_step(
+                batch, lambda obs, real: self.reference.distribution(obs).log_prob(batch.actions[real])
+            )
+        if self.value_network is not None:
+            batch.values = _per_step(batch, lambda obs, real: self.value_network(obs))
+
+    def _advantages(self, batch: EpisodeBatch, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """GRPO: ((N,) or (N, T) advantages, None). PPO: ((N, T) GAE advantages, (N, T) value targets)."""
+        alg = self.config.algorithm
+        rewards = batch.rewards * self.config.environment.reward_scale  # (N, T)
+        mask = batch.mask
+        if self.is_ppo:
+            with torch.no_grad():
+                final_values = self.value_network(batch.final_observations)  # (N,)
+            bootstrap = torch.where(batch.truncated, final_values, torch.zeros_like(final_values))  # (N,)
+            advantages, returns = gae(rewards, batch.values, mask, alg.gamma, alg.gae_lambda, bootstrap_values=bootstrap)
+            if alg.normalize_advantages:
+                advantages = masked_whiten(advantages, mask)
+            return advantages, returns
+        if alg.advantage_mode == "outcome":
+            returns = (rewards * mask).sum(1)  # (N,)
+            return group_advantages(returns, group_ids, alg.advantage_estimator, alg.advantage_eps), None
+        if alg.advantage_mode == "process":
+            N, T = mask.shape
+            steps = torch.arange(T).expand(N, T)  # (N, T) every env step ends its own "reasoning step"
+            step_ends = torch.where(mask > 0, steps, -1)
+            return process_advantages(rewards, step_ends, mask, group_ids, alg.advantage_eps), None
+        # returns_to_go: GAE with V = 0 and lambda = 1 is the discounted return-to-go.
+        to_go, _ = gae(rewards, torch.zeros_like(rewards), mask, alg.gamma, 1.0)  # (N, T)
+        N, T = mask.shape
+        real = mask > 0  # (N, T)
+        cell = group_ids.unsqueeze(1) * T + torch.arange(T)  # (N, T) one group per (group, time step)
+        advantages = torch.zeros_like(to_go)  # (N, T)
+        advantages[real] = group_advantages(to_go[real], cell[real], alg.advantage_estimator, alg.advantage_eps)
+        return advantages, None
+
+    def _update(
+        self, batch: EpisodeBatch, advantages: torch.Tensor, returns: torch.Tensor | None
+    ) -> dict[str, float]:
+        """``num_iterations`` passes over the batch, each split into ``num_minibatches`` of whole episodes."""
+        cfg, alg = self.config, self.config.algorithm
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        sums: dict[str, float] = {}
+        count = 0
+        self.policy.train()
+        for _ in range(alg.num_iterations):
+            order = torch.randperm(batch.num_episodes, generator=self.generator)
+            for index in order.chunk(cfg.optim.num_minibatches):
+                mb = batch.select(index)
+                T = mb.mask.shape[1]
+                mb_advantages = advantages[index] if advantages.dim() == 1 else advantages[index, :T]
+                logprobs, entropy, logits = self._evaluate_actions(mb)  # (n, T), (n, T), (n, T, A) or None
+                loss, metrics = policy_loss(
+                    logprobs, mb.log_probs, mb_advantages, mb.mask,
+                    ref_logprobs=mb.ref_log_probs, beta=alg.beta, kl_estimator=alg.kl_estimator,
+                    epsilon_low=alg.epsilon_low, epsilon_high=alg.epsilon_high, ratio_level=alg.ratio_level,
+                    aggregation=alg.loss_aggregation, max_length=self.max_episode_steps,
+                    logits=logits, entropy_coef=alg.entropy_coef if logits is not None else 0.0,
+                )  # fmt: skip
+                if logits is None:
+                    if alg.entropy_coef > 0:
+                        loss = loss - alg.entropy_coef * aggregate(
+                            entropy, mb.mask, alg.loss_aggregation, self.max_episode_steps
+                        )
+                    metrics["entropy"] = float(((entropy * mb.mask).sum() / mb.mask.sum()).item())
+                with torch.no_grad():
+                    # KL(pi_old || pi_theta) with k3 on the sampled steps: cleanrl's approx_kl.
+                    approx_kl = kl_divergence(mb.log_probs, logprobs.detach(), "k3")
+                    metrics["approx_kl"] = float(((approx_kl * mb.mask).sum() / mb.mask.sum()).item())
+                if self.value_network is not None:
+                    values = _per_step(mb, lambda obs, real: self.value_network(obs))  # (n, T) with grad
+                    v_loss, v_metrics = value_loss(
+                        values, mb.values, returns[index, :T], mb.mask, alg.clip_range_value, "token_mean"
+                    )
+                    loss = loss + alg.value_coef * v_loss
+                    metrics |= v_metrics
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else math.inf
+                metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, max_norm).item())
+                self.optimizer.step()
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+        return {f"train/{k}": v / count for k, v in sums.items()}
+
+    def _evaluate_actions(self, mb: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Log-probs and entropies (n, T) of the taken actions under the current policy, with gradient;
+        plus the logits (n, T, A) for a categorical policy (``policy_loss`` derives its entropy from them)."""
+        real = mb.mask > 0  # (n, T)
+        dist = self.policy.distribution(mb.observations[real])  # batch shape (M,)
+        logprobs = _scatter(dist.log_prob(mb.actions[real]), real)  # (n, T)
+        entropy = _scatter(dist.entropy(), real)  # (n, T)
+        logits = None
+        if isinstance(self.policy, CategoricalPolicy):
+            logits = _scatter(dist.logits, real)  # (n, T, A)
+        return logprobs, entropy, logits
+
+    # ------------------------------------------------------------------------------------------
+    # Evaluation, metrics, run directory, checkpoints
+    # ------------------------------------------------------------------------------------------
+
+    def evaluate(self, num_episodes: int | None = None, deterministic: bool | None = None) -> np.ndarray:
+        """Returns (num_episodes,) of the current policy from the fixed evaluation start states."""
+        ev = self.config.evaluation
+        tasks = self.config.environment.tasks
+        starts = evaluation_starts(
+            self.config.seed, num_episodes or ev.eval_episodes, len(tasks) if tasks is not None else None
+        )
+        deterministic = ev.eval_deterministic if deterministic is None else deterministic
+        # A dedicated generator: evaluating must not change the training run's random stream.
+        generator = torch.Generator().manual_seed(self.config.seed + 1)
+        batch = self.collector.collect(self.policy, starts, generator=generator, deterministic=deterministic)
+        return batch.returns.numpy().astype(np.float64)
+
+    def _timed_evaluate(self) -> np.ndarray:
+        t0 = time.perf_counter()
+        returns = self.evaluate()
+        self.eval_time += time.perf_counter() - t0
+        return returns
+
+    def _rollout_metrics(self, batch: EpisodeBatch, group_ids: torch.Tensor) -> dict[str, float]:
+        returns = batch.returns.double()
+        lengths = batch.lengths.double()
+        stats = group_reward_stats(returns, group_ids)
+        return {
+            "episode/return_mean": returns.mean().item(),
+            "episode/return_std": returns.std().item() if len(returns) > 1 else 0.0,
+            "episode/return_min": returns.min().item(),
+            "episode/return_max": returns.max().item(),
+            "episode/length_mean": lengths.mean().item(),
+            "episode/terminated_fraction": batch.terminated.double().mean().item(),
+            "groups/num_groups": stats["num_groups"],
+            "groups/size_min": stats["group_size_min"],
+            "groups/size_max": stats["group_size_max"],
+            "groups/zero_std_fraction": stats["zero_std_group_fraction"],
+            "groups/return_std_within_mean": stats["reward_std_within_group_mean"],
+        }
+
+    def _budget_spent(self, start: float) -> bool:
+        cfg = self.config
+        if cfg.max_env_steps is not None and self.env_steps >= cfg.max_env_steps:
+            return True
+        return cfg.max_wall_time is not None and time.perf_counter() - start >= cfg.max_wall_time
+
+    def _should_save(self) -> bool:
+        every = self.config.checkpoint.save_steps
+        return self.run_dir is not None and every > 0 and self.step % every == 0
+
+    def _open_run(self) -> RunLogger | None:
+        if self.run_dir is None:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.run_dir / "config.yaml")
+        metrics = self.run_dir / "metrics.jsonl"
+        if self._resume_from is not None and metrics.is_file():
+            # Rows logged after the checkpoint belong to steps that are about to be redone.
+            rows = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line)["step"] <= self.step]
+            metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        return RunLogger(self.run_dir, tensorboard=self.config.logging.tensorboard)
+
+    def _modules(self) -> dict[str, nn.Module]:
+        modules: dict[str, nn.Module] = {"policy": self.policy}
+        if self.value_network is not None:
+            modules["value"] = self.value_network
+        if self.reference is not None:
+            modules["reference"] = self.reference
+        return modules
+
+    def _save(self, wall_time: float) -> Path:
+        state = {
+            "step": self.step,
+            "env_steps": self.env_steps,
+            "wall_time": wall_time,
+            "eval_time": self.eval_time,
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+        path = save_checkpoint(checkpoint_dir(self.run_dir, self.step), self._modules(), state)
+        prune_checkpoints(self.run_dir, self.config.checkpoint.save_total_limit)
+        return path
+
+    def _load(self, path: Path) -> None:
+        state = load_checkpoint(path, self._modules())
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.env_steps = int(state["env_steps"])
+        self.wall_offset = float(state["wall_time"])
+        self.eval_time = float(state["eval_time"])
+
+
+def _scatter(flat: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Values of the M real steps (M, *rest) into a zero-padded (n, T, *rest) tensor (keeps gradients)."""
+    out = flat.new_zeros(real.shape + flat.shape[1:])
+    out[real] = flat
+    return out
+
+
+def _per_step(batch: EpisodeBatch, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn(observations of the real steps (M, *obs_shape), real mask (N, T)) -> (M,)``, as (N, T)."""
+    real = batch.mask > 0
+    return _scatter(fn(batch.observations[real], real), real)
+
+
+def _eval_metrics(returns: np.ndarray) -> dict[str, float]:
+    return {
+        "eval/return_mean": float(returns.mean()),
+        "eval/return_std": float(returns.std()),
+        "eval/return_min": float(returns.min()),
+        "eval/return_max": float(returns.max()),
+    }
+
+
+def train(config: RLConfig, **kwargs: Any) -> RLResult:
+    """Build an :class:`RLTrainer` (``kwargs`` as its constructor's) and run it."""
+    return RLTrainer(config, **kwargs).train()
