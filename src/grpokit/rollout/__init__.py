@@ -1,5 +1,8 @@
 """Samplers that turn prompts into :class:`RolloutBatch` es."""
 
+from grpokit.rollout.base import Prompt, Sampler
 from grpokit.rollout.batch import RolloutBatch
+from grpokit.rollout.prompts import encode_prompts
+from grpokit.rollout.transformers_sampler import TransformersSampler, group_temperatures
 
-__all__ = ["RolloutBatch"]
+__all__ = ["Prompt", "RolloutBatch", "Sampler", "TransformersSampler", "encode_prompts", "group_temperatures"]

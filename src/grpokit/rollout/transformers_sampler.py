@@ -1,0 +1,268 @@
+"""The transformers-based RL sampler: B prompts in, N = B*G sampled responses with their log-probs out.
+
+Built for RL rollouts rather than chat, which is where its speed comes from:
+
+1. each prompt is encoded and prefilled once; the KV cache is then expanded to its G samples;
+2. a lean decode loop on token ids: one model call, one vectorised sampling step and one "all done?"
+   check per token, no per-row Python, ``torch.inference_mode``, logits of the last position only;
+3. the log-prob of every sampled token is taken from the same logits (``old_logprobs``), so the trainer
+   needs no extra forward pass for the old policy when it takes one gradient step per batch.
+
+Conventions:
+
+- ``old_logprobs`` are under the temperature-scaled distribution ``softmax(z / tau_i)``, before
+  top-k/top-p filtering and before ``min_new_tokens`` masks EOS: that is the distribution the trainer's
+  :func:`~grpokit.models.logprobs.completion_logprobs` recomputes, so the ratio is 1 on-policy. Top-k /
+  top-p / min-tokens make the true sampling distribution differ from it (as in TRL and verl).
+- Greedy decoding (``temperature=0`` or ``do_sample=False``) records ``temperatures = 0`` and
+  ``old_logprobs`` under the unscaled model (``tau = 1``); it is meant for evaluation, not training.
+- ``temperature_schedule=(lo, hi)`` gives sample i of each group ``lo + (hi - lo) * i / (G - 1)``
+  (endpoints included; G = 1 gets ``lo``): more diverse groups at no extra cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from grpokit.rollout.base import Prompt
+from grpokit.rollout.batch import RolloutBatch
+from grpokit.rollout.decoders import HFDecoder
+from grpokit.rollout.prompts import TRUNCATIONS, encode_prompts
+from grpokit.rollout.sampling import sample_next_token
+
+
+def group_temperatures(
+    temperature: float, schedule: tuple[float, float] | None, num_generations: int
+) -> torch.Tensor:
+    """(G,) float32 temperature of each sample of a group."""
+    G = num_generations
+    if schedule is None:
+        return torch.full((G,), float(temperature))
+    low, high = schedule
+    if G == 1:
+        return torch.tensor([float(low)])
+    return low + (high - low) * torch.arange(G, dtype=torch.float32) / (G - 1)
+
+
+def _stop_token_ids(model: Any, tokenizer: Any, eos_token_id: int | list[int] | None) -> list[int]:
+    """EOS ids: the argument, else the model's generation config, plus the tokenizer's EOS."""
+    ids: list[int] = []
+    sources = [eos_token_id] if eos_token_id is not None else [
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        tokenizer.eos_token_id,
+    ]
+    for source in sources:
+        if source is None:
+            continue
+        for token in [source] if isinstance(source, int) else source:
+            if token not in ids:
+                ids.append(int(token))
+    if not ids:
+        raise ValueError("no EOS token: the tokenizer has no eos_token_id; pass eos_token_id=")
+    return ids
+
+
+class TransformersSampler:
+    """RL sampler on a transformers causal LM (see the module docstring for the conventions).
+
+    Args:
+        model: a causal LM; it is put in eval mode during ``generate`` and restored afterwards.
+        tokenizer: its tokenizer; needs a pad token (see :func:`grpokit.models.loading.load_tokenizer`).
+        max_new_tokens: completion length limit; a row that reaches it without EOS is ``truncated``.
+        min_new_tokens: EOS is masked out until this many tokens were generated.
+        temperature: sampling temperature; 0 means greedy.
+        top_p: nucleus filtering threshold, 1 disables it.
+        top_k: keep the k most likely tokens, 0 disables it.
+        temperature_schedule: ``(lo, hi)`` per-sample temperatures across each group, or None.
+        max_prompt_length: longest prompt in tokens, None for no limit.
+        prompt_truncation: ``"error"`` or ``"left"`` (keep the last ``max_prompt_length`` tokens).
+        seed: seed of the sampling generator.
+        do_sample: False forces greedy decoding whatever the temperature.
+        eos_token_id: stop token(s); default: the model's generation config plus the tokenizer's EOS.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_new_tokens: int = 64,
+        min_new_tokens: int = 0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        temperature_schedule: tuple[float, float] | None = None,
+        max_prompt_length: int | None = None,
+        prompt_truncation: str = "error",
+        seed: int = 0,
+        do_sample: bool = True,
+        eos_token_id: int | list[int] | None = None,
+    ):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0 <= min_new_tokens <= max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+        if temperature_schedule is not None:
+            if len(temperature_schedule) != 2 or not all(t > 0 for t in temperature_schedule):
+                raise ValueError(
+                    f"temperature_schedule must be a pair (low, high) of positive temperatures, "
+                    f"got {temperature_schedule!r}"
+                )
+            if temperature == 0 or not do_sample:
+                raise ValueError("temperature_schedule cannot be combined with greedy decoding")
+        if prompt_truncation not in TRUNCATIONS:
+            raise ValueError(f"prompt_truncation must be one of {TRUNCATIONS}, got {prompt_truncation!r}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; load it with grpokit.models.load_tokenizer")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.min_new_tokens = min_new_tokens
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.top_k = int(top_k)
+        self.temperature_schedule = None if temperature_schedule is None else tuple(map(float, temperature_schedule))
+        self.max_prompt_length = max_prompt_length
+        self.prompt_truncation = prompt_truncation
+        self.greedy = temperature == 0 or not do_sample
+        self.stop_ids = _stop_token_ids(model, tokenizer, eos_token_id)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.device = next(model.parameters()).device
+        self.generator = torch.Generator(device=self.device)
+        self.set_seed(seed)
+
+    # -- RNG state (exact resume) -----------------------------------------------------------------
+
+    def set_seed(self, seed: int) -> None:
+        """Reseed the sampling generator."""
+        self.seed = int(seed)
+        self.generator.manual_seed(self.seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self.generator.set_state(state["generator"])
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    def _pad_left(self, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-pad B id lists -> (B, P) ids and (B, P) mask."""
+        B, P = len(encoded), max(len(ids) for ids in encoded)
+        prompt_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
+        prompt_mask = torch.zeros((B, P), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            prompt_ids[row, P - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            prompt_mask[row, P - len(ids) :] = 1
+        return prompt_ids.to(self.device), prompt_mask.to(self.device)
+
+    def _decoder(self) -> Any:
+        return HFDecoder(self.model)
+
+    @torch.inference_mode()
+    def _decode(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, G: int, temperatures: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode loop. Returns (N, T_max) sampled ids (pad after a row finished) and their log-probs."""
+        N = prompt_ids.shape[0] * G
+        T_max = self.max_new_tokens
+        tau = temperatures.clamp(min=1e-6)[:, None] if not self.greedy else torch.ones(N, 1, device=self.device)
+        stop_ids = torch.tensor(self.stop_ids, device=self.device)
+        tokens = torch.full((N, T_max), self.pad_id, dtype=torch.long, device=self.device)
+        logprobs = torch.zeros((N, T_max), dtype=torch.float32, device=self.device)
+        finished = torch.zeros(N, dtype=torch.bool, device=self.device)
+        pad = torch.full((N,), self.pad_id, dtype=torch.long, device=self.device)
+
+        decoder = self._decoder()
+        logits = decoder.prefill(prompt_ids, prompt_mask, G, T_max)  # (N, V)
+        for t in range(T_max):
+            scaled = logits.float() / tau  # (N, V)
+            log_probs = torch.log_softmax(scaled, dim=-1)  # (N, V), the distribution old_logprobs refer to
+            if t < self.min_new_tokens:
+                scaled = scaled.index_fill(-1, stop_ids, float("-inf"))
+            next_tokens = sample_next_token(
+                scaled, greedy=self.greedy, top_k=self.top_k, top_p=self.top_p, generator=self.generator
+            )  # (N,)
+            next_tokens = torch.where(finished, pad, next_tokens)
+            tokens[:, t] = next_tokens
+            logprobs[:, t] = log_probs.gather(-1, next_tokens[:, None]).squeeze(-1)
+            finished |= torch.isin(next_tokens, stop_ids)
+            if t == T_max - 1 or bool(finished.all()):
+                break
+            logits = decoder.step(next_tokens)
+        return tokens[:, : t + 1], logprobs[:, : t + 1]
+
+    def generate(
+        self,
+        prompts: list[Prompt],
+        num_generations: int,
+        columns: dict[str, list[Any]] | None = None,
+    ) -> RolloutBatch:
+        """Sample ``num_generations`` (G) responses for each of the B ``prompts``.
+
+        Args:
+            prompts: B prompts, text or chat messages.
+            num_generations: G >= 1.
+            columns: dataset columns with B entries each, repeated per response.
+
+        Returns:
+            A :class:`RolloutBatch` with N = B*G rows ordered group by group; T is the longest
+            completion of this batch (at most ``max_new_tokens``).
+        """
+        if num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("prompts is empty")
+        B, G = len(prompts), num_generations
+        columns = dict(columns or {})
+        for name, values in columns.items():
+            if len(values) != B:
+                raise ValueError(f"column {name!r} has {len(values)} entries but there are {B} prompts")
+
+        encoded = encode_prompts(self.tokenizer, prompts, self.max_prompt_length, self.prompt_truncation)
+        prompt_ids, prompt_mask = self._pad_left(encoded)  # (B, P) each
+        temperatures = group_temperatures(self.temperature, self.temperature_schedule, G).repeat(B)  # (N,)
+        temperatures = temperatures.to(self.device)
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            tokens, logprobs = self._decode(prompt_ids, prompt_mask, G, temperatures)  # (N, T) each
+        finally:
+            self.model.train(was_training)
+
+        # A token is part of the completion when no stop token came strictly before it.
+        is_stop = torch.isin(tokens, torch.tensor(self.stop_ids, device=self.device))  # (N, T)
+        completion_mask = (is_stop.cumsum(dim=1) - is_stop.long()) == 0  # (N, T), EOS included
+        truncated = ~is_stop.any(dim=1)  # (N,)
+        lengths = completion_mask.sum(dim=1)  # (N,)
+        T = int(lengths.max())
+        completion_ids = tokens[:, :T].masked_fill(~completion_mask[:, :T], self.pad_id)  # (N, T)
+        completion_mask = completion_mask[:, :T]
+        old_logprobs = logprobs[:, :T].masked_fill(~completion_mask, 0.0)  # (N, T)
+        texts = self.tokenizer.batch_decode(
+            [row[:n] for row, n in zip(completion_ids.tolist(), lengths.tolist())], skip_special_tokens=True
+        )
+        return RolloutBatch(
+            prompt_ids=prompt_ids.repeat_interleave(G, dim=0),
+            prompt_mask=prompt_mask.repeat_interleave(G, dim=0),
+            completion_ids=completion_ids,
+            completion_mask=completion_mask.float(),
+            group_ids=torch.arange(B, device=self.device).repeat_interleave(G),
+            temperatures=torch.zeros_like(temperatures) if self.greedy else temperatures,
+            truncated=truncated,
+            prompts=[prompt for prompt in prompts for _ in range(G)],
+            completions=texts,
+            columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
+            old_logprobs=old_logprobs,
+        )
