@@ -1,0 +1,47 @@
+"""Console progress: a tqdm bar with the numbers one watches during RL (step, reward, KL, ETA)."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+from typing import Any
+
+__all__ = ["ProgressBar", "peak_memory_mb"]
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+class ProgressBar:
+    """``tqdm`` over training steps showing the latest reward and KL; silent when ``enabled`` is False."""
+
+    def __init__(self, total: int, *, initial: int = 0, enabled: bool = True, desc: str = "train"):
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+
+    def update(self, metrics: dict[str, Any], keys: tuple[str, ...] = ("reward/mean", "kl")) -> None:
+        if self._bar is None:
+            return
+        shown = {}
+        for key in keys:
+            value = metrics.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                shown[key.split("/")[0]] = f"{value:.3g}"
+        self._bar.set_postfix(shown, refresh=False)
+        self._bar.update(1)
+
+    def write(self, text: str) -> None:
+        """Print above the bar without breaking it."""
+        if self._bar is not None:
+            self._bar.write(text)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

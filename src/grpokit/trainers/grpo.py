@@ -1,0 +1,721 @@
+"""GRPO for Hugging Face causal LMs: Group Relative Policy Optimization (Shao et al., DeepSeekMath, 2024,
+arXiv 2402.03300), with the DAPO (arXiv 2503.14476) and Dr. GRPO (arXiv 2503.20783) options.
+
+One training step, as :meth:`GRPOTrainer.train` reads::
+
+    rows            = next(prompts)                          B prompts
+    batch           = generate_rollouts(sampler, rows, G)    N = B*G completions from pi_old = pi_theta
+    scores          = score(rewards, batch)                  (N,) rewards, or (N, S) step rewards
+    advantages      = compute_advantages(batch, scores)      (N,) group-relative, or (N, T) per token
+    update_metrics  = update_policy(...)                     mu passes of clipped-loss minibatch steps
+    log(...); checkpoint                                     metrics.jsonl, samples.jsonl, TensorBoard
+
+Choices and deviations from the paper, numbered:
+
+1. pi_old is the policy that generated the batch. With ``num_iterations == 1`` the old log-probs are the
+   current log-probs detached (ratio exactly 1, no extra forward); with more, they are computed once,
+   without grad, before the first update. The sampler's own log-probs are not used as pi_old (KV-cached
+   decoding differs from a full forward by rounding); their gap is logged as ``logprobs/sampler_mismatch``.
+2. The policy stays in eval mode (no dropout) during the update, so the ratio is 1 before the first step.
+3. The reference model exists only when ``beta > 0``: a frozen copy of the initial policy, re-synced every
+   ``ref_model_sync_steps`` steps when set (the paper's iterative GRPO also retrains the reward model; not here).
+4. A sample no reward function applies to (all ``None``) is left out of its group's baseline and masked out
+   of the loss; DAPO's overlong filtering masks truncated completions out of the loss but keeps them in the
+   baseline.
+5. Dynamic sampling (DAPO) keeps only groups whose scored rewards differ, drawing new prompts for at most
+   ``max_dynamic_sampling_rounds`` extra rounds; a step that cannot fill B groups trains on those it has.
+6. The learning-rate schedule advances once per training step, not per optimizer step, so warmup is
+   counted in generation batches whatever the minibatching.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, OptimConfig
+from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
+from grpokit.rollout.batch import RolloutBatch
+from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
+from grpokit.trainers import checkpoint as ckpt
+from grpokit.trainers.common import (
+    PhaseTimer,
+    ReferencePolicy,
+    batch_to,
+    build_optimizer,
+    build_scheduler,
+    iterate_minibatches,
+    micro_weight,
+    prepare_run_dir,
+    resolve_device,
+    seed_everything,
+    sequence_logprobs,
+)
+
+__all__ = [
+    "GRPOTrainer",
+    "TrainResult",
+    "compute_advantages",
+    "concat_batches",
+    "generate_rollouts",
+    "informative_groups",
+    "score",
+    "train",
+    "update_policy",
+]
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run lives and its last logged metrics."""
+
+    run_dir: Path
+    final_dir: Path
+    last_metrics: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The phases of a step
+# ---------------------------------------------------------------------------------------------------------
+
+
+def generate_rollouts(
+    sampler: Any, rows: list[dict[str, Any]], num_generations: int, prompt_column: str
+) -> RolloutBatch:
+    """G completions for each of the B prompt rows; every other column rides along for the rewards."""
+    prompts = [row[prompt_column] for row in rows]
+    columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != prompt_column}
+    return sampler.generate(prompts, num_generations, columns)
+
+
+def score(
+    pipeline: RewardPipeline, batch: RolloutBatch, algorithm: GRPOAlgorithmConfig, max_new_tokens: int
+) -> RewardScores:
+    """Rewards of every completion, plus DAPO's soft overlong punishment when configured."""
+    scores = pipeline.score(batch)
+    if algorithm.overlong_buffer_length > 0:
+        lengths = batch.completion_mask.sum(1).cpu()  # (N,)
+        penalty = soft_overlong_penalty(
+            lengths, max_new_tokens, algorithm.overlong_buffer_length, algorithm.overlong_penalty
+        )  # (N,)
+        scores.rewards = torch.where(scores.scored, scores.rewards + penalty, scores.rewards)
+        scores.metrics["rewards/overlong_penalty/mean"] = penalty.mean().item()
+    return scores
+
+
+def informative_groups(scores: RewardScores, group_ids: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: rows of groups whose scored rewards are not all equal (they carry a learning signal)."""
+    group_ids = group_ids.cpu()
+    keep = torch.zeros_like(scores.scored)
+    for g in group_ids.unique():
+        rows = group_ids == g
+        values = scores.rewards[rows & scores.scored]  # scored rewards of group g
+        keep[rows] = values.numel() >= 2 and bool((values != values[0]).any())
+    return keep
+
+
+def compute_advantages(
+    batch: RolloutBatch, scores: RewardScores, algorithm: GRPOAlgorithmConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-relative advantages and the loss mask.
+
+    Outcome rewards give (N,) advantages from ``algorithms.group_advantages`` over the *scored* rows of each
+    group; process rewards give (N, T) ones from ``algorithms.process_advantages``. Unscored rows get 0 and
+    are masked out, as are truncated completions under overlong filtering.
+
+    Returns:
+        ``(advantages, loss_mask)``: (N,) or (N, T) float32, and (N, T) float32.
+    """
+    from grpokit.algorithms import group_advantages, process_advantages
+
+    scored = scores.scored  # (N,)
+    completion_mask = batch.completion_mask.cpu().float()  # (N, T)
+    loss_mask = completion_mask * scored[:, None]  # (N, T)
+    if algorithm.overlong_filtering:
+        loss_mask = loss_mask * (~batch.truncated.cpu())[:, None]
+    group_ids = batch.group_ids.cpu()
+    rows = scored.nonzero().squeeze(1)  # (N',)
+    if scores.step_rewards is not None:
+        advantages = torch.zeros_like(completion_mask)  # (N, T)
+        if rows.numel():
+            advantages[rows] = process_advantages(
+                scores.step_rewards[rows],
+                scores.step_ends[rows],
+                completion_mask[rows],
+                group_ids[rows],
+                eps=algorithm.advantage_eps,
+            )  # (N', T)
+    else:
+        advantages = torch.zeros(batch.num_responses)  # (N,)
+        if rows.numel():
+            advantages[rows] = group_advantages(
+                scores.rewards[rows], group_ids[rows], algorithm.advantage_estimator, algorithm.advantage_eps
+            )  # (N',)
+    return advantages, loss_mask
+
+
+def update_policy(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: RolloutBatch,
+    advantages: torch.Tensor,
+    loss_mask: torch.Tensor,
+    *,
+    algorithm: GRPOAlgorithmConfig,
+    optim: OptimConfig,
+    max_new_tokens: int,
+    reference: ReferencePolicy | None = None,
+) -> dict[str, float]:
+    """``num_iterations`` passes of clipped-loss minibatch updates on one rollout batch.
+
+    Each minibatch of ``mini_batch_size`` responses is one optimizer step, its gradient accumulated over
+    ``gradient_accumulation_steps`` micro-batches weighted so the sum equals the full-minibatch loss.
+
+    Args:
+        batch: the N rollouts; ``temperatures`` (N,) give the distribution each row was sampled from.
+        advantages: (N,) or (N, T) detached advantages.
+        loss_mask: (N, T) 1 on tokens that enter the loss.
+    Returns:
+        Metrics averaged over micro-batches (token-weighted): the policy-loss metrics, ``loss``,
+        ``grad_norm`` (mean over optimizer steps, before clipping), ``optimizer_steps``, ``train_tokens``.
+    """
+    from grpokit.algorithms import masked_mean, policy_loss
+    from grpokit.models.logprobs import completion_logprobs, compute_logits_for_completion
+
+    device = next(model.parameters()).device
+    N = batch.num_responses
+    micro_size = max(1, math.ceil((optim.mini_batch_size or N) / optim.gradient_accumulation_steps))
+    model.eval()  # see note 2: no dropout, so pi_theta == pi_old before the first step
+    # pi_old: the policy that generated the batch, frozen before any update (note 1).
+    old_all = sequence_logprobs(model, batch, micro_size) if algorithm.num_iterations > 1 else None  # (N, T)
+    ref_all = (
+        sequence_logprobs(reference.model, batch, micro_size) if reference is not None else None
+    )  # (N, T)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    sums: dict[str, float] = {}
+    weight_total = 0.0
+    extremes = {"ratio_min": math.inf, "ratio_max": -math.inf}
+    grad_norms: list[float] = []
+    tokens = 0
+    for iteration in range(algorithm.num_iterations):
+        for minibatch in iterate_minibatches(N, optim.mini_batch_size, optim.gradient_accumulation_steps):
+            mini_mask = loss_mask[torch.cat(minibatch)]  # (m, T)
+            if mini_mask.sum() == 0:  # every row unscored or filtered: nothing to learn from
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            for rows in minibatch:
+                mask = loss_mask[rows]  # (n, T)
+                if mask.sum() == 0:
+                    continue
+                inputs = batch_to(batch, rows, device)
+                T = inputs["completion_ids"].shape[1]
+                mask = mask[:, :T].to(device)  # (n, T')
+                temperature = batch.temperatures[rows].to(device)  # (n,)
+                logits = None
+                if algorithm.entropy_coef > 0:  # the entropy bonus needs the full distribution
+                    logits = compute_logits_for_completion(
+                        model, **inputs, temperature=temperature
+                    )  # (n, T', V)
+                    logprobs = (
+                        torch.log_softmax(logits.float(), -1)
+                        .gather(-1, inputs["completion_ids"].unsqueeze(-1))
+                        .squeeze(-1)
+                    )  # (n, T')
+                    entropy = None
+                else:
+                    logprobs, entropy = completion_logprobs(
+                        model, **inputs, temperature=temperature, return_entropy=True
+                    )
+                old = logprobs.detach() if old_all is None else old_all[rows, :T].to(device)  # (n, T')
+                adv = advantages[rows] if advantages.dim() == 1 else advantages[rows, :T]
+                loss, metrics = policy_loss(
+                    logprobs,
+                    old,
+                    adv.to(device),
+                    mask,
+                    ref_logprobs=None if ref_all is None else ref_all[rows, :T].to(device),
+                    beta=algorithm.beta,
+                    kl_estimator=algorithm.kl_estimator,
+                    epsilon_low=algorithm.epsilon_low,
+                    epsilon_high=algorithm.epsilon_high,
+                    ratio_level=algorithm.ratio_level,
+                    aggregation=algorithm.loss_aggregation,
+                    max_length=max_new_tokens,
+                    logits=logits,
+                    entropy_coef=algorithm.entropy_coef,
+                )
+                weight = micro_weight(algorithm.loss_aggregation, mask, mini_mask)
+                (loss * weight).backward()
+                metrics["loss"] = loss.item()
+                if entropy is not None:
+                    metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
+                if iteration == 0 and batch.old_logprobs is not None:
+                    sampler_old = batch.old_logprobs[rows, :T].to(device)
+                    metrics["logprobs/sampler_mismatch"] = masked_mean(
+                        (logprobs.detach() - sampler_old).abs(), mask
+                    ).item()
+                n_tokens = float(mask.sum())
+                for key, value in metrics.items():
+                    if key in extremes:
+                        extremes[key] = (
+                            min(extremes[key], value) if key.endswith("min") else max(extremes[key], value)
+                        )
+                    else:
+                        sums[key] = sums.get(key, 0.0) + value * n_tokens
+                weight_total += n_tokens
+                tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
+            max_norm = optim.max_grad_norm if optim.max_grad_norm is not None else math.inf
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+            optimizer.step()
+    out = {key: value / weight_total for key, value in sums.items()} if weight_total else {}
+    if weight_total:
+        out.update(extremes)
+    out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else 0.0
+    out["optimizer_steps"] = float(len(grad_norms))
+    out["train_tokens"] = float(tokens)
+    return out
+
+
+def concat_batches(batches: Sequence[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """One batch from several generation rounds: prompts re-padded on the left, completions on the right,
+    group ids made distinct across rounds."""
+    if len(batches) == 1:
+        return batches[0]
+    P = max(b.prompt_ids.shape[1] for b in batches)
+    T = max(b.completion_ids.shape[1] for b in batches)
+
+    def left(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
+
+    def right(x: torch.Tensor | None, width: int, value: float) -> torch.Tensor | None:
+        return None if x is None else torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    offset, group_ids = 0, []
+    for b in batches:
+        group_ids.append(b.group_ids - b.group_ids.min() + offset)
+        offset = int(group_ids[-1].max()) + 1
+
+    def cat_optional(name: str) -> torch.Tensor | None:
+        values = [getattr(b, name) for b in batches]
+        return None if any(v is None for v in values) else torch.cat([right(v, T, 0.0) for v in values])
+
+    return RolloutBatch(
+        prompt_ids=torch.cat([left(b.prompt_ids, P, pad_id) for b in batches]),
+        prompt_mask=torch.cat([left(b.prompt_mask, P, 0) for b in batches]),
+        completion_ids=torch.cat([right(b.completion_ids, T, pad_id) for b in batches]),
+        completion_mask=torch.cat([right(b.completion_mask, T, 0) for b in batches]),
+        group_ids=torch.cat(group_ids),
+        temperatures=torch.cat([b.temperatures for b in batches]),
+        truncated=torch.cat([b.truncated for b in batches]),
+        prompts=[p for b in batches for p in b.prompts],
+        completions=[c for b in batches for c in b.completions],
+        columns={k: [v for b in batches for v in b.columns[k]] for k in batches[0].columns},
+        old_logprobs=cat_optional("old_logprobs"),
+        ref_logprobs=cat_optional("ref_logprobs"),
+    )
+
+
+def _concat_scores(scores: Sequence[RewardScores]) -> RewardScores:
+    if len(scores) == 1:
+        return scores[0]
+    step_rewards = step_ends = None
+    if scores[0].step_rewards is not None:
+        S = max(s.step_rewards.shape[1] for s in scores)
+        step_rewards = torch.cat(
+            [torch.nn.functional.pad(s.step_rewards, (0, S - s.step_rewards.shape[1])) for s in scores]
+        )
+        step_ends = torch.cat(
+            [torch.nn.functional.pad(s.step_ends, (0, S - s.step_ends.shape[1]), value=-1) for s in scores]
+        )
+    return RewardScores(
+        rewards=torch.cat([s.rewards for s in scores]),
+        scored=torch.cat([s.scored for s in scores]),
+        per_function={k: [v for s in scores for v in s.per_function[k]] for k in scores[0].per_function},
+        metrics=scores[0].metrics,
+        step_rewards=step_rewards,
+        step_ends=step_ends,
+    )
+
+
+def _select_scores(scores: RewardScores, rows: torch.Tensor) -> RewardScores:
+    idx = rows.tolist()
+    return RewardScores(
+        rewards=scores.rewards[rows],
+        scored=scores.scored[rows],
+        per_function={k: [v[i] for i in idx] for k, v in scores.per_function.items()},
+        metrics=scores.metrics,
+        step_rewards=None if scores.step_rewards is None else scores.step_rewards[rows],
+        step_ends=None if scores.step_ends is None else scores.step_ends[rows],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------------------
+
+
+class GRPOTrainer:
+    """Trains ``config.model.name_or_path`` with GRPO; see the module docstring for the step.
+
+    Args:
+        config: a validated :class:`GRPOConfig` (``model.name_or_path`` must be set; the demo sets it).
+        reward_funcs: Python reward callables to use instead of ``config.rewards.reward_funcs`` (weights,
+            if configured, must match their number).
+        dataset: prompt rows (dicts with the prompt column) to use instead of ``config.data``.
+    """
+
+    def __init__(
+        self,
+        config: GRPOConfig,
+        *,
+        reward_funcs: Sequence[Callable] | None = None,
+        dataset: Sequence[dict[str, Any]] | None = None,
+    ):
+        if config.model.name_or_path is None:
+            raise ValueError(
+                "model.name_or_path is unset: use grpokit.trainers.demo.run_demo for the built-in demo"
+            )
+        self.config = config
+        cfg = config
+        # Everything that can fail on user input is checked before the model is loaded.
+        resume_from = None
+        if cfg.checkpoint.resume is not None:
+            resume_from = ckpt.find_checkpoint(cfg.checkpoint.resume, cfg.logging.output_dir)
+        self.dataset = _load_dataset(cfg) if dataset is None else list(dataset)
+        self._check_rows(self.dataset)
+
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.model.device)
+        from grpokit.models.loading import load_model, load_tokenizer
+
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.name_or_path)
+        self.model = load_model(
+            resume_from or cfg.model.name_or_path, dtype=cfg.model.dtype, device=self.device
+        )
+        if reward_funcs is not None:
+            self.rewards = RewardPipeline(
+                list(reward_funcs), cfg.rewards.reward_weights, tokenizer=self.tokenizer
+            )
+        else:
+            self.rewards = RewardPipeline.from_config(
+                cfg.rewards,
+                task=cfg.data.task,
+                max_new_tokens=cfg.generation.max_new_tokens,
+                tokenizer=self.tokenizer,
+                device=self.device,
+            )
+        self.reference = None
+        if cfg.algorithm.beta > 0:
+            # The reference is the *initial* policy: on resume it comes from the checkpoint, not the weights.
+            self.reference = ReferencePolicy(self.model, cfg.algorithm.ref_model_sync_steps)
+            if resume_from is not None:
+                if not ckpt.load_reference(self.reference.model, resume_from):
+                    with ckpt.quiet_transformers():
+                        initial = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype, device=self.device)
+                    self.reference.model.load_state_dict(initial.state_dict())
+                    del initial
+
+        from grpokit.data import PromptIterator
+        from grpokit.rollout import TransformersSampler
+
+        self.prompt_iter = PromptIterator(
+            self.dataset, cfg.data.prompts_per_step, seed=cfg.seed, shuffle=cfg.data.shuffle
+        )
+        gen = cfg.generation
+        self.sampler = TransformersSampler(
+            self.model,
+            self.tokenizer,
+            max_new_tokens=gen.max_new_tokens,
+            min_new_tokens=gen.min_new_tokens,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            top_k=gen.top_k,
+            temperature_schedule=gen.temperature_schedule,
+            max_prompt_length=gen.max_prompt_length,
+            prompt_truncation=gen.prompt_truncation,
+            seed=cfg.seed,
+        )
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
+        self.start_step = 0
+        if resume_from is not None:
+            self._restore(resume_from)
+            self.run_dir = prepare_run_dir(cfg, "grpo", ckpt.run_dir_of(resume_from))
+        else:
+            self.run_dir = prepare_run_dir(cfg, "grpo")
+        self.checkpointer = ckpt.Checkpointer(
+            self.run_dir,
+            save_steps=cfg.checkpoint.save_steps,
+            save_total_limit=cfg.checkpoint.save_total_limit,
+        )
+
+    def _check_rows(self, rows: list[dict[str, Any]]) -> None:
+        column = self.config.data.prompt_column
+        if not rows:
+            raise ValueError("the prompt dataset is empty")
+        for i, row in enumerate(rows):
+            prompt = row.get(column)
+            if (
+                prompt is None
+                or (isinstance(prompt, str) and not prompt.strip())
+                or (isinstance(prompt, list) and not prompt)
+            ):
+                raise ValueError(f"prompt dataset row {i}: column {column!r} is missing or empty")
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def train(self) -> TrainResult:
+        cfg, algo = self.config, self.config.algorithm
+        logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard)
+        progress = ProgressBar(cfg.max_steps, initial=self.start_step, enabled=not cfg.logging.quiet)
+        metrics: dict[str, Any] = {}
+        try:
+            for step in range(self.start_step, cfg.max_steps):
+                timer = PhaseTimer()
+                step_start = time.perf_counter()
+                # 1. Sample G completions per prompt with the current policy and score them.
+                batch, scores, generated = self.collect_rollouts(timer)
+                # 2. Group-relative advantages (outcome or process supervision).
+                advantages, loss_mask = compute_advantages(batch, scores, algo)
+                # 3. mu passes of clipped-loss minibatch updates; the schedule advances once per step.
+                with timer.phase("update"):
+                    update = update_policy(
+                        self.model,
+                        self.optimizer,
+                        batch,
+                        advantages,
+                        loss_mask,
+                        algorithm=algo,
+                        optim=cfg.optim,
+                        max_new_tokens=cfg.generation.max_new_tokens,
+                        reference=self.reference,
+                    )
+                lr = self.scheduler.get_last_lr()[0]
+                self.scheduler.step()
+                if self.reference is not None:
+                    self.reference.maybe_sync(self.model, step + 1)
+                # 4. Log and checkpoint.
+                metrics = self.log(
+                    logger,
+                    step + 1,
+                    batch,
+                    scores,
+                    generated,
+                    advantages,
+                    loss_mask,
+                    update,
+                    timer,
+                    lr=lr,
+                    step_time=time.perf_counter() - step_start,
+                )
+                progress.update(metrics)
+                if self.checkpointer.should_save(step + 1):
+                    self.save_checkpoint(step + 1)
+            final_dir = self.save_final()
+        finally:
+            progress.close()
+            logger.close()
+        return TrainResult(self.run_dir, final_dir, metrics)
+
+    def collect_rollouts(self, timer: PhaseTimer) -> tuple[RolloutBatch, RewardScores, dict[str, Any]]:
+        """Generate and score B groups; with dynamic sampling keep drawing until B informative groups.
+
+        Returns the training batch, its scores, and everything generated this step (for reward statistics,
+        which must not be biased by the filter).
+        """
+        cfg, algo = self.config, self.config.algorithm
+        B, G = cfg.data.prompts_per_step, algo.num_generations
+        batches, all_scores, kept_rows = [], [], []
+        kept_groups = 0
+        rounds = 0
+        while True:
+            rows = next(self.prompt_iter)
+            with timer.phase("generate"):
+                batch = generate_rollouts(self.sampler, rows, G, cfg.data.prompt_column)
+            with timer.phase("score"):
+                scores = score(self.rewards, batch, algo, cfg.generation.max_new_tokens)
+            batches.append(batch)
+            all_scores.append(scores)
+            if not algo.dynamic_sampling:
+                return batch, scores, {"batch": batch, "scores": scores, "rounds": 1}
+            keep = informative_groups(scores, batch.group_ids)  # (N,)
+            kept_rows.append(keep)
+            kept_groups += int(batch.group_ids.cpu()[keep].unique().numel())
+            rounds += 1
+            if kept_groups >= B or rounds > algo.max_dynamic_sampling_rounds:
+                break
+        pad_id = self.tokenizer.pad_token_id
+        everything = concat_batches(batches, pad_id)
+        everything_scores = _concat_scores(all_scores)
+        keep = torch.cat(kept_rows)  # (N_all,)
+        info = {"rounds": rounds, "kept_groups": min(kept_groups, B)}
+        if not keep.any():  # nothing informative: train on the first round (zero advantages; KL still acts)
+            return batches[0], all_scores[0], {"batch": everything, "scores": everything_scores, **info}
+        group_ids = everything.group_ids.cpu()
+        chosen = group_ids[keep].unique(sorted=False)
+        order = torch.stack([(group_ids == g).nonzero()[0, 0] for g in chosen]).argsort()
+        chosen = chosen[order][:B]  # first B informative groups in generation order
+        rows = torch.isin(group_ids, chosen).nonzero().squeeze(1)
+        batch = everything.select(rows)
+        return (
+            batch,
+            _select_scores(everything_scores, rows),
+            {"batch": everything, "scores": everything_scores, **info},
+        )
+
+    def log(
+        self,
+        logger: RunLogger,
+        step: int,
+        batch: RolloutBatch,
+        scores: RewardScores,
+        generated: dict[str, Any],
+        advantages: torch.Tensor,
+        loss_mask: torch.Tensor,
+        update: dict[str, float],
+        timer: PhaseTimer,
+        *,
+        lr: float,
+        step_time: float,
+    ) -> dict[str, Any]:
+        """Write one metrics row (and a few sample groups); returns the row."""
+        from grpokit.algorithms import group_reward_stats
+
+        all_batch, all_scores = generated["batch"], generated["scores"]
+        m: dict[str, Any] = {}
+        scored = all_scores.scored
+        rewards = all_scores.rewards[scored]
+        m["reward/mean"] = rewards.mean().item() if rewards.numel() else math.nan
+        m["reward/std"] = rewards.std().item() if rewards.numel() > 1 else 0.0
+        m.update(all_scores.metrics)
+        if rewards.numel():
+            stats = group_reward_stats(rewards, all_batch.group_ids.cpu()[scored])
+            m["zero_std_group_fraction"] = stats["zero_std_group_fraction"]
+        if "rounds" in generated and self.config.algorithm.dynamic_sampling:
+            m["dynamic_sampling/rounds"] = generated["rounds"]
+            m["dynamic_sampling/kept_groups"] = generated.get("kept_groups", 0)
+        adv = advantages[scores.scored] if advantages.dim() == 1 else advantages[loss_mask > 0]
+        if adv.numel():
+            m.update(
+                {
+                    "advantages/mean": adv.mean().item(),
+                    "advantages/std": adv.std().item() if adv.numel() > 1 else 0.0,
+                    "advantages/min": adv.min().item(),
+                    "advantages/max": adv.max().item(),
+                }
+            )
+        lengths = all_batch.completion_mask.sum(1).float()
+        m["completions/mean_length"] = lengths.mean().item()
+        m["completions/max_length"] = lengths.max().item()
+        m["completions/truncated_fraction"] = all_batch.truncated.float().mean().item()
+        m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.completion_mask.sum().clamp(min=1)).item()
+        m.update({k: v for k, v in update.items() if k != "train_tokens"})
+        m["lr"] = lr
+        gen_time = timer.seconds.get("generate", 0.0)
+        m["throughput/generate_tokens_per_s"] = lengths.sum().item() / gen_time if gen_time else math.nan
+        update_time = timer.seconds.get("update", 0.0)
+        m["throughput/train_tokens_per_s"] = update["train_tokens"] / update_time if update_time else math.nan
+        m.update(timer.metrics())
+        m["time/step"] = step_time
+        m["memory/peak_rss_mb"] = peak_memory_mb()
+        if torch.cuda.is_available():
+            m["memory/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        logger.log(step, m)
+        logger.log_samples(step, self._sample_rows(batch, scores, advantages))
+        return m
+
+    def _sample_rows(
+        self, batch: RolloutBatch, scores: RewardScores, advantages: torch.Tensor
+    ) -> list[dict[str, Any]]:
+        """The first ``log_sample_groups`` groups: prompt, completions, rewards (None = unscored), advantages."""
+        group_ids = batch.group_ids.cpu()
+        out = []
+        for g in group_ids.unique(sorted=False)[: self.config.logging.log_sample_groups]:
+            rows = (group_ids == g).nonzero().squeeze(1).tolist()
+            adv = (
+                advantages
+                if advantages.dim() == 1
+                else advantages.sum(1) / batch.completion_mask.cpu().sum(1).clamp(min=1)
+            )
+            out.append(
+                {
+                    "prompt": batch.prompts[rows[0]],
+                    "completions": [batch.completions[i] for i in rows],
+                    "rewards": [scores.rewards[i].item() if scores.scored[i] else None for i in rows],
+                    "advantages": [adv[i].item() for i in rows],
+                    "truncated": [bool(batch.truncated[i]) for i in rows],
+                }
+            )
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """Everything besides the weights that an exact resume needs."""
+        return {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.capture_rng_state(),
+            "data": self.prompt_iter.state_dict(),
+            "sampler": self.sampler.state_dict(),
+        }
+
+    def save_checkpoint(self, step: int) -> Path:
+        reference = self.reference.model if self.reference is not None else None
+        return self.checkpointer.save(step, self.model, self.tokenizer, self.state_dict(step), reference)
+
+    def _restore(self, checkpoint: Path) -> None:
+        state = ckpt.load_trainer_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng_state(state["rng"])
+        self.prompt_iter.load_state_dict(state["data"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.start_step = int(state["step"])
+
+    def save_final(self) -> Path:
+        """The trained policy and tokenizer in ``RUN_DIR/final`` (written to a temp dir, then renamed)."""
+        import shutil
+
+        final, tmp = self.run_dir / "final", self.run_dir / ".tmp-final"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        ckpt.save_pretrained(self.model, self.tokenizer, tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+
+def _load_dataset(config: GRPOConfig) -> list[dict[str, Any]]:
+    """Prompt rows from ``data.path`` (JSONL/CSV/Parquet/saved dataset) or the built-in ``data.task``."""
+    data = config.data
+    required = list(data.required_columns)
+    if {"task", "accuracy"} & set(config.rewards.reward_funcs):
+        required.append(config.rewards.answer_column)
+    if data.path is not None:
+        from grpokit.data import load_prompts
+
+        return list(
+            load_prompts(data.path, prompt_column=data.prompt_column, required_columns=tuple(required))
+        )
+    from grpokit.data.tasks import get_task
+
+    return list(get_task(data.task).make_problems(data.num_train_problems, seed=config.seed))
+
+
+def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:
+    """Run GRPO as configured; the built-in demo when ``model.name_or_path`` is unset."""
+    if config.model.name_or_path is None:
+        from grpokit.trainers.demo import run_demo
+
+        return run_demo(config, **kwargs).train_result
+    return GRPOTrainer(config, **kwargs).train()
