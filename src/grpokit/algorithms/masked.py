@@ -85,8 +85,9 @@ def masked_whiten(
 def entropy_from_logits(logits: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
     """Entropy of the categorical distribution ``softmax(logits)`` at every position.
 
-    ``H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v`` with ``p = softmax(z)``: written with
-    ``logsumexp`` so that large logits do not overflow, and with no ``log p`` of an underflowed 0.
+    ``H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v`` with ``p = softmax(z)``, after shifting
+    ``z`` by its max: large logits neither overflow nor cancel, and no ``log p`` of an underflowed 0
+    is taken.
 
     Args:
         logits: (..., V), e.g. (N, T, V); any floating dtype.
@@ -106,6 +107,9 @@ def entropy_from_logits(logits: torch.Tensor, chunk_size: int | None = None) -> 
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
 
     def entropy(z: torch.Tensor) -> torch.Tensor:
+        # H is shift-invariant; subtracting the max first keeps both terms O(log V) instead of
+        # O(max logit), which would cancel catastrophically (logits of 5e3 in float32 lose 1e-4).
+        z = z - z.amax(-1, keepdim=True).detach()  # (rows, V)
         p = F.softmax(z, dim=-1)  # (rows, V)
         return torch.logsumexp(z, dim=-1) - (p * z).sum(-1)  # (rows,)
 
