@@ -415,12 +415,11 @@ class GRPOTrainer:
         if cfg.algorithm.beta > 0:
             # The reference is the *initial* policy: on resume it comes from the checkpoint, not the weights.
             self.reference = ReferencePolicy(self.model, cfg.algorithm.ref_model_sync_steps)
-            if resume_from is not None:
-                if not ckpt.load_reference(self.reference.model, resume_from):
-                    with ckpt.quiet_transformers():
-                        initial = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype, device=self.device)
-                    self.reference.model.load_state_dict(initial.state_dict())
-                    del initial
+            if resume_from is not None and not ckpt.load_reference(self.reference.model, resume_from):
+                with ckpt.quiet_transformers():
+                    initial = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype, device=self.device)
+                self.reference.model.load_state_dict(initial.state_dict())
+                del initial
 
         from grpokit.data import PromptIterator
         from grpokit.rollout import TransformersSampler
