@@ -39,8 +39,9 @@ def test_same_seed_same_samples_and_resume(model, tok):
     assert not torch.equal(expected.completion_ids, first.completion_ids)
 
 
-def test_greedy_matches_transformers_generate(model, tok):
-    batch = TransformersSampler(model, tok, max_new_tokens=10, temperature=0).generate(PROMPTS, 1)
+@pytest.mark.parametrize("decoder", ["fast", "transformers"])
+def test_greedy_matches_transformers_generate(model, tok, decoder):
+    batch = TransformersSampler(model, tok, max_new_tokens=10, temperature=0, decoder=decoder).generate(PROMPTS, 1)
     encoded = tok(PROMPTS, padding=True, return_tensors="pt")
     reference = model.generate(**encoded, do_sample=False, max_new_tokens=10, pad_token_id=tok.pad_token_id)
     reference = reference[:, encoded["input_ids"].shape[1]:]
@@ -55,9 +56,11 @@ def test_greedy_matches_transformers_generate(model, tok):
     assert torch.equal(no_sample.completion_ids, batch.completion_ids)
 
 
+@pytest.mark.parametrize("decoder", ["fast", "transformers"])
 @pytest.mark.parametrize("settings", [{}, {"temperature_schedule": (0.7, 1.3), "top_k": 5, "top_p": 0.9}])
-def test_old_logprobs_equal_a_full_forward(model, tok, settings):
-    batch = TransformersSampler(model, tok, max_new_tokens=8, seed=1, **settings).generate(PROMPTS, 3)
+def test_old_logprobs_equal_a_full_forward(model, tok, settings, decoder):
+    sampler = TransformersSampler(model, tok, max_new_tokens=8, seed=1, decoder=decoder, **settings)
+    batch = sampler.generate(PROMPTS, 3)
     recomputed, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                         batch.completion_mask, temperature=batch.temperatures)
     torch.testing.assert_close(batch.old_logprobs, recomputed, rtol=0, atol=1e-5)
@@ -111,8 +114,9 @@ def test_schedule_is_applied_per_group(model, tok):
     assert batch.temperatures.tolist() == pytest.approx([0.7, 0.8, 0.9, 1.0] * 2, abs=1e-6)
 
 
-def test_batch_invariance_of_a_prompt(model, tok):
-    greedy = TransformersSampler(model, tok, max_new_tokens=10, temperature=0)
+@pytest.mark.parametrize("decoder", ["fast", "transformers"])
+def test_batch_invariance_of_a_prompt(model, tok, decoder):
+    greedy = TransformersSampler(model, tok, max_new_tokens=10, temperature=0, decoder=decoder)
     together = greedy.generate(PROMPTS, 2)
     for index, prompt in enumerate(PROMPTS):
         alone = greedy.generate([prompt], 2)
@@ -142,6 +146,7 @@ def test_model_mode_is_restored(model, tok):
         ({"temperature_schedule": (0.7, 0.0)}, "temperature_schedule"),
         ({"temperature_schedule": (0.7, 1.0), "temperature": 0}, "greedy"),
         ({"prompt_truncation": "right"}, "prompt_truncation"),
+        ({"decoder": "vllm"}, "decoder must be one of"),
     ],
 )
 def test_bad_arguments(model, tok, kwargs, message):

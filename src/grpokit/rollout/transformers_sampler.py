@@ -5,7 +5,10 @@ Built for RL rollouts rather than chat, which is where its speed comes from:
 1. each prompt is encoded and prefilled once; the KV cache is then expanded to its G samples;
 2. a lean decode loop on token ids: one model call, one vectorised sampling step and one "all done?"
    check per token, no per-row Python, ``torch.inference_mode``, logits of the last position only;
-3. the log-prob of every sampled token is taken from the same logits (``old_logprobs``), so the trainer
+3. for Llama-family models (Llama, Qwen2, Qwen3, Mistral) each token runs a lean re-implementation of
+   the decoder layer on the model's own weights, with a preallocated KV cache
+   (:class:`~grpokit.rollout.decoders.FastLlamaDecoder`); other models use their own ``forward``;
+4. the log-prob of every sampled token is taken from the same logits (``old_logprobs``), so the trainer
    needs no extra forward pass for the old policy when it takes one gradient step per batch.
 
 Conventions:
@@ -28,9 +31,11 @@ import torch
 
 from grpokit.rollout.base import Prompt
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.rollout.decoders import HFDecoder
+from grpokit.rollout.decoders import FastLlamaDecoder, HFDecoder, fast_decoder_unsupported_reason
 from grpokit.rollout.prompts import TRUNCATIONS, encode_prompts
 from grpokit.rollout.sampling import sample_next_token
+
+DECODERS: tuple[str, ...] = ("auto", "fast", "transformers")
 
 
 def group_temperatures(
@@ -81,6 +86,10 @@ class TransformersSampler:
         seed: seed of the sampling generator.
         do_sample: False forces greedy decoding whatever the temperature.
         eos_token_id: stop token(s); default: the model's generation config plus the tokenizer's EOS.
+        decoder: ``"auto"`` uses the lean Llama-family decode step
+            (:class:`~grpokit.rollout.decoders.FastLlamaDecoder`) when the model supports it and the model's
+            own forward otherwise; ``"fast"`` requires the lean step (error if unsupported);
+            ``"transformers"`` always uses the model's forward with a ``DynamicCache``.
     """
 
     def __init__(
@@ -99,6 +108,7 @@ class TransformersSampler:
         seed: int = 0,
         do_sample: bool = True,
         eos_token_id: int | list[int] | None = None,
+        decoder: str = "auto",
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -120,6 +130,8 @@ class TransformersSampler:
                 raise ValueError("temperature_schedule cannot be combined with greedy decoding")
         if prompt_truncation not in TRUNCATIONS:
             raise ValueError(f"prompt_truncation must be one of {TRUNCATIONS}, got {prompt_truncation!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; load it with grpokit.models.load_tokenizer")
         self.model = model
@@ -135,6 +147,7 @@ class TransformersSampler:
         self.greedy = temperature == 0 or not do_sample
         self.stop_ids = _stop_token_ids(model, tokenizer, eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id)
+        self.decoder = decoder
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         self.set_seed(seed)
@@ -165,7 +178,14 @@ class TransformersSampler:
             prompt_mask[row, P - len(ids) :] = 1
         return prompt_ids.to(self.device), prompt_mask.to(self.device)
 
-    def _decoder(self) -> Any:
+    def _decoder(self, total_length: int) -> Any:
+        if self.decoder == "transformers":
+            return HFDecoder(self.model)
+        reason = fast_decoder_unsupported_reason(self.model, total_length)
+        if reason is None:
+            return FastLlamaDecoder(self.model)
+        if self.decoder == "fast":
+            raise ValueError(f"decoder='fast' cannot decode this model: {reason}")
         return HFDecoder(self.model)
 
     @torch.inference_mode()
@@ -182,7 +202,7 @@ class TransformersSampler:
         finished = torch.zeros(N, dtype=torch.bool, device=self.device)
         pad = torch.full((N,), self.pad_id, dtype=torch.long, device=self.device)
 
-        decoder = self._decoder()
+        decoder = self._decoder(prompt_ids.shape[1] + T_max)
         logits = decoder.prefill(prompt_ids, prompt_mask, G, T_max)  # (N, V)
         for t in range(T_max):
             scaled = logits.float() / tau  # (N, V)

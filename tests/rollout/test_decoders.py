@@ -1,0 +1,56 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Qwen3Config
+
+from grpokit.models import build_tiny_model, completion_logprobs
+from grpokit.rollout import TransformersSampler
+from grpokit.rollout.decoders import fast_decoder_unsupported_reason
+
+PROMPTS = ["12+34=", "1+2=", "123+456=", "9="]
+SIZES = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64, seed=1,
+             initializer_range=0.3)
+
+
+def qwen3(tok):
+    # head_dim 16 != hidden/heads, to catch a decoder that derives it from the hidden size
+    config = Qwen3Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=16, intermediate_size=64, initializer_range=0.3, vocab_size=len(tok))
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(params=["qwen2", "llama", "qwen3"])
+def arch_model(request, tok):
+    if request.param == "qwen3":
+        return qwen3(tok)
+    return build_tiny_model(tok, architecture=request.param, **SIZES).eval()
+
+
+def test_fast_decoder_matches_the_model_forward(arch_model, tok):
+    assert fast_decoder_unsupported_reason(arch_model, 64) is None
+    kwargs = dict(max_new_tokens=12, temperature=1.5, seed=5)
+    fast = TransformersSampler(arch_model, tok, decoder="fast", **kwargs).generate(PROMPTS, 4)
+    slow = TransformersSampler(arch_model, tok, decoder="transformers", **kwargs).generate(PROMPTS, 4)
+    # Same seed, same distributions up to rounding -> the same samples.
+    assert torch.equal(fast.completion_ids, slow.completion_ids)
+    torch.testing.assert_close(fast.old_logprobs, slow.old_logprobs, rtol=0, atol=1e-5)
+    recomputed, _ = completion_logprobs(arch_model, fast.prompt_ids, fast.prompt_mask, fast.completion_ids,
+                                        fast.completion_mask, temperature=fast.temperatures)
+    torch.testing.assert_close(fast.old_logprobs, recomputed, rtol=0, atol=1e-5)
+
+
+def test_unsupported_models_fall_back(tok):
+    from peft import LoraConfig, get_peft_model
+
+    model = build_tiny_model(tok, **SIZES)
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert "not a plain" in fast_decoder_unsupported_reason(lora, 64)
+    assert "LoRA" in fast_decoder_unsupported_reason(lora.base_model.model, 64)
+    with pytest.raises(ValueError, match="decoder='fast' cannot decode this model"):
+        TransformersSampler(lora, tok, decoder="fast", max_new_tokens=2).generate(["1="], 1)
+    batch = TransformersSampler(lora, tok, max_new_tokens=3).generate(["1="], 2)  # "auto" falls back
+    assert batch.completion_ids.shape[0] == 2
+
+    model.config.hidden_act = "gelu"
+    assert "hidden_act" in fast_decoder_unsupported_reason(model, 64)
