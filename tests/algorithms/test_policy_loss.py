@@ -133,6 +133,20 @@ def test_gspo_clips_the_whole_sequence():
     assert torch.equal(logprobs.grad, torch.zeros(1, 2, dtype=F64))
 
 
+def test_gspo_token_gradient_with_per_token_advantages():
+    # GSPO-token: every token carries the sequence ratio's value s = exp(mean log ratio) but its own
+    # gradient path, so d loss / d logp_t = -sg[s] * A_t / |y| (sequence_mean, unclipped).
+    # log ratio = [0.1, -0.1, 0.3] -> s = exp(0.1) = 1.1051709; A = [1, -2, 0.5]
+    old = f64([[-1.0, -1.0, -1.0]])
+    logprobs = leaf([[-0.9, -1.1, -0.7]])
+    adv = f64([[1.0, -2.0, 0.5]])
+    loss, _ = policy_loss(logprobs, old, adv, torch.ones(1, 3), ratio_level="sequence")
+    s = math.exp(0.1)
+    assert loss.item() == pytest.approx(-s * (1 - 2 + 0.5) / 3, rel=1e-12)
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, -s * adv / 3, rtol=1e-12, atol=0)
+
+
 def test_importance_weights_multiply_the_surrogate_only():
     # ratio 1, A = 2, weights [0.5, 1.5]: surrogate tokens -[1, 3] -> mean -2; KL term is unweighted
     logprobs = f64([[-1.0, -1.0]])

@@ -126,7 +126,7 @@ def grpo_batch_norm_advantage(rewards: torch.Tensor, groups: GroupIndex, eps: fl
     ``c_i = r_i - mean_g(r)``, then ``A_i = c_i / (std_batch(c) + eps)`` (sample std over all N).
     The batch mean of ``c`` is 0 by construction, so ``A`` has zero mean and unit variance over the
     batch (up to ``eps``). Centring per group keeps the baseline local while one shared scale stops
-    near-constant groups (tiny std) from getting huge advantages (Dr. GRPO, arXiv 2503.20783, sec. 3.1,
+    near-constant groups (tiny std) from getting huge advantages (Dr. GRPO, arXiv 2503.20783,
     on the question-level difficulty bias of the per-group std).
 
     Args:
@@ -143,7 +143,7 @@ def grpo_batch_norm_advantage(rewards: torch.Tensor, groups: GroupIndex, eps: fl
 
 @register("advantage", "dr_grpo")
 def dr_grpo_advantage(rewards: torch.Tensor, groups: GroupIndex, eps: float) -> torch.Tensor:
-    """Dr. GRPO advantage (Liu et al., "Understanding R1-Zero-Like Training", arXiv 2503.20783, eq. 3).
+    """Dr. GRPO advantage (Liu et al., "Understanding R1-Zero-Like Training", arXiv 2503.20783).
 
     ``A_i = r_i - mean_g(r)``: no division by the group std, which removes the bias toward questions
     that are too easy or too hard (small std). ``eps`` is unused; the signature is shared.
@@ -159,7 +159,7 @@ def dr_grpo_advantage(rewards: torch.Tensor, groups: GroupIndex, eps: float) -> 
 
 @register("advantage", "rloo")
 def rloo_advantage(rewards: torch.Tensor, groups: GroupIndex, eps: float) -> torch.Tensor:
-    """REINFORCE leave-one-out (Ahmadian et al., "Back to Basics", arXiv 2402.14740, eq. 4).
+    """REINFORCE leave-one-out (Ahmadian et al., "Back to Basics", arXiv 2402.14740).
 
     ``A_i = r_i - 1/(n_g - 1) * sum_{j != i in g} r_j``, equivalently ``n_g/(n_g - 1) * (r_i - mean_g)``:
     the baseline of each response is the mean of the other members of its group, so it does not

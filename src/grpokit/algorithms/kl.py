@@ -14,7 +14,7 @@ Where the estimator's sampling assumption is off (tokens come from pi_old, not p
 first of several updates), the estimators are still used as is, as in DeepSeekMath, TRL and verl.
 
 The controllers set the coefficient beta of a KL penalty. ``AdaptiveKLController`` is Ziegler et
-al. 2019 ("Fine-Tuning Language Models from Human Preferences", arXiv 1909.08593, sec. 2.2):
+al. 2019 ("Fine-Tuning Language Models from Human Preferences", arXiv 1909.08593):
 
     ``e = clip(KL / KL_target - 1, -0.2, 0.2)``,  ``beta <- beta * (1 + e * n_steps / horizon)``
 
@@ -67,7 +67,7 @@ def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator:
     Returns:
         (N, T) per-token estimates; padding positions are not masked (the caller aggregates).
     """
-    fn = lookup("kl", estimator, argument="kl_estimator")
+    fn = lookup("kl", estimator, argument="estimator")
     check_float("logprobs", check_tensor("logprobs", logprobs))
     check_float("ref_logprobs", check_tensor("ref_logprobs", ref_logprobs))
     check_same_shape("ref_logprobs", ref_logprobs, "logprobs", logprobs)
@@ -97,7 +97,7 @@ class FixedKLController:
 
 
 class AdaptiveKLController:
-    """Adaptive KL coefficient (Ziegler et al. 2019, arXiv 1909.08593, sec. 2.2).
+    """Adaptive KL coefficient (Ziegler et al. 2019, arXiv 1909.08593).
 
     ``e = clip(current_kl / target - 1, -0.2, 0.2)`` and ``beta <- beta * (1 + e * n_steps / horizon)``:
     beta grows while the measured KL is above ``target`` and shrinks while it is below, by at most

@@ -11,7 +11,7 @@ minimise, ``-J``, built from three registered pieces:
 
 - ratio level (``"ratio"`` registry): ``"token"`` (PPO/GRPO) or ``"sequence"`` (GSPO, arXiv 2507.18071);
 - aggregation (``"aggregation"`` registry): ``"sequence_mean"`` (the 1/G sum_i 1/|o_i| sum_t above),
-  ``"token_mean"`` (DAPO, arXiv 2503.14476, eq. 8), ``"constant"`` (Dr. GRPO, arXiv 2503.20783, eq. 3);
+  ``"token_mean"`` (DAPO, arXiv 2503.14476, sec. 3.3), ``"constant"`` (Dr. GRPO, arXiv 2503.20783);
 - KL estimator (``"kl"`` registry): ``"k3"`` (DeepSeekMath eq. 4), ``"k1"``, ``"k2"``.
 
 PPO reuses this function with per-token advantages (N, T) from ``gae``; the seed's total PPO loss
@@ -62,7 +62,7 @@ def aggregate_sequence_mean(
     """``1/N' sum_i (1/|o_i| sum_t l_{i,t})`` over the N' responses with >= 1 token: original GRPO.
 
     Every response weighs the same, so each token of a long response weighs less (the length bias
-    discussed by Dr. GRPO, arXiv 2503.20783, sec. 3.1).
+    discussed by Dr. GRPO, arXiv 2503.20783).
     """
     lengths = mask.sum(1)  # (N,)
     per_response = masked_sum(loss_tokens, mask, dim=1) / lengths.clamp(min=1)  # (N,)
@@ -74,7 +74,7 @@ def aggregate_sequence_mean(
 def aggregate_token_mean(
     loss_tokens: torch.Tensor, mask: torch.Tensor, max_length: int | None
 ) -> torch.Tensor:
-    """``sum_{i,t} l_{i,t} / sum_i |o_i|``: every token weighs the same (DAPO, arXiv 2503.14476, eq. 8)."""
+    """``sum_{i,t} l_{i,t} / sum_i |o_i|``: every token weighs the same (DAPO, arXiv 2503.14476, sec. 3.3)."""
     return masked_sum(loss_tokens, mask) / mask.sum().clamp(min=1)
 
 
@@ -108,7 +108,7 @@ def aggregate(
     """Reduce per-token losses to the scalar that is back-propagated.
 
     - ``"sequence_mean"``: ``1/N sum_i 1/|o_i| sum_t l_{i,t}`` (GRPO, DeepSeekMath eq. 3);
-    - ``"token_mean"``: ``sum_{i,t} l_{i,t} / sum_i |o_i|`` (DAPO 2503.14476 eq. 8);
+    - ``"token_mean"``: ``sum_{i,t} l_{i,t} / sum_i |o_i|`` (DAPO 2503.14476 sec. 3.3);
     - ``"constant"``: ``sum_{i,t} l_{i,t} / (N * max_length)`` (Dr. GRPO 2503.20783).
 
     Args:
@@ -140,7 +140,7 @@ def token_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @register("ratio", "sequence")
 def sequence_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """GSPO's length-normalised sequence ratio (Zheng et al., arXiv 2507.18071, eqs. 7 and 14).
+    """GSPO's length-normalised sequence ratio (Zheng et al., arXiv 2507.18071).
 
     ``s_i = exp(1/|o_i| sum_t (log pi_theta - log pi_old))``, used for every token of response i.
     It is returned in the GSPO-token form ``s_{i,t} = sg[s_i] * pi_theta(o_{i,t}) / sg[pi_theta(o_{i,t})]``:

@@ -50,7 +50,7 @@ def gae(
     *,
     bootstrap_values: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized Advantage Estimation (Schulman et al., arXiv 1506.02438, eqs. 11-16).
+    """Generalized Advantage Estimation (Schulman et al., arXiv 1506.02438, eq. 16).
 
     ``delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)``,
     ``A_t = sum_{l >= 0} (gamma * lam)^l delta_{t+l} = delta_t + gamma * lam * A_{t+1}``,
