@@ -56,14 +56,17 @@ except (SyntaxError, ValueError) as _exc:
     sys.exit(1)
 _namespace = {"__name__": "__main__", "__builtins__": __builtins__}
 exec(_code, _namespace)
+_failed = 0
 for _i, _test in enumerate(_spec["tests"]):
     try:
         exec(compile(_test, f"<test {_i}>", "exec"), _namespace)
     except Exception:
         traceback.print_exc()
+        _failed += 1
         continue
     sys.stdout.write(f"\\n{_spec['marker']} {_i}\\n")
     sys.stdout.flush()
+sys.exit(1 if _failed else 0)
 '''
 
 

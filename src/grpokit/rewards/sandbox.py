@@ -141,8 +141,9 @@ class SandboxResult:
     stderr: str
     wall_time: float
     """Seconds from the program's start to its end (sandbox setup excluded)."""
-    cpu_time: float
-    """User + system CPU seconds of the program's main process."""
+    cpu_time: float | None
+    """User + system CPU seconds of the program's main process; None when it was killed by the
+    wall-clock or output limit inside a pid namespace (its init died before reporting)."""
     reason: str
     """One human-readable line: why the run ended the way it did."""
     output_truncated: bool = False
@@ -204,7 +205,7 @@ CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE, MNT_DETACH = 4096, 16384, 1 << 18, 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 # Landlock syscalls have the same numbers on every architecture (unified syscall table).
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
 LL_EXECUTE, LL_WRITE_FILE, LL_READ_FILE, LL_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -226,7 +227,7 @@ _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _SOCKET_PATCH = """
 import socket as _s, sys as _y, runpy as _r
 def _deny(*a, **k):
-    raise PermissionError("network access is disabled in the grpokit sandbox")
+    raise PermissionError(13, "network access is disabled in the grpokit sandbox")  # EACCES
 _s.socket = _s.create_connection = _s.socketpair = _s.fromfd = _s.getaddrinfo = _deny
 import _socket; _socket.socket = _deny
 del _s, _socket, _deny
@@ -450,6 +451,7 @@ class _Run:
             "expose": expose,
             "uid": self.uid,
             "kill_uid_on_exit": self.uid is not None and not iso.pid_namespace,
+            "backstop_s": lim.wall_time_s + 10 * _KILL_GRACE_S,
             "rlimits": {
                 "RLIMIT_CPU": [cpu, cpu + 1],
                 "RLIMIT_AS": [lim.memory_mb * mib] * 2,
@@ -637,7 +639,7 @@ class _Supervisor:
         wall = (self.ended_at or time.monotonic()) - (self.exec_at or self.started_at)
         exit_info = self.exit or {}
         returncode = exit_info.get("returncode")
-        cpu_time = exit_info.get("cpu_time", 0.0)
+        cpu_time = exit_info.get("cpu_time")
         status, reason = _classify(self.killed_for, returncode, cpu_time, stderr, self.limits)
         return SandboxResult(status=status, returncode=returncode, stdout=stdout, stderr=stderr,
                              wall_time=wall, cpu_time=cpu_time, reason=reason,
@@ -647,7 +649,7 @@ class _Supervisor:
 _SYNTAX_ERRORS = ("SyntaxError", "IndentationError", "TabError")
 
 
-def _classify(killed_for: str | None, returncode: int | None, cpu_time: float, stderr: str,
+def _classify(killed_for: str | None, returncode: int | None, cpu_time: float | None, stderr: str,
               limits: SandboxLimits) -> tuple[SandboxStatus, str]:
     """Map how the program ended to a status and a one-line reason."""
     last_line = stderr.strip().splitlines()[-1] if stderr.strip() else ""
@@ -656,7 +658,7 @@ def _classify(killed_for: str | None, returncode: int | None, cpu_time: float, s
     if killed_for == "timeout":
         return SandboxStatus.TIMEOUT, f"wall-clock limit of {limits.wall_time_s:g} s exceeded; killed"
     cpu_limit = math.ceil(limits.cpu_time_s)
-    if returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL and cpu_time >= cpu_limit):
+    if returncode == -signal.SIGXCPU or (returncode == -signal.SIGKILL and (cpu_time or 0) >= cpu_limit):
         return SandboxStatus.TIMEOUT, f"CPU time limit of {cpu_limit} s exceeded"
     if last_line.startswith("MemoryError"):
         return SandboxStatus.MEMORY, f"MemoryError under the {limits.memory_mb} MiB address-space limit"
@@ -777,11 +779,9 @@ def _expose(libc: Any, dirs: list[str], run_dir: str) -> None:
 
 
 def _enter_sandbox(libc: Any, cfg: dict[str, Any]) -> None:
-    """In the forked program process, before exec: mounts, limits, uid, Landlock. Order matters."""
+    """In the program's process, before exec: limits, uid, Landlock. Order matters."""
     import resource
 
-    if cfg["mount_proc"]:
-        _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(cfg["cwd"])
     for name, (soft, hard) in cfg["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
@@ -792,14 +792,75 @@ def _enter_sandbox(libc: Any, cfg: dict[str, Any]) -> None:
         os.setresuid(uid, uid, uid)
     if sys.platform.startswith("linux"):
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-        # Set after the uid change, which clears it: the program dies with the launcher.
+        # Set after the uid change, which clears it: the program dies with its parent.
         _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
     if cfg["landlock"]:
         _apply_landlock(libc, cfg["landlock"])
 
 
+def _exec_program(libc: Any, cfg: dict[str, Any], err_w: int) -> None:
+    """Become the program; on failure report the reason on ``err_w`` (close-on-exec) and exit 127."""
+    try:
+        _enter_sandbox(libc, cfg)
+        os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
+    except BaseException as exc:  # noqa: BLE001 - anything here is a setup failure to report
+        os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[:4000])
+    os._exit(127)
+
+
+def _init_main(libc: Any, cfg: dict[str, Any], err_w: int, res_w: int) -> None:
+    """Pid 1 of the new pid namespace: mount /proc, fork the program, reap, report its end.
+
+    The program must not be pid 1 itself: the kernel drops signals whose action is the default when
+    they target a namespace's init (SIGXCPU from RLIMIT_CPU would be lost), and orphans are reparented
+    to pid 1, which has to reap them. When this process exits, the kernel kills the whole namespace.
+    """
+    try:
+        _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
+        if cfg["mount_proc"]:
+            _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        program = os.fork()
+    except BaseException as exc:  # noqa: BLE001
+        os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[:4000])
+        os._exit(127)
+    if program == 0:
+        os.close(res_w)
+        _exec_program(libc, cfg, err_w)
+    os.close(err_w)
+    while True:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid == program:
+            break
+    returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    os.write(res_w, json.dumps({"returncode": returncode, "cpu_time": usage.ru_utime + usage.ru_stime}).encode())
+    os._exit(0)
+
+
 def _send(fd: int, msg: dict[str, Any]) -> None:
     os.write(fd, (json.dumps(msg) + "\n").encode())
+
+
+def _wait(pid: int, ack: int, backstop_s: float) -> tuple[int, Any]:
+    """Wait for ``pid``; kill it first if the parent dies (EOF on ``ack``) or ``backstop_s`` passes.
+
+    The parent enforces the wall-clock limit; this backstop keeps a sleeping program from outliving a
+    parent that crashed or hangs.
+    """
+    import select
+
+    if hasattr(os, "pidfd_open"):
+        pidfd = os.pidfd_open(pid)
+        deadline = time.monotonic() + backstop_s
+        while True:
+            ready, _, _ = select.select([pidfd, ack], [], [], max(deadline - time.monotonic(), 0))
+            if pidfd in ready:
+                break
+            if not ready or not os.read(ack, 1):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                break
+        os.close(pidfd)
+    _, status, usage = os.wait4(pid, 0)
+    return status, usage
 
 
 def _launcher_main(cfg: dict[str, Any]) -> None:
@@ -807,6 +868,9 @@ def _launcher_main(cfg: dict[str, Any]) -> None:
     os.set_inheritable(ctl, False)
     os.set_inheritable(ack, False)
     libc = _libc() if sys.platform.startswith("linux") else None
+    if cfg["kill_uid_on_exit"]:
+        # Orphans of the program are reparented to us rather than to the host's init: we reap them.
+        _check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(CHILD_SUBREAPER)")
     try:
         if cfg["unshare"]:
             uid, gid = os.geteuid(), os.getegid()
@@ -824,33 +888,43 @@ def _launcher_main(cfg: dict[str, Any]) -> None:
     except OSError as exc:
         _send(ctl, {"setup_error": f"sandbox setup failed: {exc}"})
         return
-    err_r, err_w = os.pipe()  # close-on-exec: EOF without data means exec succeeded
-    pid = os.fork()
-    if pid == 0:  # the program: pid 1 of the new pid namespace when there is one
-        try:
-            os.close(err_r)
-            _enter_sandbox(libc, cfg)
-            os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
-        except BaseException as exc:  # noqa: BLE001 - anything here is a setup failure to report
-            os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[:4000])
-        os._exit(127)
+    with_init = bool(cfg["unshare"] & CLONE_NEWPID)
+    err_r, err_w = os.pipe()  # close-on-exec: EOF without data means the program was exec'd
+    res_r, res_w = os.pipe()  # the init process reports the program's exit status here
+    child = os.fork()
+    if child == 0:
+        os.close(err_r)
+        os.close(res_r)
+        if with_init:
+            _init_main(libc, cfg, err_w, res_w)
+        _exec_program(libc, cfg, err_w)
     os.close(err_w)
-    _send(ctl, {"pid": pid})
-    os.read(ack, 1)  # the parent now holds a pidfd on the program; reaping is safe from here on
+    os.close(res_w)
+    _send(ctl, {"pid": child})
+    os.read(ack, 1)  # the parent now holds a pidfd on the child; reaping is safe from here on
     error = b""
     while chunk := os.read(err_r, 4096):
         error += chunk
     os.close(err_r)
     if error:
-        os.waitpid(pid, 0)
+        os.waitpid(child, 0)
         _send(ctl, {"setup_error": f"sandbox setup failed: {error.decode(errors='replace')}"})
         return
     _send(ctl, {"exec": True})
-    _, status, usage = os.wait4(pid, 0)
+    status, usage = _wait(child, ack, cfg["backstop_s"])
     if cfg["kill_uid_on_exit"]:
         _kill_uid(cfg["uid"])
-    returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    _send(ctl, {"exit": {"returncode": returncode, "cpu_time": usage.ru_utime + usage.ru_stime}})
+        with contextlib.suppress(ChildProcessError):
+            while True:  # every descendant left is dying from SIGKILL: reap them all
+                os.waitpid(-1, 0)
+    if with_init:
+        report = os.read(res_r, 4096)
+        # Empty when the init was killed (wall-clock limit): the program's CPU time is then unknown.
+        exit_info = json.loads(report) if report else {"returncode": -signal.SIGKILL, "cpu_time": None}
+    else:
+        returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        exit_info = {"returncode": returncode, "cpu_time": usage.ru_utime + usage.ru_stime}
+    _send(ctl, {"exit": exit_info})
 
 
 def _kill_uid(uid: int) -> None:
