@@ -34,3 +34,18 @@ def test_sampling_follows_the_filtered_distribution():
     assert counts[2:].sum() == 0
     assert abs(counts[0] - 0.625) < 0.014
     assert sample_next_token(logits[:2], greedy=True).tolist() == [0, 0]
+
+
+def test_inverse_cdf_sampling_matches_the_distribution_and_skips_zero_mass():
+    # probs [0.1, 0, 0.6, 0, 0.3]: zero-mass tokens sit between others and at the end of the CDF's flat steps
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.0, 0.3])
+    logits = probs.log().expand(50000, 5)
+    g = torch.Generator().manual_seed(1)
+    tokens = sample_next_token(logits, greedy=False, generator=g)
+    freq = torch.bincount(tokens, minlength=5).float() / len(tokens)
+    assert freq[1] == 0 and freq[3] == 0
+    # 4 sigma of a binomial at n=50000: 4 * sqrt(p(1-p)/n) <= 0.0088
+    torch.testing.assert_close(freq, probs, rtol=0, atol=0.0088)
+    # seeded: the same generator state gives the same draws
+    again = sample_next_token(logits, greedy=False, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(tokens, again)

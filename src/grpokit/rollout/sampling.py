@@ -61,6 +61,12 @@ def sample_next_token(
 ) -> torch.Tensor:
     """Draw one token per row from temperature-scaled ``logits`` after top-k / top-p filtering.
 
+    Sampling is by inverse CDF: one uniform number per row, located in the row's cumulative
+    distribution (float64, so that tokens of tiny probability keep their share with a 150k vocabulary).
+    ``torch.multinomial`` draws V exponential variates per row instead, which costs more than the
+    forward pass of a small model. A token of probability 0 (filtered) is never drawn: its CDF step is
+    empty and ``searchsorted(..., right=True)`` returns the first index whose CDF exceeds ``u``.
+
     Args:
         logits: (N, V) float, already divided by the per-row temperature.
         greedy: take the argmax instead of sampling (top-k/top-p cannot change the argmax).
@@ -71,6 +77,10 @@ def sample_next_token(
     """
     if greedy:
         return logits.argmax(dim=-1)
+    N, V = logits.shape
     filtered = top_p_filter(top_k_filter(logits, top_k), top_p)  # (N, V)
-    probs = torch.softmax(filtered.float(), dim=-1)  # (N, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+    cdf = torch.softmax(filtered.float(), dim=-1).cumsum(dim=-1, dtype=torch.float64)  # (N, V)
+    u = torch.rand(N, 1, generator=generator, dtype=torch.float64, device=logits.device)  # (N, 1) in [0, 1)
+    # Scaling by the row total keeps u inside the CDF's range when rounding leaves the total below 1.
+    index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)  # (N, 1)
+    return index.clamp_(max=V - 1).squeeze(-1)  # (N,)

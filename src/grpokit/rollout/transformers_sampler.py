@@ -206,15 +206,14 @@ class TransformersSampler:
         logits = decoder.prefill(prompt_ids, prompt_mask, G, T_max)  # (N, V)
         for t in range(T_max):
             scaled = logits.float() / tau  # (N, V)
-            log_probs = torch.log_softmax(scaled, dim=-1)  # (N, V), the distribution old_logprobs refer to
-            if t < self.min_new_tokens:
-                scaled = scaled.index_fill(-1, stop_ids, float("-inf"))
+            log_norm = torch.logsumexp(scaled, dim=-1)  # (N,), of the distribution old_logprobs refer to
+            candidates = scaled.index_fill(-1, stop_ids, float("-inf")) if t < self.min_new_tokens else scaled
             next_tokens = sample_next_token(
-                scaled, greedy=self.greedy, top_k=self.top_k, top_p=self.top_p, generator=self.generator
+                candidates, greedy=self.greedy, top_k=self.top_k, top_p=self.top_p, generator=self.generator
             )  # (N,)
             next_tokens = torch.where(finished, pad, next_tokens)
             tokens[:, t] = next_tokens
-            logprobs[:, t] = log_probs.gather(-1, next_tokens[:, None]).squeeze(-1)
+            logprobs[:, t] = scaled.gather(-1, next_tokens[:, None]).squeeze(-1) - log_norm
             finished |= torch.isin(next_tokens, stop_ids)
             if t == T_max - 1 or bool(finished.all()):
                 break
