@@ -5,7 +5,20 @@ from grpokit.rewards.builtin import answers_match, extract_final_answer, normali
 
 
 def test_builtins_are_registered():
-    assert {"accuracy", "format", "length_penalty", "task"} <= set(available_rewards())
+    assert {"accuracy", "format", "length_penalty", "task", "math_verify", "think_answer_format"} <= set(
+        available_rewards()
+    )
+
+
+def test_math_rewards_are_reachable_by_name():
+    check = resolve_reward("math_verify", context={"answer_column": "solution"})
+    assert check(["p"] * 3, ["\\boxed{0.5}", "1/3", "x"], solution=["\\frac{1}{2}", "0.5", None]) == [
+        1.0,
+        0.0,
+        None,
+    ]
+    fmt = resolve_reward("think_answer_format")
+    assert fmt(["p"] * 2, ["<think>a</think><answer>1</answer>", "1"]) == [1.0, 0.0]
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,18 @@ def test_from_config_resolves_builtins_and_weights(make_batch):
     assert pipeline.score(batch).rewards.tolist() == [1.0 - 0.125, -0.5]
 
 
+def test_metric_names_are_short_unless_ambiguous(tmp_path, make_batch):
+    (tmp_path / "r1.py").write_text(
+        "def accuracy(prompts, completions, **kw):\n    return [1.0] * len(completions)\n"
+    )
+    (tmp_path / "r2.py").write_text(
+        "def bonus(prompts, completions, **kw):\n    return [2.0] * len(completions)\n"
+    )
+    specs = ["accuracy", f"{tmp_path}/r1.py:accuracy", f"{tmp_path}/r2.py:bonus"]
+    pipeline = RewardPipeline.from_config(RewardConfig(reward_funcs=specs))
+    assert pipeline.names == specs[:2] + ["bonus"]
+
+
 def test_process_rewards_become_step_tensors(make_batch):
     def steps(prompts, completions, **kw):
         return [[(1, 1.0), (3, 0.0)], None, [(0, 0.5)]]

@@ -162,3 +162,28 @@ def length_penalty(target_chars: int = 0, max_chars: int = 1000):
         return [-min(max(len(c) - target_chars, 0) / span, 1.0) for c in completions]
 
     return penalty
+
+
+@register_reward("math_verify")
+def math_verify_reward(answer_column: str = "answer", timeout_seconds: int | None = 5):
+    """Mathematical equivalence of the final answer with ``answer_column`` (:func:`grpokit.rewards.math.math_verify`)."""
+
+    def math_check(prompts: list[Any], completions: list[str], **columns: list[Any]) -> list[float | None]:
+        from grpokit.rewards.math import math_verify
+
+        if answer_column not in columns:
+            raise ValueError(
+                f"reward 'math_verify' needs a column {answer_column!r}; the dataset has {sorted(columns) or 'none'}"
+            )
+        return math_verify(prompts, completions, columns[answer_column], timeout_seconds=timeout_seconds)
+
+    return math_check
+
+
+@register_reward("think_answer_format")
+def think_answer_format_reward():
+    """DeepSeek-R1's strict ``<think>...</think><answer>...</answer>`` layout
+    (:func:`grpokit.rewards.math.think_answer_format`)."""
+    from grpokit.rewards.math import think_answer_format
+
+    return think_answer_format

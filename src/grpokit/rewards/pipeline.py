@@ -134,7 +134,9 @@ class RewardPipeline:
         take them), load ``reward_model`` and ``process_reward_func``."""
         context = {"task": task, "answer_column": config.answer_column, "max_new_tokens": max_new_tokens}
         functions = [resolve_reward(s, config.reward_kwargs.get(s), context) for s in config.reward_funcs]
-        names = list(config.reward_funcs)
+        # Metric names: the function name of a 'module:function' spec, unless two specs share it.
+        short = [spec.rsplit(":", 1)[-1] for spec in config.reward_funcs]
+        names = [s if short.count(s) == 1 else spec for s, spec in zip(short, config.reward_funcs)]
         if config.reward_model is not None:
             from grpokit.rewards.reward_model import RewardModel
 
