@@ -1,1 +1,17 @@
-"""grpokit.data"""
+"""Prompt datasets (files, ``datasets``, memory), a resumable batch iterator, and built-in tasks."""
+
+from grpokit.data.iterator import PromptIterator
+from grpokit.data.prompts import SUPPORTED_FORMATS, PromptDataset, load_prompts
+from grpokit.data.tasks import AdditionTask, Task, get_task, list_tasks, register_task
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "AdditionTask",
+    "PromptDataset",
+    "PromptIterator",
+    "Task",
+    "get_task",
+    "list_tasks",
+    "load_prompts",
+    "register_task",
+]
