@@ -135,7 +135,7 @@ class DataConfig(Section):
     """Problems generated from the built-in ``task`` for training (ignored when ``path`` is set)."""
 
     num_eval_problems: int = Field(200, ge=1)
-    """Held-out problems of the built-in ``task`` for evaluation (a disjoint seed)."""
+    """Held-out problems of the built-in ``task`` for evaluation (its ``test`` split, disjoint from ``train``)."""
 
 
 class GenerationConfig(Section):

@@ -216,6 +216,7 @@ class PhaseTimer:
     """Wall-clock seconds per phase of one step (``time/generate``, ``time/score``, ``time/update``...)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -226,4 +227,8 @@ class PhaseTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def metrics(self) -> dict[str, float]:
-        return {f"time/{name}": value for name, value in self.seconds.items()}
+        """Each phase's seconds, and ``time/step`` since the timer was created."""
+        return {
+            **{f"time/{name}": value for name, value in self.seconds.items()},
+            "time/step": time.perf_counter() - self.started,
+        }

@@ -5,7 +5,7 @@
 1. build a tiny causal LM and a character tokenizer (:mod:`grpokit.models.tiny`);
 2. warm it up with supervised learning on the task's *flawed* teacher demonstrations
    (:mod:`grpokit.trainers.sft`), so it answers in the right format but often wrongly;
-3. measure held-out accuracy (problems disjoint from the training prompts);
+3. measure held-out accuracy (the task's ``test`` split, disjoint from its ``train`` split);
 4. train with GRPO, the task's checker as the reward;
 5. measure held-out accuracy again and print before/after.
 
@@ -29,8 +29,9 @@ from grpokit.trainers.grpo import GRPOTrainer, TrainResult
 
 __all__ = ["DemoResult", "EVAL_SEED", "cache_dir", "held_out_problems", "prepare_demo_model", "run_demo"]
 
-EVAL_SEED = 1_000_003
-"""Seed of the held-out problems (``grpokit eval`` uses the same ones), far from any training seed."""
+EVAL_SEED = 0
+"""Seed of the held-out problems: the task's ``test`` split, disjoint from ``train`` whatever the seeds
+(``grpokit eval`` reports on the same problems)."""
 
 
 @dataclass
@@ -47,11 +48,9 @@ def cache_dir() -> Path:
     return Path(root) / "demo"
 
 
-def held_out_problems(task: Any, n: int, exclude: set[str] | None = None) -> list[dict[str, Any]]:
-    """``n`` problems of ``task`` from :data:`EVAL_SEED`, skipping any prompt in ``exclude`` (training)."""
-    exclude = exclude or set()
-    rows = [r for r in task.make_problems(2 * n + len(exclude), seed=EVAL_SEED) if r["prompt"] not in exclude]
-    return rows[:n]
+def held_out_problems(task: Any, n: int) -> list[dict[str, Any]]:
+    """``n`` problems of the task's ``test`` split (never seen in training, which uses ``train``)."""
+    return task.make_problems(n, seed=EVAL_SEED, split="test")
 
 
 def _warmup_key(config: GRPOConfig) -> str:
@@ -90,7 +89,7 @@ def prepare_demo_model(config: GRPOConfig, log: Callable[[str], None] = print) -
         max_position_embeddings=256,
         seed=config.seed,
     )
-    rows = task.make_problems(config.data.num_train_problems, seed=config.seed)
+    rows = task.make_problems(config.data.num_train_problems, seed=config.seed, split="train")
     examples = [(row["prompt"], task.teacher_completion(row)) for row in rows]
     log(f"warm-up: {demo.sft_steps} supervised steps on {len(examples)} teacher demonstrations")
     losses = supervised_finetune(
@@ -128,8 +127,7 @@ def run_demo(config: GRPOConfig | None = None, log: Callable[[str], None] | None
         update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
     )
     trainer = GRPOTrainer(config)
-    train_prompts = {row[config.data.prompt_column] for row in trainer.dataset}
-    eval_rows = held_out_problems(task, config.data.num_eval_problems, train_prompts)
+    eval_rows = held_out_problems(task, config.data.num_eval_problems)
     k = config.demo.eval_k
     max_new_tokens = config.generation.max_new_tokens
 

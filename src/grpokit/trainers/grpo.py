@@ -31,7 +31,6 @@ Choices and deviations from the paper, numbered:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +68,19 @@ __all__ = [
     "train",
     "update_policy",
 ]
+
+
+@dataclass
+class StepRecord:
+    """What one step produced, for logging."""
+
+    batch: RolloutBatch  # the N training rollouts
+    scores: RewardScores  # their scores
+    generated: dict[str, Any]  # everything generated this step ("batch", "scores") and sampling info
+    advantages: torch.Tensor  # (N,) or (N, T)
+    loss_mask: torch.Tensor  # (N, T)
+    update: dict[str, float]  # update_policy's metrics
+    timer: PhaseTimer
 
 
 @dataclass
@@ -471,57 +483,49 @@ class GRPOTrainer:
     # -- the loop ----------------------------------------------------------------------------------------
 
     def train(self) -> TrainResult:
+        """Run steps ``start_step + 1 .. max_steps``, then save ``RUN_DIR/final``."""
         cfg, algo = self.config, self.config.algorithm
         logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard)
         progress = ProgressBar(cfg.max_steps, initial=self.start_step, enabled=not cfg.logging.quiet)
         metrics: dict[str, Any] = {}
         try:
-            for step in range(self.start_step, cfg.max_steps):
+            for step in range(self.start_step + 1, cfg.max_steps + 1):
                 timer = PhaseTimer()
-                step_start = time.perf_counter()
-                # 1. Sample G completions per prompt with the current policy and score them.
+                # 1. Sample G completions per prompt with the current policy (pi_old) and score them.
                 batch, scores, generated = self.collect_rollouts(timer)
-                # 2. Group-relative advantages (outcome or process supervision).
+                # 2. Group-relative advantages, and the tokens that enter the loss.
                 advantages, loss_mask = compute_advantages(batch, scores, algo)
-                # 3. mu passes of clipped-loss minibatch updates; the schedule advances once per step.
+                # 3. mu passes of clipped-loss minibatch updates, then one scheduler step.
                 with timer.phase("update"):
-                    update = update_policy(
-                        self.model,
-                        self.optimizer,
-                        batch,
-                        advantages,
-                        loss_mask,
-                        algorithm=algo,
-                        optim=cfg.optim,
-                        max_new_tokens=cfg.generation.max_new_tokens,
-                        reference=self.reference,
-                    )
-                lr = self.scheduler.get_last_lr()[0]
-                self.scheduler.step()
+                    update = self.update_policy(batch, advantages, loss_mask)
+                # 4. Iterative GRPO: refresh the reference policy every ref_model_sync_steps.
                 if self.reference is not None:
-                    self.reference.maybe_sync(self.model, step + 1)
-                # 4. Log and checkpoint.
+                    self.reference.maybe_sync(self.model, step)
+                # 5. Log and checkpoint.
                 metrics = self.log(
-                    logger,
-                    step + 1,
-                    batch,
-                    scores,
-                    generated,
-                    advantages,
-                    loss_mask,
-                    update,
-                    timer,
-                    lr=lr,
-                    step_time=time.perf_counter() - step_start,
+                    logger, step, StepRecord(batch, scores, generated, advantages, loss_mask, update, timer)
                 )
                 progress.update(metrics)
-                if self.checkpointer.should_save(step + 1):
-                    self.save_checkpoint(step + 1)
+                if self.checkpointer.should_save(step):
+                    self.save_checkpoint(step)
             final_dir = self.save_final()
         finally:
             progress.close()
             logger.close()
         return TrainResult(self.run_dir, final_dir, metrics)
+
+    def update_policy(
+        self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
+    ) -> dict[str, float]:
+        """:func:`update_policy` with this trainer's model, optimizer and reference; then the schedule steps."""
+        cfg = self.config
+        update = update_policy(
+            self.model, self.optimizer, batch, advantages, loss_mask, algorithm=cfg.algorithm, optim=cfg.optim,
+            max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
+        )  # fmt: skip
+        update["lr"] = self.scheduler.get_last_lr()[0]  # the rate this step's updates used
+        self.scheduler.step()
+        return update
 
     def collect_rollouts(self, timer: PhaseTimer) -> tuple[RolloutBatch, RewardScores, dict[str, Any]]:
         """Generate and score B groups; with dynamic sampling keep drawing until B informative groups.
@@ -569,24 +573,14 @@ class GRPOTrainer:
             {"batch": everything, "scores": everything_scores, **info},
         )
 
-    def log(
-        self,
-        logger: RunLogger,
-        step: int,
-        batch: RolloutBatch,
-        scores: RewardScores,
-        generated: dict[str, Any],
-        advantages: torch.Tensor,
-        loss_mask: torch.Tensor,
-        update: dict[str, float],
-        timer: PhaseTimer,
-        *,
-        lr: float,
-        step_time: float,
-    ) -> dict[str, Any]:
+    def log(self, logger: RunLogger, step: int, record: StepRecord) -> dict[str, Any]:
         """Write one metrics row (and a few sample groups); returns the row."""
         from grpokit.algorithms import group_reward_stats
 
+        batch, scores, generated, advantages, loss_mask, update, timer = (
+            record.batch, record.scores, record.generated, record.advantages, record.loss_mask, record.update,
+            record.timer,
+        )  # fmt: skip
         all_batch, all_scores = generated["batch"], generated["scores"]
         m: dict[str, Any] = {}
         scored = all_scores.scored
@@ -616,13 +610,11 @@ class GRPOTrainer:
         m["completions/truncated_fraction"] = all_batch.truncated.float().mean().item()
         m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.completion_mask.sum().clamp(min=1)).item()
         m.update({k: v for k, v in update.items() if k != "train_tokens"})
-        m["lr"] = lr
         gen_time = timer.seconds.get("generate", 0.0)
         m["throughput/generate_tokens_per_s"] = lengths.sum().item() / gen_time if gen_time else math.nan
         update_time = timer.seconds.get("update", 0.0)
         m["throughput/train_tokens_per_s"] = update["train_tokens"] / update_time if update_time else math.nan
         m.update(timer.metrics())
-        m["time/step"] = step_time
         m["memory/peak_rss_mb"] = peak_memory_mb()
         if torch.cuda.is_available():
             m["memory/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -708,7 +700,7 @@ def _load_dataset(config: GRPOConfig) -> list[dict[str, Any]]:
         )
     from grpokit.data.tasks import get_task
 
-    return list(get_task(data.task).make_problems(data.num_train_problems, seed=config.seed))
+    return list(get_task(data.task).make_problems(data.num_train_problems, seed=config.seed, split="train"))
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:

@@ -1,0 +1,171 @@
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+import yaml
+
+from grpokit.cli import main, parse_train_args
+
+
+def test_top_level_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("train", "demo", "eval", "rl", "version"):
+        assert f"\n  {command} " in out
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from grpokit.cli import main; main(['--help']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False")
+
+
+def test_train_help_documents_every_field_with_both_names(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--algorithm.beta | --beta  (default: 0.0)" in out
+    assert "--generation.temperature_schedule | --temperature_schedule  (default: null)" in out
+    assert "KL penalty coefficient" in out
+
+
+def test_version(capsys):
+    from grpokit import __version__
+
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"grpokit {__version__}"
+
+
+def test_unknown_command_exits_with_usage():
+    with pytest.raises(SystemExit) as info:
+        main(["trian"])
+    assert info.value.code == 2
+
+
+def test_parse_train_args():
+    path, overrides, flags = parse_train_args(
+        [
+            "c.yaml",
+            "--beta",
+            "0.04",
+            "--generation.temperature=0.9",
+            "--quiet",
+            "--dynamic_sampling",
+            "--print-config",
+        ]
+    )
+    assert path == "c.yaml"
+    assert overrides == {
+        "beta": "0.04",
+        "generation.temperature": "0.9",
+        "quiet": "true",
+        "dynamic_sampling": "true",
+    }
+    assert flags == {"help": False, "print_config": True}
+    with pytest.raises(ValueError, match="--beta needs a value"):
+        parse_train_args(["--beta"])
+    with pytest.raises(ValueError, match="unexpected argument 'b.yaml'"):
+        parse_train_args(["a.yaml", "b.yaml"])
+
+
+def test_print_config_applies_file_and_overrides(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("algorithm:\n  beta: 0.1\n")
+    assert main(["train", str(path), "--num_generations", "4", "--print-config"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["algorithm"]["beta"] == 0.1 and config["algorithm"]["num_generations"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--num_generations", "1"], "algorithm.num_generations: Input should be greater than or equal to 2"),
+        (["--beta", "-1"], "algorithm.beta: Input should be greater than or equal to 0"),
+        (["--betta", "1"], "unknown option --betta; did you mean --beta?"),
+    ],
+)
+def test_config_errors_are_reported_before_any_model_loads(monkeypatch, capsys, args, message):
+    import grpokit.models.loading
+
+    def forbidden(*a, **k):
+        raise AssertionError("a model was loaded before the config was validated")
+
+    monkeypatch.setattr(grpokit.models.loading, "load_model", forbidden)
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grpokit train: error: ") and message in err
+
+
+def test_rl_forwards_its_arguments(monkeypatch):
+    seen = []
+    fake = types.ModuleType("grpokit.rl.cli")
+    fake.main = lambda argv: seen.append(argv) or 7
+    monkeypatch.setitem(sys.modules, "grpokit.rl.cli", fake)
+    assert main(["rl", "train", "--env", "CartPole-v1"]) == 7
+    assert seen == [["train", "--env", "CartPole-v1"]]
+
+
+def test_eval_requires_a_model():
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "--task", "addition"])
+    assert info.value.code == 2
+
+
+def test_train_smoke_run_with_file_data_and_file_reward(tmp_path, capsys):
+    from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
+
+    model_dir = tmp_path / "model"
+    build_tiny_model(
+        build_char_tokenizer("abcd "),
+        model_dir,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+    )
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "target": "a"}) + "\n" for p in ["ab", "cd", "bc"]))
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text(
+        "def has_target(prompts, completions, target, **kw):\n"
+        "    return [float(t in c) for c, t in zip(completions, target)]\n"
+    )
+    args = [
+        "train",
+        "--name_or_path",
+        str(model_dir),
+        "--path",
+        str(data),
+        "--task",
+        "null",
+        "--reward_funcs",
+        f"[{rewards}:has_target]",
+        "--max_steps",
+        "2",
+        "--prompts_per_step",
+        "2",
+        "--num_generations",
+        "2",
+        "--max_new_tokens",
+        "4",
+        "--output_dir",
+        str(tmp_path / "runs"),
+        "--run_name",
+        "smoke",
+        "--save_steps",
+        "1",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "smoke"
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] == str(data)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "rewards/has_target/mean" in json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    # Resume without a config file: the run's own config.yaml is reused, max_steps extended.
+    assert main(["train", "--resume", str(run), "--max_steps", "3"]) == 0
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+    ]

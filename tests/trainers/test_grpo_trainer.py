@@ -1,0 +1,273 @@
+"""End-to-end runs of GRPOTrainer on a tiny model (seconds each)."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from grpokit.tracking import read_metrics, read_samples
+from grpokit.trainers import checkpoint as ckpt
+from grpokit.trainers import common, grpo
+from grpokit.trainers.grpo import GRPOTrainer
+
+
+def fraction_of_a(prompts, completions, **columns):
+    """Trivially learnable: the share of 'a' characters in the completion."""
+    return [c.count("a") / max(len(c), 1) for c in completions]
+
+
+def test_reward_rises_and_every_parameter_changes(make_config, rows):
+    config = make_config(
+        max_steps=20,
+        data={"prompts_per_step": 4},
+        algorithm={"num_generations": 8},
+        generation={"max_new_tokens": 8},
+    )
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    result = trainer.train()
+
+    unchanged = [name for name, p in trainer.model.named_parameters() if torch.equal(before[name], p)]
+    assert unchanged == []
+    rewards = [row["reward/mean"] for row in read_metrics(result.run_dir)]
+    assert len(rewards) == 20
+    # Seeded run: the reward of the last 5 steps clearly exceeds that of the first 5 (0.15 -> 0.4 here).
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.1
+
+
+def test_run_directory_layout_and_metrics(make_config, rows):
+    config = make_config(
+        max_steps=2,
+        checkpoint={"save_steps": 1, "save_total_limit": 1},
+        logging={"log_sample_groups": 1, "tensorboard": True},
+    )
+    result = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows).train()
+    run = result.run_dir
+    assert yaml.safe_load((run / "config.yaml").read_text())["algorithm"]["num_generations"] == 4
+    metrics = read_metrics(run)
+    assert [m["step"] for m in metrics] == [1, 2]
+    expected = {
+        "reward/mean",
+        "reward/std",
+        "rewards/fraction_of_a/mean",
+        "rewards/fraction_of_a/std",
+        "rewards/unscored_fraction",
+        "zero_std_group_fraction",
+        "advantages/mean",
+        "advantages/std",
+        "advantages/min",
+        "advantages/max",
+        "clip_fraction",
+        "clip_fraction_low",
+        "clip_fraction_high",
+        "entropy",
+        "completions/mean_length",
+        "completions/max_length",
+        "completions/truncated_fraction",
+        "throughput/generate_tokens_per_s",
+        "throughput/train_tokens_per_s",
+        "time/step",
+        "time/generate",
+        "time/score",
+        "time/update",
+        "memory/peak_rss_mb",
+        "lr",
+        "grad_norm",
+        "policy_loss",
+    }
+    assert expected <= set(metrics[0])
+    assert metrics[0]["ratio_mean"] == 1.0  # on-policy, num_iterations = 1
+    samples = read_samples(run)
+    assert [s["step"] for s in samples] == [1, 2]  # one group per step
+    assert len(samples[0]["completions"]) == len(samples[0]["rewards"]) == len(samples[0]["advantages"]) == 4
+    assert list((run / "tensorboard").iterdir())
+    # save_total_limit=1 keeps only the newest periodic checkpoint; the final model is separate.
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-000002"]
+    assert (run / "final" / "model.safetensors").is_file()
+    assert not list(run.glob("**/.tmp-*"))
+
+
+def test_checkpoint_reloads_with_plain_transformers(make_config, rows):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = make_config(max_steps=2, checkpoint={"save_steps": 2})
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    result = trainer.train()
+    ids = torch.tensor([[4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        expected = trainer.model(ids).logits
+    for path in (result.final_dir, result.run_dir / "checkpoints" / "step-000002"):
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        assert tokenizer.decode(tokenizer("abc")["input_ids"]) == "abc"
+        with torch.no_grad():
+            assert torch.equal(model(ids).logits, expected)
+
+
+def test_resume_reproduces_the_uninterrupted_run(make_config, rows, tmp_path):
+    full = make_config(
+        max_steps=4,
+        checkpoint={"save_steps": 2, "save_total_limit": None},
+        algorithm={"beta": 0.1, "num_generations": 4},
+    )
+    reference = GRPOTrainer(full, reward_funcs=[fraction_of_a], dataset=rows).train()
+    # Continue the same run from its step-2 checkpoint, with the metrics after it removed.
+    resumed_run = tmp_path / "resumed"
+    import shutil
+
+    shutil.copytree(reference.run_dir, resumed_run)
+    shutil.rmtree(resumed_run / "checkpoints" / "step-000004")
+    lines = (resumed_run / "metrics.jsonl").read_text().splitlines()[:2]
+    (resumed_run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    resume = full.model_copy(
+        update={"checkpoint": full.checkpoint.model_copy(update={"resume": str(resumed_run)})}
+    )
+    trainer = GRPOTrainer(resume, reward_funcs=[fraction_of_a], dataset=rows)
+    assert trainer.start_step == 2 and trainer.run_dir == resumed_run
+    trainer.train()
+    keys = ("reward/mean", "loss", "kl", "grad_norm", "lr")
+    got = [{k: m[k] for k in keys} for m in read_metrics(resumed_run)]
+    want = [{k: m[k] for k in keys} for m in read_metrics(reference.run_dir)]
+    assert got == want
+
+
+def test_beta_zero_never_builds_a_reference_model(make_config, rows, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a reference model was built with beta = 0")
+
+    monkeypatch.setattr(grpo, "ReferencePolicy", forbidden)
+    trainer = GRPOTrainer(make_config(max_steps=1), reward_funcs=[fraction_of_a], dataset=rows)
+    assert trainer.reference is None
+    assert "kl" not in trainer.train().last_metrics
+
+
+def test_beta_positive_uses_a_frozen_reference(make_config, rows):
+    trainer = GRPOTrainer(
+        make_config(max_steps=2, algorithm={"beta": 0.1}), reward_funcs=[fraction_of_a], dataset=rows
+    )
+    initial = {k: v.clone() for k, v in trainer.reference.model.state_dict().items()}
+    metrics = trainer.train().last_metrics
+    assert all(torch.equal(initial[k], v) for k, v in trainer.reference.model.state_dict().items())
+    assert not any(p.requires_grad for p in trainer.reference.model.parameters())
+    assert metrics["kl"] > 0  # the policy moved away from the reference
+
+
+def test_reference_resyncs_every_n_steps(make_config, rows):
+    trainer = GRPOTrainer(
+        make_config(max_steps=2, algorithm={"beta": 0.1, "ref_model_sync_steps": 2}),
+        reward_funcs=[fraction_of_a],
+        dataset=rows,
+    )
+    trainer.train()
+    policy = trainer.model.state_dict()
+    assert all(torch.equal(policy[k], v) for k, v in trainer.reference.model.state_dict().items())
+
+
+@pytest.mark.parametrize("num_iterations", [1, 2])
+def test_old_logprobs_pass_only_when_num_iterations_above_one(make_config, rows, monkeypatch, num_iterations):
+    calls = []
+    real = grpo.sequence_logprobs
+
+    def spy(model, batch, micro_batch_size):
+        calls.append(model)
+        return real(model, batch, micro_batch_size)
+
+    monkeypatch.setattr(grpo, "sequence_logprobs", spy)
+    config = make_config(max_steps=1, algorithm={"num_iterations": num_iterations})
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    metrics = trainer.train().last_metrics
+    assert len(calls) == num_iterations - 1 and all(m is trainer.model for m in calls)
+    if num_iterations == 1:
+        assert metrics["ratio_min"] == metrics["ratio_max"] == 1.0
+    else:  # the second pass sees the updated policy against the frozen pi_old
+        assert metrics["ratio_max"] > 1.0 or metrics["ratio_min"] < 1.0
+
+
+@pytest.mark.parametrize("aggregation", ["sequence_mean", "token_mean", "constant"])
+def test_gradient_accumulation_matches_one_big_batch(make_config, rows, aggregation):
+    import copy
+
+    config = make_config(algorithm={"loss_aggregation": aggregation})
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    batch, scores, _ = trainer.collect_rollouts(common.PhaseTimer())
+    advantages, loss_mask = grpo.compute_advantages(batch, scores, config.algorithm)
+    loss_mask[0, 2:] = 0  # uneven token counts per micro-batch make the weighting matter
+
+    def gradient(accumulation: int) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(trainer.model)
+        start = {k: v.clone() for k, v in model.named_parameters()}
+        optim = config.optim.model_copy(
+            update={"gradient_accumulation_steps": accumulation, "max_grad_norm": None}
+        )
+        grpo.update_policy(
+            model,
+            torch.optim.SGD(model.parameters(), lr=1.0),
+            batch,
+            advantages,
+            loss_mask,
+            algorithm=config.algorithm,
+            optim=optim,
+            max_new_tokens=6,
+        )
+        return {k: start[k] - v.detach() for k, v in model.named_parameters()}  # = the gradient (SGD, lr 1)
+
+    whole, split = gradient(1), gradient(4)
+    assert any(g.abs().max() > 1e-4 for g in whole.values())
+    for name in whole:
+        torch.testing.assert_close(split[name], whole[name], rtol=1e-4, atol=1e-7)
+
+
+def test_unscored_samples_are_masked_out(make_config, rows):
+    def only_first_group(prompts, completions, **columns):
+        return [fraction_of_a(prompts, [c])[0] if p == "ab" else None for p, c in zip(prompts, completions)]
+
+    result = GRPOTrainer(make_config(max_steps=1), reward_funcs=[only_first_group], dataset=rows).train()
+    metrics = read_metrics(result.run_dir)[0]
+    assert metrics["rewards/unscored_fraction"] == 0.5
+    assert metrics["loss_mask/token_fraction"] == pytest.approx(0.5, abs=0.25)  # only group "ab" trains
+    sample = read_samples(result.run_dir)
+    assert sample[1]["rewards"] == [None] * 4 and sample[1]["advantages"] == [0.0] * 4
+
+
+def test_empty_prompt_row_is_named(make_config):
+    with pytest.raises(ValueError, match="prompt dataset row 1: column 'prompt' is missing or empty"):
+        GRPOTrainer(make_config(), reward_funcs=[fraction_of_a], dataset=[{"prompt": "ab"}, {"prompt": " "}])
+
+
+def test_sequence_logprobs_do_not_depend_on_batch_padding(tiny_model_dir):
+    """A row's log-probs are the same alone or next to a longer prompt (left padding + positions)."""
+    from grpokit.models.loading import load_model
+    from grpokit.rollout.batch import RolloutBatch
+
+    model = load_model(tiny_model_dir)
+
+    def batch(prompts, completions):
+        P, T = max(map(len, prompts)), max(map(len, completions))
+        ids = torch.tensor([[0] * (P - len(p)) + p for p in prompts])
+        comp = torch.tensor([c + [0] * (T - len(c)) for c in completions])
+        return RolloutBatch(
+            prompt_ids=ids,
+            prompt_mask=(ids != 0).long(),
+            completion_ids=comp,
+            completion_mask=(comp != 0).float(),
+            group_ids=torch.arange(len(prompts)),
+            temperatures=torch.ones(len(prompts)),
+            truncated=torch.zeros(len(prompts), dtype=torch.bool),
+            prompts=[""] * len(prompts),
+            completions=[""] * len(prompts),
+        )
+
+    alone = common.sequence_logprobs(model, batch([[4, 5]], [[6, 7, 8]]), 8)
+    padded = common.sequence_logprobs(
+        model, batch([[4, 5], [9, 10, 11, 12, 9, 10]], [[6, 7, 8], [5, 6, 7, 8, 9]]), 8
+    )
+    torch.testing.assert_close(padded[0, :3], alone[0], rtol=1e-5, atol=1e-6)
+    assert padded[0, 3:].abs().sum() == 0
+
+
+def test_metrics_rows_are_valid_json(make_config, rows):
+    result = GRPOTrainer(make_config(max_steps=1), reward_funcs=[fraction_of_a], dataset=rows).train()
+    for line in (result.run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert all(isinstance(v, (int, float)) for v in row.values())
