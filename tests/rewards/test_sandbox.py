@@ -30,21 +30,33 @@ from grpokit.rewards.sandbox import (
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox tests need Linux")
 
-FAST = SandboxLimits(wall_time_s=1.0, cpu_time_s=1.0, memory_mb=256, max_output_bytes=100_000,
-                     max_processes=8, max_file_size_mb=1)
+FAST = SandboxLimits(
+    wall_time_s=1.0,
+    cpu_time_s=1.0,
+    memory_mb=256,
+    max_output_bytes=100_000,
+    max_processes=8,
+    max_file_size_mb=1,
+)
+# For tests not about time: a loaded 2-core machine can take most of a second to start Python.
+ROOMY = dataclasses.replace(FAST, wall_time_s=10.0, cpu_time_s=10.0)
 SLACK_S = 1.5  # launcher start-up and teardown on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
 def iso():
     isolation = sandbox_isolation()
-    if not (isolation.pid_namespace and isolation.net_namespace and isolation.drop_privileges
-            and isolation.landlock_abi >= 6):
+    if not (
+        isolation.pid_namespace
+        and isolation.net_namespace
+        and isolation.drop_privileges
+        and isolation.landlock_abi >= 6
+    ):
         pytest.skip(f"this machine lacks a protection the hostile tests check:\n{isolation.describe()}")
     return isolation
 
 
-def run(code: str, limits: SandboxLimits = FAST, **kwargs):
+def run(code: str, limits: SandboxLimits = ROOMY, **kwargs):
     start = time.monotonic()
     result = run_in_sandbox(textwrap.dedent(code), limits=limits, **kwargs)
     return result, time.monotonic() - start
@@ -105,10 +117,19 @@ def test_missing_interpreter_is_a_setup_error():
         run_in_sandbox("pass", python="/nonexistent/python")
 
 
-@pytest.mark.parametrize("field, value", [("wall_time_s", 0), ("cpu_time_s", float("inf")), ("memory_mb", 8),
-                                          ("max_output_bytes", 0), ("max_processes", True),
-                                          ("max_file_size_mb", 1.5), ("network", "allow"),
-                                          ("readable_paths", ("relative/path",))])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("wall_time_s", 0),
+        ("cpu_time_s", float("inf")),
+        ("memory_mb", 8),
+        ("max_output_bytes", 0),
+        ("max_processes", True),
+        ("max_file_size_mb", 1.5),
+        ("network", "allow"),
+        ("readable_paths", ("relative/path",)),
+    ],
+)
 def test_limits_reject_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"SandboxLimits.{field}"):
         SandboxLimits(**{field: value})
@@ -123,7 +144,7 @@ def test_sleeping_forever_is_killed_at_the_wall_clock_limit(iso, no_survivors):
     result, elapsed = run("import time\ntime.sleep(100)", limits)
     assert result.status is SandboxStatus.TIMEOUT and "wall-clock" in result.reason
     assert result.returncode == -signal.SIGKILL
-    assert 0.5 <= result.wall_time < 0.5 + 0.3
+    assert 0.5 <= result.wall_time < 0.5 + 0.5  # the excess is the supervisor's wake-up latency
     assert elapsed < 0.5 + SLACK_S
 
 
@@ -165,14 +186,17 @@ def test_process_count_is_capped_by_rlimit_nproc(iso, no_survivors):
 
 def test_fork_bomb_is_contained_and_leaves_no_process(iso, no_survivors):
     start_load = time.monotonic()
-    result, elapsed = run("""
+    result, elapsed = run(
+        """
         import os
         while True:
             try:
                 os.fork()
             except OSError:
                 pass
-    """, dataclasses.replace(FAST, wall_time_s=0.5))
+    """,
+        dataclasses.replace(FAST, wall_time_s=0.5),
+    )
     assert result.status is SandboxStatus.TIMEOUT
     assert elapsed < 0.5 + SLACK_S
     # The machine still answers: a plain program runs normally right after.
@@ -184,7 +208,8 @@ def test_fork_bomb_is_contained_and_leaves_no_process(iso, no_survivors):
 def test_grandchild_that_outlives_the_program_is_killed(iso, no_survivors, layer):
     # Without a pid namespace, the launcher's kill-all-of-uid cleanup must catch the setsid() escapee.
     isolation = iso if layer == "all" else dataclasses.replace(iso, pid_namespace=False)
-    result, elapsed = run("""
+    result, elapsed = run(
+        """
         import os, time
         if os.fork() == 0:
             os.setsid()          # leave the process group: killpg alone would miss it
@@ -192,7 +217,9 @@ def test_grandchild_that_outlives_the_program_is_killed(iso, no_survivors, layer
                 time.sleep(30)   # keeps stdout open, too
             os._exit(0)
         print("parent done")
-    """, isolation=isolation)
+    """,
+        isolation=isolation,
+    )
     assert result.status is SandboxStatus.OK and result.stdout == "parent done\n"
     assert elapsed < SLACK_S
 
@@ -233,9 +260,9 @@ def test_50_gb_allocation_fails_with_memory_error(iso, no_survivors):
 def test_allocation_that_fits_the_machine_but_not_the_limit_fails(iso):
     # 400 MiB fits in RAM, and bytes(n) is calloc'd (no page is touched), so only RLIMIT_AS stops it.
     code = "x = bytes(400 * 1024**2)\nprint('allocated')"
-    limited, _ = run(code, dataclasses.replace(FAST, memory_mb=128))
+    limited, _ = run(code, dataclasses.replace(ROOMY, memory_mb=128))
     assert limited.status is SandboxStatus.MEMORY
-    roomy, _ = run(code, dataclasses.replace(FAST, memory_mb=1024))
+    roomy, _ = run(code, dataclasses.replace(ROOMY, memory_mb=1024))
     assert roomy.status is SandboxStatus.OK and roomy.stdout == "allocated\n"
 
 
@@ -251,6 +278,37 @@ def test_file_size_is_capped(iso):
     result, _ = run("open('big', 'wb').write(b'x' * (5 * 1024 * 1024))")
     # CPython ignores SIGXFSZ, so RLIMIT_FSIZE surfaces as EFBIG.
     assert result.status is SandboxStatus.ERROR and "File too large" in result.reason
+
+
+FILL_DISK = """
+import errno
+written = 0
+try:
+    for i in range(24):
+        with open(f"f{i}", "wb") as f:
+            f.write(b"x" * 1024 * 1024)
+        written += 1
+    print(written)
+except OSError as exc:
+    print(written, errno.errorcode[exc.errno])
+"""
+
+
+@pytest.mark.parametrize("layer", ["all", "no_mount_namespace"])
+def test_total_disk_use_is_capped_by_the_tmpfs_working_directory(iso, layer):
+    # 24 files of 1 MiB, each under max_file_size_mb, against an 8 MiB working directory. Without a
+    # mount namespace (the control; run as root, since the interpreter then cannot be exposed) the
+    # only cap is per file, and all 24 land on disk.
+    isolation = (
+        iso if layer == "all" else dataclasses.replace(iso, mount_namespace=False, drop_privileges=False)
+    )
+    limits = dataclasses.replace(ROOMY, max_file_size_mb=2, workdir_size_mb=8)
+    result, _ = run(FILL_DISK, limits, isolation=isolation)
+    written, *error = result.stdout.split()
+    if layer == "all":
+        assert 5 <= int(written) < 8 and error == ["ENOSPC"]
+    else:
+        assert int(written) == 24 and error == []
 
 
 @pytest.fixture
@@ -275,12 +333,16 @@ for d in sys.argv[1:] or {dirs!r}:
 """
 
 
-@pytest.mark.parametrize("layer, open_dir_writable", [("all", False), ("no_landlock", True),
-                                                       ("no_uid_drop", False)])
+@pytest.mark.parametrize(
+    "layer, open_dir_writable", [("all", False), ("no_landlock", True), ("no_uid_drop", False)]
+)
 def test_writes_outside_the_working_directory(iso, outside_dirs, layer, open_dir_writable):
     # Landlock blocks both directories; the uid drop alone protects only the root-owned one.
-    isolation = {"all": iso, "no_landlock": dataclasses.replace(iso, landlock_abi=0),
-                 "no_uid_drop": dataclasses.replace(iso, drop_privileges=False)}[layer]
+    isolation = {
+        "all": iso,
+        "no_landlock": dataclasses.replace(iso, landlock_abi=0),
+        "no_uid_drop": dataclasses.replace(iso, drop_privileges=False),
+    }[layer]
     root_only, world_writable = outside_dirs
     result, _ = run(WRITE.format(dirs=[root_only, world_writable]), isolation=isolation)
     assert result.status is SandboxStatus.OK, result.stderr
@@ -299,7 +361,7 @@ def test_reading_files_outside_the_allowed_directories_is_blocked(iso):
         code = f"print(open({secret!r}).read())"
         blocked, _ = run(code)
         assert blocked.status is SandboxStatus.ERROR and "PermissionError" in blocked.reason
-        allowed, _ = run(code, dataclasses.replace(FAST, readable_paths=(public,)))
+        allowed, _ = run(code, dataclasses.replace(ROOMY, readable_paths=(public,)))
         assert allowed.stdout == "expected outputs\n"
 
 
@@ -354,14 +416,31 @@ print(subprocess.run([sys.executable, "-I", "-c", {code!r}], capture_output=True
 """
 
 
-@pytest.mark.parametrize("layer, error", [("all", "EACCES"), ("net_namespace_only", "ENETUNREACH"),
-                                          ("landlock_only", "EACCES"), ("socket_patch_only", "EACCES")])
+@pytest.mark.parametrize(
+    "layer, error",
+    [
+        ("all", "EACCES"),
+        ("net_namespace_only", "ENETUNREACH"),
+        ("landlock_only", "EACCES"),
+        ("socket_patch_only", "EACCES"),
+    ],
+)
 def test_network_connection_to_the_host_fails(iso, listener, layer, error):
-    isolation = {"all": iso, "net_namespace_only": dataclasses.replace(iso, landlock_abi=0),
-                 "landlock_only": dataclasses.replace(iso, net_namespace=False),
-                 "socket_patch_only": dataclasses.replace(iso, net_namespace=False, landlock_abi=0)}[layer]
-    assert isolation.network == {"all": "namespace", "net_namespace_only": "namespace",
-                                 "landlock_only": "landlock-tcp", "socket_patch_only": "socket-patch"}[layer]
+    isolation = {
+        "all": iso,
+        "net_namespace_only": dataclasses.replace(iso, landlock_abi=0),
+        "landlock_only": dataclasses.replace(iso, net_namespace=False),
+        "socket_patch_only": dataclasses.replace(iso, net_namespace=False, landlock_abi=0),
+    }[layer]
+    assert (
+        isolation.network
+        == {
+            "all": "namespace",
+            "net_namespace_only": "namespace",
+            "landlock_only": "landlock-tcp",
+            "socket_patch_only": "socket-patch",
+        }[layer]
+    )
     result, _ = run(CONNECT.format(port=listener.getsockname()[1]), isolation=isolation)
     assert result.stdout == f"blocked {error}\n"
     with pytest.raises(BlockingIOError):
@@ -388,16 +467,19 @@ def test_socket_patch_fallback_is_weak(iso, listener, layer, output):
 # extract_code
 
 
-@pytest.mark.parametrize("completion, code", [
-    ("Here:\n```python\nprint(1)\n```\nDone.", "print(1)\n"),
-    ("```py\nx = 1\n```", "x = 1\n"),
-    ("```python\nfirst()\n```\nbetter:\n```python\nsecond()\n```", "second()\n"),
-    ("```\nuntagged()\n```", "untagged()\n"),
-    ("```text\nnote\n```\n```python\ncode()\n```\n```\nlast_untagged()\n```", "code()\n"),
-    ("```python\ncut_off_by_max_tokens(", "cut_off_by_max_tokens("),
-    ("print('no fence')", "print('no fence')"),
-    ("```bash\nls\n```", "```bash\nls\n```"),
-])
+@pytest.mark.parametrize(
+    "completion, code",
+    [
+        ("Here:\n```python\nprint(1)\n```\nDone.", "print(1)\n"),
+        ("```py\nx = 1\n```", "x = 1\n"),
+        ("```python\nfirst()\n```\nbetter:\n```python\nsecond()\n```", "second()\n"),
+        ("```\nuntagged()\n```", "untagged()\n"),
+        ("```text\nnote\n```\n```python\ncode()\n```\n```\nlast_untagged()\n```", "code()\n"),
+        ("```python\ncut_off_by_max_tokens(", "cut_off_by_max_tokens("),
+        ("print('no fence')", "print('no fence')"),
+        ("```bash\nls\n```", "```bash\nls\n```"),
+    ],
+)
 def test_extract_code(completion, code):
     assert extract_code(completion) == code
 
@@ -410,7 +492,7 @@ ECHO_SUM = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
 
 
 def test_assert_block_scores_one_or_zero(iso):
-    reward = CodeTestsReward(limits=FAST, max_workers=2)
+    reward = CodeTestsReward(limits=ROOMY, max_workers=2)
     tests = "assert square(2) == 4\nassert square(3) == 9"
     wrong = "```python\ndef square(x):\n    return x + x\n```"  # right for 2, wrong for 3
     assert reward(["p", "p"], [SQUARE, wrong], tests=[tests, tests]) == [1.0, 0.0]
@@ -419,7 +501,7 @@ def test_assert_block_scores_one_or_zero(iso):
 
 
 def test_assert_list_scores_the_fraction_passed(iso):
-    reward = CodeTestsReward(limits=FAST)
+    reward = CodeTestsReward(limits=ROOMY)
     half_right = "```python\ndef square(x):\n    return 4\n```"
     tests = ["assert square(2) == 4", "assert square(3) == 9", "assert square(-2) == 4"]
     # Passes tests 0 and 2, fails test 1 without hiding test 2.
@@ -428,17 +510,21 @@ def test_assert_list_scores_the_fraction_passed(iso):
 
 
 def test_stdin_stdout_pairs_score_the_fraction_passed(iso):
-    reward = CodeTestsReward(limits=FAST, max_workers=2)
+    reward = CodeTestsReward(limits=ROOMY, max_workers=2)
     pairs = [("1 2\n", "3\n"), ["10 5", "15"], {"input": "0 0", "output": "0  \n\n"}]
     off_by_one = "```python\na, b = map(int, input().split())\nprint(a + b + (a == 10))\n```"
     apps = {"inputs": ["2 2"], "outputs": ["4"]}
     assert reward(["p"] * 3, [ECHO_SUM, off_by_one, ECHO_SUM], tests=[pairs, pairs, apps]) == [
-        1.0, pytest.approx(2 / 3, rel=1e-12), 1.0]
+        1.0,
+        pytest.approx(2 / 3, rel=1e-12),
+        1.0,
+    ]
     assert reward.last_outcomes[1].reason == "wrong output"
 
 
 def test_failures_score_the_error_score_with_a_reason(iso):
-    reward = CodeTestsReward(limits=dataclasses.replace(FAST, wall_time_s=0.5), error_score=None)
+    # The loop is stopped by the CPU limit: a short wall limit would also hit the others on a busy machine.
+    reward = CodeTestsReward(limits=dataclasses.replace(ROOMY, cpu_time_s=1), error_score=None)
     completions = ["```python\ndef square(x) return x\n```", "```python\nwhile True: pass\n```", SQUARE]
     tests = ["assert square(2) == 4"] * 3
     assert reward(["p"] * 3, completions, tests=tests) == [None, None, 1.0]
@@ -449,13 +535,16 @@ def test_failures_score_the_error_score_with_a_reason(iso):
     assert reward.last_metrics["code/pass_rate"] == pytest.approx(1 / 3, rel=1e-12)
 
 
-@pytest.mark.parametrize("cheat", [
-    "import sys\nsys.exit(0)",
-    "import os\nos._exit(0)",
-    "print('\\nPASS 0')",
-])
+@pytest.mark.parametrize(
+    "cheat",
+    [
+        "import sys\nsys.exit(0)",
+        "import os\nos._exit(0)",
+        "print('\\nPASS 0')",
+    ],
+)
 def test_exiting_before_the_tests_or_faking_output_scores_zero(iso, cheat):
-    reward = CodeTestsReward(limits=FAST)
+    reward = CodeTestsReward(limits=ROOMY)
     assert reward(["p"], [f"```python\n{cheat}\n```"], tests=["assert False"]) == [0.0]
 
 
@@ -464,14 +553,17 @@ def test_default_instance_is_named_for_the_registry(iso):
     assert code_tests(["p"], [SQUARE], tests=["assert square(5) == 25"]) == [1.0]
 
 
-@pytest.mark.parametrize("tests, message", [
-    ([None], r"tests\[0\] must be"),
-    ([[("1", 2)]], r"tests\[0\]\[0\] must be"),
-    ([{"inputs": ["1"]}], r"tests\[0\]: a dict"),
-    ([{"inputs": ["1"], "outputs": []}], r"tests\[0\]: 'inputs' and 'outputs'"),
-    ([[]], r"tests\[0\] must be"),
-    (["a", "b"], "tests has 2 entries but there are 1 completions"),
-])
+@pytest.mark.parametrize(
+    "tests, message",
+    [
+        ([None], r"tests\[0\] must be"),
+        ([[("1", 2)]], r"tests\[0\]\[0\] must be"),
+        ([{"inputs": ["1"]}], r"tests\[0\]: a dict"),
+        ([{"inputs": ["1"], "outputs": []}], r"tests\[0\]: 'inputs' and 'outputs'"),
+        ([[]], r"tests\[0\] must be"),
+        (["a", "b"], "tests has 2 entries but there are 1 completions"),
+    ],
+)
 def test_bad_tests_column_raises_naming_the_row(tests, message):
     with pytest.raises(ValueError, match=message):
         CodeTestsReward()(["p"], ["x"], tests=tests)

@@ -92,6 +92,9 @@ class SandboxLimits:
     """Largest file the program may write, in MiB (``RLIMIT_FSIZE``; SIGXFSZ beyond it)."""
     max_open_files: int = 64
     """Open file descriptors per process (``RLIMIT_NOFILE``)."""
+    workdir_size_mb: int = 64
+    """Size of the working directory, a private tmpfs where a mount namespace exists (else unbounded:
+    only each file is capped by ``max_file_size_mb``). Counts against RAM while the run lasts."""
     network: Literal["deny"] = "deny"
     """Network access. Only ``"deny"`` exists: the field makes the policy explicit in configs."""
     readable_paths: tuple[str, ...] = ()
@@ -103,8 +106,14 @@ class SandboxLimits:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
                 raise ValueError(f"SandboxLimits.{name} must be a positive finite number, got {value!r}")
-        minimum = {"memory_mb": 16, "max_output_bytes": 1, "max_processes": 1, "max_file_size_mb": 1,
-                   "max_open_files": 8}
+        minimum = {
+            "memory_mb": 16,
+            "max_output_bytes": 1,
+            "max_processes": 1,
+            "max_file_size_mb": 1,
+            "max_open_files": 8,
+            "workdir_size_mb": 1,
+        }
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -114,20 +123,21 @@ class SandboxLimits:
         if isinstance(self.readable_paths, str) or not all(
             isinstance(p, str) and os.path.isabs(p) for p in self.readable_paths
         ):
-            raise ValueError(f"SandboxLimits.readable_paths must be a tuple of absolute paths, "
-                             f"got {self.readable_paths!r}")
+            raise ValueError(
+                f"SandboxLimits.readable_paths must be a tuple of absolute paths, got {self.readable_paths!r}"
+            )
 
 
 class SandboxStatus(str, Enum):
     """How a sandboxed program ended. Only ``OK`` means it ran to completion with exit status 0."""
 
     OK = "ok"
-    ERROR = "error"                  # non-zero exit status, e.g. an uncaught exception or a failed assert
-    SYNTAX_ERROR = "syntax_error"    # the code did not compile
-    TIMEOUT = "timeout"              # wall-clock or CPU limit
-    MEMORY = "memory"                # MemoryError under RLIMIT_AS
-    OUTPUT_LIMIT = "output_limit"    # more than max_output_bytes on stdout or stderr
-    CRASH = "crash"                  # killed by a signal (SIGSEGV, SIGXFSZ for the file-size limit, ...)
+    ERROR = "error"  # non-zero exit status, e.g. an uncaught exception or a failed assert
+    SYNTAX_ERROR = "syntax_error"  # the code did not compile
+    TIMEOUT = "timeout"  # wall-clock or CPU limit
+    MEMORY = "memory"  # MemoryError under RLIMIT_AS
+    OUTPUT_LIMIT = "output_limit"  # more than max_output_bytes on stdout or stderr
+    CRASH = "crash"  # killed by a signal (SIGSEGV, SIGXFSZ for the file-size limit, ...)
 
 
 @dataclass(frozen=True)
@@ -185,17 +195,21 @@ class SandboxIsolation:
 
     def describe(self) -> str:
         """One line per protection, for logs and bug reports."""
+
         def yes(flag: bool) -> str:
             return "yes" if flag else "NO"
-        return "\n".join([
-            f"platform: {self.platform}",
-            f"pid namespace (grandchildren killed): {yes(self.pid_namespace)}",
-            f"network: {self.network}",
-            f"mount namespace (private /proc): {yes(self.mount_namespace)}",
-            f"unprivileged uid (RLIMIT_NPROC enforced): {yes(self.drop_privileges)}",
-            f"landlock ABI: {self.landlock_abi or 'NO'}"
-            + (" (reads restricted)" if self.landlock_abi and self.restrict_reads else ""),
-        ])
+
+        return "\n".join(
+            [
+                f"platform: {self.platform}",
+                f"pid namespace (grandchildren killed): {yes(self.pid_namespace)}",
+                f"network: {self.network}",
+                f"mount namespace (private /proc): {yes(self.mount_namespace)}",
+                f"unprivileged uid (RLIMIT_NPROC enforced): {yes(self.drop_privileges)}",
+                f"landlock ABI: {self.landlock_abi or 'NO'}"
+                + (" (reads restricted)" if self.landlock_abi and self.restrict_reads else ""),
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -215,9 +229,9 @@ LL_READ_RIGHTS = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
 LL_NET_BIND_TCP, LL_NET_CONNECT_TCP = 1 << 0, 1 << 1
 LL_SCOPE_ABSTRACT_UNIX_SOCKET, LL_SCOPE_SIGNAL = 1 << 0, 1 << 1
 
-_SETUP_TIMEOUT_S = 30.0   # launcher start-up on a loaded machine; not charged to the program
-_KILL_GRACE_S = 2.0       # after a kill, how long to wait for the launcher's report
-_EOF_GRACE_S = 0.5        # after the program's exit, how long leftover writers may hold the pipes
+_SETUP_TIMEOUT_S = 30.0  # launcher start-up on a loaded machine; not charged to the program
+_KILL_GRACE_S = 2.0  # after a kill, how long to wait for the launcher's report
+_EOF_GRACE_S = 0.5  # after the program's exit, how long leftover writers may hold the pipes
 _READ_CHUNK = 65536
 _SYSTEM_READ_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/dev", "/nix")
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -252,9 +266,13 @@ def sandbox_isolation() -> SandboxIsolation:
     """
     if os.name != "posix":
         raise SandboxSetupError(f"the code sandbox needs a POSIX system, this is {sys.platform!r}")
-    proc = subprocess.run([sys.executable, "-I", "-S", os.path.abspath(__file__), "--probe"],
-                          capture_output=True, text=True, timeout=_SETUP_TIMEOUT_S,
-                          env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"})
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", os.path.abspath(__file__), "--probe"],
+        capture_output=True,
+        text=True,
+        timeout=_SETUP_TIMEOUT_S,
+        env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"},
+    )
     if proc.returncode != 0:
         raise SandboxSetupError(f"sandbox probe failed (exit {proc.returncode}): {proc.stderr.strip()}")
     found = json.loads(proc.stdout)
@@ -317,7 +335,7 @@ def run_in_sandbox(
     try:
         return _Run(run_dir, files, stdin, limits, python, interpreter_dirs, isolation).execute()
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_tree(run_dir)
 
 
 @lru_cache(maxsize=8)
@@ -328,9 +346,14 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
         real = os.path.realpath(sys.executable)
     else:
         try:
-            out = subprocess.run([python, "-I", "-S", "-c", "import sys; print(sys.prefix); "
-                                  "print(sys.base_prefix)"], capture_output=True, text=True,
-                                 timeout=_SETUP_TIMEOUT_S, env={"PATH": _SAFE_PATH}, check=True)
+            out = subprocess.run(
+                [python, "-I", "-S", "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+                capture_output=True,
+                text=True,
+                timeout=_SETUP_TIMEOUT_S,
+                env={"PATH": _SAFE_PATH},
+                check=True,
+            )
         except (OSError, subprocess.SubprocessError) as exc:
             raise SandboxSetupError(f"python interpreter {python!r} cannot be run: {exc}") from exc
         dirs = {os.path.dirname(os.path.abspath(python)), *out.stdout.split()}
@@ -340,6 +363,21 @@ def _interpreter_dirs(python: str) -> tuple[str, ...]:
     dirs |= {os.path.dirname(real), os.path.dirname(os.path.dirname(real))}
     dirs |= {os.path.realpath(d) for d in dirs}
     return tuple(sorted(dirs))
+
+
+def _remove_tree(path: str) -> None:
+    """Remove the run directory, even where the program made its directories unreadable (chmod 000)."""
+    shutil.rmtree(path, ignore_errors=True)
+    if not os.path.exists(path):
+        return
+    # Every process of the run is dead by now, so nothing can swap a directory for a symlink between
+    # the lstat and the chmod; lstat keeps us from following one the program left.
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            full = os.path.join(root, name)
+            if stat.S_ISDIR(os.lstat(full).st_mode):
+                os.chmod(full, 0o700)
+    shutil.rmtree(path)
 
 
 def _blocked_ancestor(path: str) -> str | None:
@@ -367,8 +405,16 @@ def _draw_uid(uid_range: tuple[int, int]) -> int:
 class _Run:
     """One sandboxed execution: prepare the directory, spawn the launcher, supervise, clean up."""
 
-    def __init__(self, run_dir: str, files: dict[str, str], stdin: str, limits: SandboxLimits,
-                 python: str, interpreter_dirs: tuple[str, ...], isolation: SandboxIsolation):
+    def __init__(
+        self,
+        run_dir: str,
+        files: dict[str, str],
+        stdin: str,
+        limits: SandboxLimits,
+        python: str,
+        interpreter_dirs: tuple[str, ...],
+        isolation: SandboxIsolation,
+    ):
         self.run_dir = run_dir
         self.work_dir = os.path.join(run_dir, "work")
         self.files = files
@@ -377,7 +423,9 @@ class _Run:
         self.python = python
         self.interpreter_dirs = interpreter_dirs
         self.iso = isolation
-        self.uid = _draw_uid(isolation.uid_range) if isolation.drop_privileges and isolation.uid_range else None
+        self.uid = (
+            _draw_uid(isolation.uid_range) if isolation.drop_privileges and isolation.uid_range else None
+        )
 
     # -- preparation -----------------------------------------------------------------------------
 
@@ -403,14 +451,17 @@ class _Run:
             raise SandboxSetupError(
                 f"the interpreter under {blocked[0]!r} is not reachable by an unprivileged user and this "
                 f"machine has no mount namespace to expose it: install Python in a world-readable "
-                f"location (or chmod o+x its parent directories), or pass python=...")
+                f"location (or chmod o+x its parent directories), or pass python=..."
+            )
         for d in blocked:
             if _blocked_ancestor(d) == d:
                 raise SandboxSetupError(f"interpreter directory {d!r} itself is not traversable by others")
         hidden = {_blocked_ancestor(d) for d in blocked}
         if any(self.run_dir.startswith(h + os.sep) for h in hidden):
-            raise SandboxSetupError(f"the temporary directory {self.run_dir!r} lies under {hidden}, which "
-                                    f"is hidden to expose the interpreter; set TMPDIR elsewhere")
+            raise SandboxSetupError(
+                f"the temporary directory {self.run_dir!r} lies under {hidden}, which "
+                f"is hidden to expose the interpreter; set TMPDIR elsewhere"
+            )
         return blocked
 
     def _config(self, ctl_w: int, ack_r: int, expose: list[str]) -> dict[str, Any]:
@@ -434,9 +485,13 @@ class _Run:
             read = [*_SYSTEM_READ_DIRS, *self.interpreter_dirs, *lim.readable_paths]
             if iso.mount_namespace and iso.pid_namespace:
                 read.append("/proc")  # our own /proc: shows the sandbox's processes only
-            landlock = {"abi": iso.landlock_abi, "restrict_reads": iso.restrict_reads,
-                        "write": [self.work_dir], "write_files": ["/dev/null"],
-                        "read": [p for p in read if os.path.exists(p)]}
+            landlock = {
+                "abi": iso.landlock_abi,
+                "restrict_reads": iso.restrict_reads,
+                "write": [self.work_dir],
+                "write_files": ["/dev/null"],
+                "read": [p for p in read if os.path.exists(p)],
+            }
         return {
             "mode": "run",
             "argv": argv,
@@ -449,6 +504,7 @@ class _Run:
             "map_user": bool(flags & CLONE_NEWUSER),
             "mount_proc": iso.mount_namespace and iso.pid_namespace,
             "expose": expose,
+            "workdir_tmpfs_mb": lim.workdir_size_mb if iso.mount_namespace else None,
             "uid": self.uid,
             "kill_uid_on_exit": self.uid is not None and not iso.pid_namespace,
             "backstop_s": lim.wall_time_s + 10 * _KILL_GRACE_S,
@@ -477,9 +533,14 @@ class _Run:
         try:
             launcher = subprocess.Popen(
                 [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(config)],
-                stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=self.run_dir, env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"},
-                start_new_session=True, pass_fds=(ctl_w, ack_r), close_fds=True,
+                stdin=stdin_file,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.run_dir,
+                env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"},
+                start_new_session=True,
+                pass_fds=(ctl_w, ack_r),
+                close_fds=True,
             )
         except OSError as exc:
             for fd in (ctl_r, ctl_w, ack_r, ack_w):
@@ -522,8 +583,11 @@ class _Supervisor:
 
     def loop(self) -> None:
         sel = selectors.DefaultSelector()
-        names = {self.launcher.stdout.fileno(): "stdout", self.launcher.stderr.fileno(): "stderr",
-                 self.ctl_r: "ctl"}
+        names = {
+            self.launcher.stdout.fileno(): "stdout",
+            self.launcher.stderr.fileno(): "stderr",
+            self.ctl_r: "ctl",
+        }
         for fd in names:
             sel.register(fd, selectors.EVENT_READ)
         while sel.get_map():
@@ -589,7 +653,7 @@ class _Supervisor:
         buffer = self.out[name]
         room = self.limits.max_output_bytes - len(buffer)
         if len(data) > room:
-            buffer += data[:max(room, 0)]
+            buffer += data[: max(room, 0)]
             self.truncated = True
             if self.killed_for is None and self.exit is None:
                 self.killed_for = "output"
@@ -641,16 +705,24 @@ class _Supervisor:
         returncode = exit_info.get("returncode")
         cpu_time = exit_info.get("cpu_time")
         status, reason = _classify(self.killed_for, returncode, cpu_time, stderr, self.limits)
-        return SandboxResult(status=status, returncode=returncode, stdout=stdout, stderr=stderr,
-                             wall_time=wall, cpu_time=cpu_time, reason=reason,
-                             output_truncated=self.truncated)
+        return SandboxResult(
+            status=status,
+            returncode=returncode,
+            stdout=stdout,
+            stderr=stderr,
+            wall_time=wall,
+            cpu_time=cpu_time,
+            reason=reason,
+            output_truncated=self.truncated,
+        )
 
 
 _SYNTAX_ERRORS = ("SyntaxError", "IndentationError", "TabError")
 
 
-def _classify(killed_for: str | None, returncode: int | None, cpu_time: float | None, stderr: str,
-              limits: SandboxLimits) -> tuple[SandboxStatus, str]:
+def _classify(
+    killed_for: str | None, returncode: int | None, cpu_time: float | None, stderr: str, limits: SandboxLimits
+) -> tuple[SandboxStatus, str]:
     """Map how the program ended to a status and a one-line reason."""
     last_line = stderr.strip().splitlines()[-1] if stderr.strip() else ""
     if killed_for == "output":
@@ -699,8 +771,9 @@ def _unshare(libc: Any, flags: int) -> None:
     _check(libc.unshare(flags), f"unshare({flags:#x})")
 
 
-def _mount(libc: Any, source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
+def _mount(
+    libc: Any, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     enc = lambda s: s.encode() if s is not None else None  # noqa: E731
     _check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
@@ -708,8 +781,9 @@ def _mount(libc: Any, source: str | None, target: str, fstype: str | None, flags
 def _landlock_abi(libc: Any) -> int:
     import ctypes
 
-    ret = libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
-                       ctypes.c_uint32(1))  # LANDLOCK_CREATE_RULESET_VERSION
+    ret = libc.syscall(
+        ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0), ctypes.c_uint32(1)
+    )  # LANDLOCK_CREATE_RULESET_VERSION
     return max(int(ret), 0)
 
 
@@ -729,10 +803,15 @@ def _apply_landlock(libc: Any, spec: dict[str, Any]) -> None:
     net = LL_NET_BIND_TCP | LL_NET_CONNECT_TCP if abi >= 4 else 0
     scoped = LL_SCOPE_ABSTRACT_UNIX_SOCKET | LL_SCOPE_SIGNAL if abi >= 6 else 0
     attr = struct.pack("=QQQ", handled, net, scoped)[: 8 if abi < 4 else 16 if abi < 6 else 24]
-    ruleset = _check(libc.syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), attr,
-                                  ctypes.c_size_t(len(attr)), ctypes.c_uint32(0)), "landlock_create_ruleset")
-    rules = [(p, fs_all) for p in spec["write"]] + [(p, LL_READ_FILE | LL_WRITE_FILE | LL_TRUNCATE)
-                                                     for p in spec["write_files"]]
+    ruleset = _check(
+        libc.syscall(
+            ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), attr, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0)
+        ),
+        "landlock_create_ruleset",
+    )
+    rules = [(p, fs_all) for p in spec["write"]] + [
+        (p, LL_READ_FILE | LL_WRITE_FILE | LL_TRUNCATE) for p in spec["write_files"]
+    ]
     if spec["restrict_reads"]:
         rules += [(p, LL_READ_RIGHTS) for p in spec["read"]]
     for path, access in rules:
@@ -743,11 +822,21 @@ def _apply_landlock(libc: Any, spec: dict[str, Any]) -> None:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             access &= LL_FILE_RIGHTS
         rule = struct.pack("=Qi", access & handled, fd)  # struct landlock_path_beneath_attr (packed)
-        _check(libc.syscall(ctypes.c_long(SYS_LANDLOCK_ADD_RULE), ctypes.c_long(ruleset), ctypes.c_long(1),
-                            rule, ctypes.c_uint32(0)), f"landlock_add_rule {path}")
+        _check(
+            libc.syscall(
+                ctypes.c_long(SYS_LANDLOCK_ADD_RULE),
+                ctypes.c_long(ruleset),
+                ctypes.c_long(1),
+                rule,
+                ctypes.c_uint32(0),
+            ),
+            f"landlock_add_rule {path}",
+        )
         os.close(fd)
-    _check(libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_long(ruleset),
-                        ctypes.c_uint32(0)), "landlock_restrict_self")
+    _check(
+        libc.syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_long(ruleset), ctypes.c_uint32(0)),
+        "landlock_restrict_self",
+    )
     os.close(ruleset)
 
 
@@ -776,6 +865,26 @@ def _expose(libc: Any, dirs: list[str], run_dir: str) -> None:
         _mount(libc, stage, d, None, MS_BIND | MS_REC)
         _mount(libc, None, d, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
         _check(libc.umount2(stage.encode(), MNT_DETACH), f"umount {stage}")
+
+
+def _mount_workdir(libc: Any, work_dir: str, size_mb: int, uid: int | None) -> None:
+    """Replace the working directory by a tmpfs of ``size_mb`` holding the same files.
+
+    Caps what the program can write in total (RLIMIT_FSIZE caps one file, not their number); the
+    tmpfs vanishes with the mount namespace, so nothing the program writes reaches the disk.
+    """
+    files = {}
+    for name in os.listdir(work_dir):
+        with open(os.path.join(work_dir, name), "rb") as f:
+            files[name] = f.read()
+    owner = f",uid={uid},gid={uid}" if uid is not None else ""
+    _mount(libc, "tmpfs", work_dir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,mode=0700{owner}")
+    for name, data in files.items():
+        path = os.path.join(work_dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        if uid is not None:
+            os.chown(path, uid, uid)
 
 
 def _enter_sandbox(libc: Any, cfg: dict[str, Any]) -> None:
@@ -832,7 +941,9 @@ def _init_main(libc: Any, cfg: dict[str, Any], err_w: int, res_w: int) -> None:
         if pid == program:
             break
     returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    os.write(res_w, json.dumps({"returncode": returncode, "cpu_time": usage.ru_utime + usage.ru_stime}).encode())
+    os.write(
+        res_w, json.dumps({"returncode": returncode, "cpu_time": usage.ru_utime + usage.ru_stime}).encode()
+    )
     os._exit(0)
 
 
@@ -877,14 +988,19 @@ def _launcher_main(cfg: dict[str, Any]) -> None:
             _unshare(libc, cfg["unshare"])
             if cfg["map_user"]:
                 # Map our own ids only: after exec the program is not root in the new namespace.
-                for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
-                                   ("/proc/self/gid_map", f"{gid} {gid} 1")):
+                for path, text in (
+                    ("/proc/self/setgroups", "deny"),
+                    ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                    ("/proc/self/gid_map", f"{gid} {gid} 1"),
+                ):
                     with open(path, "w") as f:
                         f.write(text)
         if cfg["unshare"] & CLONE_NEWNS:
             _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks to the host
             if cfg["expose"]:
                 _expose(libc, cfg["expose"], cfg["run_dir"])
+            if cfg["workdir_tmpfs_mb"]:
+                _mount_workdir(libc, cfg["cwd"], cfg["workdir_tmpfs_mb"], cfg["uid"])
     except OSError as exc:
         _send(ctl, {"setup_error": f"sandbox setup failed: {exc}"})
         return
@@ -972,8 +1088,14 @@ def _probe_in_child(fn: Any) -> bool:
 
 
 def _probe_main() -> None:
-    report: dict[str, Any] = {"euid": os.geteuid(), "namespaces": {}, "mount_proc": False,
-                              "setuid": False, "uid_range": None, "landlock_abi": 0}
+    report: dict[str, Any] = {
+        "euid": os.geteuid(),
+        "namespaces": {},
+        "mount_proc": False,
+        "setuid": False,
+        "uid_range": None,
+        "landlock_abi": 0,
+    }
     if sys.platform.startswith("linux"):
         libc = _libc()
         user = 0 if os.geteuid() == 0 else CLONE_NEWUSER
@@ -984,14 +1106,17 @@ def _probe_main() -> None:
         def mount_proc() -> bool:
             _unshare(libc, CLONE_NEWNS | CLONE_NEWPID | user)
             _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
-            return _probe_in_child(lambda: _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV) or True)
+            return _probe_in_child(
+                lambda: _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV) or True
+            )
 
         report["mount_proc"] = _probe_in_child(mount_proc)
         report["landlock_abi"] = _landlock_abi(libc)
     try:
         uid_range = _probe_uid_range()
-        report["setuid"] = _probe_in_child(lambda: os.setresuid(uid_range[0], uid_range[0], uid_range[0])
-                                           or os.getuid() == uid_range[0])
+        report["setuid"] = _probe_in_child(
+            lambda: os.setresuid(uid_range[0], uid_range[0], uid_range[0]) or os.getuid() == uid_range[0]
+        )
         report["uid_range"] = list(uid_range)
     except SandboxSetupError:
         pass
