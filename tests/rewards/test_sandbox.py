@@ -14,6 +14,7 @@ import socket
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 import psutil
@@ -567,3 +568,27 @@ def test_default_instance_is_named_for_the_registry(iso):
 def test_bad_tests_column_raises_naming_the_row(tests, message):
     with pytest.raises(ValueError, match=message):
         CodeTestsReward()(["p"], ["x"], tests=tests)
+
+
+def test_runs_are_parallel_but_bounded_by_max_workers(iso, monkeypatch):
+    from grpokit.rewards import code
+
+    in_flight, peak, lock = 0, 0, threading.Lock()
+
+    def counting_run(*args, **kwargs):
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        try:
+            return run_in_sandbox(*args, **kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(code, "run_in_sandbox", counting_run)
+    reward = CodeTestsReward(limits=ROOMY, max_workers=2)
+    slow = "```python\nimport time\ntime.sleep(0.3)\nprint(input())\n```"
+    pairs = [("a", "a"), ("b", "b"), ("c", "c")]
+    assert reward(["p", "p"], [slow, slow], tests=[pairs, pairs]) == [1.0, 1.0]
+    assert peak == 2
