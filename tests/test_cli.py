@@ -169,3 +169,37 @@ def test_train_smoke_run_with_file_data_and_file_reward(tmp_path, capsys):
         2,
         3,
     ]
+
+
+def test_eval_reports_accuracy_and_pass_at_k(tmp_path, capsys):
+    from grpokit.data import get_task
+    from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
+
+    model_dir = tmp_path / "model"
+    build_tiny_model(
+        build_char_tokenizer(get_task("addition").alphabet),
+        model_dir,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+    )
+    args = [
+        "eval",
+        "--model",
+        str(model_dir),
+        "--task",
+        "addition",
+        "--num-problems",
+        "4",
+        "--k",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_problems"] == 4 and report["task"] == "addition"
+    assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["pass@2"] <= 1.0

@@ -271,3 +271,19 @@ def test_metrics_rows_are_valid_json(make_config, rows):
     for line in (result.run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
         assert all(isinstance(v, (int, float)) for v in row.values())
+
+
+def test_data_file_errors_name_the_row(make_config, tmp_path, monkeypatch):
+    import grpokit.models.loading
+
+    monkeypatch.setattr(
+        grpokit.models.loading, "load_model", lambda *a, **k: pytest.fail("model loaded first")
+    )
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "ab", "answer": "1"}\n{"prompt": "cd"}\n')
+    config = make_config(data={"path": str(path), "task": None}, rewards={"reward_funcs": ["accuracy"]})
+    with pytest.raises(ValueError, match=r"prompts.jsonl: column 'answer' is missing \(first row lacking it: row 1 \(line 2\)\)"):
+        GRPOTrainer(config)
+    path.write_text('{"prompt": "ab", "answer": "1"}\n{"prompt": "", "answer": "2"}\n')
+    with pytest.raises(ValueError, match=r"prompts.jsonl: row 1 \(line 2\): column 'prompt' is an empty prompt"):
+        GRPOTrainer(config)
