@@ -20,7 +20,7 @@ import time
 import psutil
 import pytest
 
-from grpokit.rewards.code import CodeTestsReward, code_tests, extract_code
+from grpokit.rewards.code import CodeTestsReward, code_tests, extract_code, make_code_tests_reward
 from grpokit.rewards.sandbox import (
     SandboxLimits,
     SandboxSetupError,
@@ -552,6 +552,24 @@ def test_exiting_before_the_tests_or_faking_output_scores_zero(iso, cheat):
 def test_default_instance_is_named_for_the_registry(iso):
     assert code_tests.__name__ == "code_tests"
     assert code_tests(["p"], [SQUARE], tests=["assert square(5) == 25"]) == [1.0]
+
+
+def test_factory_builds_limits_from_flat_options_and_reads_the_named_column(iso):
+    reward = make_code_tests_reward(tests_column="test_cases", wall_time_s=2, memory_mb=128, error_score=-1.0)
+    assert reward.limits == SandboxLimits(wall_time_s=2, memory_mb=128)
+    assert reward.error_score == -1.0
+    assert make_code_tests_reward().limits == SandboxLimits()
+    scores = reward(
+        ["p", "p"],
+        [SQUARE, "def square(:"],
+        tests=["ignored", "ignored"],
+        test_cases=["assert square(4) == 16"] * 2,
+    )
+    assert scores == [1.0, -1.0]
+    with pytest.raises(ValueError, match="'test_cases' dataset column; the dataset has \\['tests'\\]"):
+        reward(["p"], [SQUARE], tests=["assert True"])
+    with pytest.raises(ValueError, match="SandboxLimits.wall_time_s"):
+        make_code_tests_reward(wall_time_s=-1)
 
 
 @pytest.mark.parametrize(

@@ -33,16 +33,21 @@ from typing import Any
 
 from grpokit.rewards.sandbox import SandboxLimits, SandboxResult, SandboxStatus, run_in_sandbox
 
-__all__ = ["CodeTestOutcome", "CodeTestsReward", "code_tests", "extract_code"]
+__all__ = ["CodeTestOutcome", "CodeTestsReward", "code_tests", "extract_code", "make_code_tests_reward"]
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PYTHON_TAGS = {"python", "py", "python3"}
-_UNJUDGEABLE = {SandboxStatus.SYNTAX_ERROR, SandboxStatus.TIMEOUT, SandboxStatus.MEMORY,
-                SandboxStatus.OUTPUT_LIMIT, SandboxStatus.CRASH}
+_UNJUDGEABLE = {
+    SandboxStatus.SYNTAX_ERROR,
+    SandboxStatus.TIMEOUT,
+    SandboxStatus.MEMORY,
+    SandboxStatus.OUTPUT_LIMIT,
+    SandboxStatus.CRASH,
+}
 
 # Runs inside the sandbox as main.py. It deletes tests.json before running the solution, so the marker
 # is not on disk; a program that inspects the harness's frames can still find it (see docs/sandbox.md).
-_HARNESS = '''\
+_HARNESS = """\
 import json, os, sys, traceback
 with open("tests.json", encoding="utf-8") as _f:
     _spec = json.load(_f)
@@ -67,7 +72,7 @@ for _i, _test in enumerate(_spec["tests"]):
     sys.stdout.write(f"\\n{_spec['marker']} {_i}\\n")
     sys.stdout.flush()
 sys.exit(1 if _failed else 0)
-'''
+"""
 
 
 def extract_code(completion: str) -> str:
@@ -97,9 +102,9 @@ class _Job:
     code: str
     stdin: str
     files: dict[str, str] | None
-    expected: str | None   # stdin/stdout test: expected output; None for an assert run
+    expected: str | None  # stdin/stdout test: expected output; None for an assert run
     marker: str | None
-    count: int             # tests this run decides
+    count: int  # tests this run decides
 
 
 class CodeTestsReward:
@@ -109,27 +114,41 @@ class CodeTestsReward:
         limits: sandbox limits of each run.
         max_workers: sandboxed runs in flight at once (threads driving processes).
         error_score: score of a completion that could not be judged on any test; None drops it.
+        tests_column: dataset column holding each row's tests.
 
     After each call, ``last_outcomes`` holds one :class:`CodeTestOutcome` per completion and
     ``last_metrics`` the share of runs that ended in each status (``code/status_<name>``) and the mean
     pass rate (``code/pass_rate``).
     """
 
-    def __init__(self, *, limits: SandboxLimits | None = None, max_workers: int | None = None,
-                 error_score: float | None = 0.0):
+    def __init__(
+        self,
+        *,
+        limits: SandboxLimits | None = None,
+        max_workers: int | None = None,
+        error_score: float | None = 0.0,
+        tests_column: str = "tests",
+    ):
         if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError(f"max_workers must be a positive integer, got {max_workers!r}")
         self.limits = limits if limits is not None else SandboxLimits()
         self.max_workers = max_workers or max(1, min(4, os.cpu_count() or 1))
         self.error_score = error_score
+        self.tests_column = tests_column
         self.__name__ = "code_tests"  # reward registries and logs name a reward by its __name__
         self.last_outcomes: list[CodeTestOutcome] = []
         self.last_metrics: dict[str, float] = {}
 
-    def __call__(self, prompts: list, completions: list[str], tests: Sequence[Any] | None = None,
-                 **_: Any) -> list[float | None]:
+    def __call__(
+        self, prompts: list, completions: list[str], tests: Sequence[Any] | None = None, **columns: Any
+    ) -> list[float | None]:
+        available = sorted([*columns, *(["tests"] if tests is not None else [])])
+        if self.tests_column != "tests":
+            tests = columns.get(self.tests_column)
         if tests is None:
-            raise ValueError("code_tests needs a 'tests' dataset column")
+            raise ValueError(
+                f"code_tests needs a {self.tests_column!r} dataset column; the dataset has {available}"
+            )
         if len(tests) != len(completions):
             raise ValueError(f"tests has {len(tests)} entries but there are {len(completions)} completions")
         jobs: list[_Job] = []
@@ -141,8 +160,14 @@ class CodeTestsReward:
             jobs += row_jobs
             totals.append(sum(job.count for job in row_jobs))
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="code-sandbox") as pool:
-            results = list(pool.map(lambda job: run_in_sandbox(job.code, stdin=job.stdin, files=job.files,
-                                                               limits=self.limits), jobs))
+            results = list(
+                pool.map(
+                    lambda job: run_in_sandbox(
+                        job.code, stdin=job.stdin, files=job.files, limits=self.limits
+                    ),
+                    jobs,
+                )
+            )
         per_row: list[list[tuple[_Job, SandboxResult]]] = [[] for _ in completions]
         for job, result in zip(jobs, results):
             per_row[job.row].append((job, result))
@@ -151,7 +176,9 @@ class CodeTestsReward:
         self.last_metrics = {f"code/status_{s.value}": statuses[s] / len(results) for s in SandboxStatus}
         self.last_metrics["code/pass_rate"] = (
             sum(o.passed / o.total for o in self.last_outcomes) / len(self.last_outcomes)
-            if self.last_outcomes else 0.0)
+            if self.last_outcomes
+            else 0.0
+        )
         return [o.score for o in self.last_outcomes]
 
     def _outcome(self, runs: list[tuple[_Job, SandboxResult]], total: int) -> CodeTestOutcome:
@@ -179,9 +206,11 @@ class CodeTestsReward:
 def _passed(job: _Job, result: SandboxResult) -> int:
     """Number of this run's tests that passed."""
     if job.expected is not None:
-        return int(result.status is SandboxStatus.OK and _normalize(result.stdout) == _normalize(job.expected))
+        return int(
+            result.status is SandboxStatus.OK and _normalize(result.stdout) == _normalize(job.expected)
+        )
     prefix = f"{job.marker} "
-    marked = {line[len(prefix):] for line in result.stdout.splitlines() if line.startswith(prefix)}
+    marked = {line[len(prefix) :] for line in result.stdout.splitlines() if line.startswith(prefix)}
     return sum(str(i) in marked for i in range(job.count))
 
 
@@ -194,8 +223,9 @@ def _normalize(output: str) -> list[str]:
 
 def _jobs_for_row(row: int, code: str, row_tests: Any) -> list[_Job]:
     """Turn one row's ``tests`` entry into sandbox runs; ValueError names the row on bad input."""
-    if isinstance(row_tests, str) or (isinstance(row_tests, (list, tuple)) and row_tests
-                                      and all(isinstance(t, str) for t in row_tests)):
+    if isinstance(row_tests, str) or (
+        isinstance(row_tests, (list, tuple)) and row_tests and all(isinstance(t, str) for t in row_tests)
+    ):
         asserts = [row_tests] if isinstance(row_tests, str) else list(row_tests)
         marker = secrets.token_hex(16)
         files = {"solution.py": code, "tests.json": json.dumps({"marker": marker, "tests": asserts})}
@@ -208,24 +238,66 @@ def _io_pairs(row: int, row_tests: Any) -> list[tuple[str, str]]:
     where = f"tests[{row}]"
     if isinstance(row_tests, dict):
         if set(row_tests) != {"inputs", "outputs"}:
-            raise ValueError(f"{where}: a dict of tests needs exactly the keys 'inputs' and 'outputs', "
-                             f"got {sorted(row_tests)}")
+            raise ValueError(
+                f"{where}: a dict of tests needs exactly the keys 'inputs' and 'outputs', "
+                f"got {sorted(row_tests)}"
+            )
         inputs, outputs = row_tests["inputs"], row_tests["outputs"]
         if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs):
             raise ValueError(f"{where}: 'inputs' and 'outputs' must be lists of the same length")
         row_tests = list(zip(inputs, outputs))
     if not isinstance(row_tests, (list, tuple)) or not row_tests:
-        raise ValueError(f"{where} must be an assert string, a non-empty list of assert strings or of "
-                         f"(stdin, expected_stdout) pairs, or {{'inputs', 'outputs'}}; got {row_tests!r:.200}")
+        raise ValueError(
+            f"{where} must be an assert string, a non-empty list of assert strings or of "
+            f"(stdin, expected_stdout) pairs, or {{'inputs', 'outputs'}}; got {row_tests!r:.200}"
+        )
     pairs = []
     for i, case in enumerate(row_tests):
         if isinstance(case, dict) and set(case) == {"input", "output"}:
             case = (case["input"], case["output"])
         if not (isinstance(case, (list, tuple)) and len(case) == 2 and all(isinstance(x, str) for x in case)):
-            raise ValueError(f"{where}[{i}] must be a (stdin, expected_stdout) pair of strings or a dict "
-                             f"with 'input' and 'output'; got {case!r:.200}")
+            raise ValueError(
+                f"{where}[{i}] must be a (stdin, expected_stdout) pair of strings or a dict "
+                f"with 'input' and 'output'; got {case!r:.200}"
+            )
         pairs.append((case[0], case[1]))
     return pairs
+
+
+def make_code_tests_reward(
+    *,
+    tests_column: str = "tests",
+    max_workers: int | None = None,
+    error_score: float | None = 0.0,
+    wall_time_s: float = SandboxLimits.wall_time_s,
+    cpu_time_s: float = SandboxLimits.cpu_time_s,
+    memory_mb: int = SandboxLimits.memory_mb,
+    max_output_bytes: int = SandboxLimits.max_output_bytes,
+    max_processes: int = SandboxLimits.max_processes,
+    max_file_size_mb: int = SandboxLimits.max_file_size_mb,
+    max_open_files: int = SandboxLimits.max_open_files,
+    workdir_size_mb: int = SandboxLimits.workdir_size_mb,
+    readable_paths: Sequence[str] = (),
+) -> CodeTestsReward:
+    """Build a :class:`CodeTestsReward` from flat options, as a config file gives them.
+
+    The reward registry checks options against this signature, so every :class:`SandboxLimits` field is
+    spelled out (its default read from the class, so the two cannot drift).
+    """
+    limits = SandboxLimits(
+        wall_time_s=wall_time_s,
+        cpu_time_s=cpu_time_s,
+        memory_mb=memory_mb,
+        max_output_bytes=max_output_bytes,
+        max_processes=max_processes,
+        max_file_size_mb=max_file_size_mb,
+        max_open_files=max_open_files,
+        workdir_size_mb=workdir_size_mb,
+        readable_paths=tuple(readable_paths),
+    )
+    return CodeTestsReward(
+        limits=limits, max_workers=max_workers, error_score=error_score, tests_column=tests_column
+    )
 
 
 code_tests = CodeTestsReward()

@@ -5,12 +5,12 @@ explores everything that moves the reward, so the sandbox assumes the program is
 forever, fork without end, allocate or print without bound, fill the disk, read the trainer's secrets,
 open network connections, or leave grandchildren behind. See ``docs/sandbox.md`` for the threat model.
 
-One run is three processes::
+One run is three processes besides the trainer::
 
-    trainer (parent)  ──spawns──►  launcher (this file, run as a script)  ──fork──►  program
-                                   unshare(user?, mount, pid, net, ipc)            pid 1 of the new pid
-                                   expose the interpreter                          namespace; rlimits,
-                                   waits, reports over a pipe                      uid drop, Landlock, exec
+    trainer ──Popen──► launcher (this file as a script) ──fork──► init ──fork──► program
+                       unshare(user?, mount, pid, net, ipc)      pid 1 of the    rlimits, uid drop,
+                       expose the interpreter, tmpfs workdir     pid namespace;  NO_NEW_PRIVS,
+                       reports to the trainer over a pipe        /proc, reaping  Landlock, exec
 
 Protections, each detected once (:func:`sandbox_isolation`) and used where the platform has it:
 
@@ -21,15 +21,16 @@ Protections, each detected once (:func:`sandbox_isolation`) and used where the p
    per run, so ``RLIMIT_NPROC`` is enforced (it is not for root) and counts this run's processes only.
 4. Linux namespaces: a pid namespace (when its pid 1 dies the kernel kills every process in it, so
    grandchildren that called ``setsid()`` die too), a network namespace (only a down loopback), an IPC
-   namespace, and a mount namespace holding a private ``/proc``.
+   namespace, and a mount namespace holding a private ``/proc`` and a size-capped tmpfs working directory.
 5. Landlock (Linux >= 5.13): writes only inside the working directory (and ``/dev/null``), reads only in
    the system and interpreter directories, no TCP connect/bind (ABI >= 4), no signals or abstract Unix
    sockets outside the sandbox (ABI >= 6).
 
 Without namespaces the whole process group is killed at the end and, when the uid was dropped, every
 process of that uid; without network namespace and Landlock TCP rules, ``socket`` is patched in the
-program (weak: ``ctypes`` gets around it). Sandbox setup failures raise :class:`SandboxSetupError`;
-whatever the program does is reported in a :class:`SandboxResult`, never raised.
+program (weak: a child interpreter gets around it). Sandbox setup failures raise
+:class:`SandboxSetupError`; whatever the program does is reported in a :class:`SandboxResult`, never
+raised.
 
 This module imports only the standard library: the launcher runs it as ``python -I -S sandbox.py``.
 """
