@@ -231,7 +231,7 @@ def test_unscored_samples_are_masked_out(make_config, rows):
 
 
 def test_empty_prompt_row_is_named(make_config):
-    with pytest.raises(ValueError, match="prompt dataset row 1: column 'prompt' is missing or empty"):
+    with pytest.raises(ValueError, match="row 1: column 'prompt' is an empty prompt"):
         GRPOTrainer(make_config(), reward_funcs=[fraction_of_a], dataset=[{"prompt": "ab"}, {"prompt": " "}])
 
 

@@ -400,8 +400,7 @@ class GRPOTrainer:
         resume_from = None
         if cfg.checkpoint.resume is not None:
             resume_from = ckpt.find_checkpoint(cfg.checkpoint.resume, cfg.logging.output_dir)
-        self.dataset = _load_dataset(cfg) if dataset is None else list(dataset)
-        self._check_rows(self.dataset)
+        self.dataset = _load_dataset(cfg, dataset, config_rewards=reward_funcs is None)
 
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.model.device)
@@ -466,19 +465,6 @@ class GRPOTrainer:
             save_steps=cfg.checkpoint.save_steps,
             save_total_limit=cfg.checkpoint.save_total_limit,
         )
-
-    def _check_rows(self, rows: list[dict[str, Any]]) -> None:
-        column = self.config.data.prompt_column
-        if not rows:
-            raise ValueError("the prompt dataset is empty")
-        for i, row in enumerate(rows):
-            prompt = row.get(column)
-            if (
-                prompt is None
-                or (isinstance(prompt, str) and not prompt.strip())
-                or (isinstance(prompt, list) and not prompt)
-            ):
-                raise ValueError(f"prompt dataset row {i}: column {column!r} is missing or empty")
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -686,21 +672,27 @@ class GRPOTrainer:
         return final
 
 
-def _load_dataset(config: GRPOConfig) -> list[dict[str, Any]]:
-    """Prompt rows from ``data.path`` (JSONL/CSV/Parquet/saved dataset) or the built-in ``data.task``."""
+def _load_dataset(
+    config: GRPOConfig, rows: Sequence[dict[str, Any]] | None = None, *, config_rewards: bool = True
+) -> Sequence[dict[str, Any]]:
+    """Prompt rows from ``rows``, ``data.path`` (JSONL/CSV/Parquet/saved dataset) or the built-in ``data.task``.
+
+    Rows from a file or from ``rows`` are validated by :func:`grpokit.data.load_prompts`: a missing column or
+    an empty prompt is an error naming the row, raised before any model is loaded. The answer column is
+    required when a configured reward reads it (``config_rewards``: the config's rewards are the ones used).
+    """
+    from grpokit.data import load_prompts
+
     data = config.data
+    if rows is None and data.path is None:
+        from grpokit.data.tasks import get_task
+
+        return get_task(data.task).make_problems(data.num_train_problems, seed=config.seed, split="train")
     required = list(data.required_columns)
-    if {"task", "accuracy"} & set(config.rewards.reward_funcs):
+    if config_rewards and {"task", "accuracy", "math_verify"} & set(config.rewards.reward_funcs):
         required.append(config.rewards.answer_column)
-    if data.path is not None:
-        from grpokit.data import load_prompts
-
-        return list(
-            load_prompts(data.path, prompt_column=data.prompt_column, required_columns=tuple(required))
-        )
-    from grpokit.data.tasks import get_task
-
-    return list(get_task(data.task).make_problems(data.num_train_problems, seed=config.seed, split="train"))
+    source = data.path if rows is None else list(rows)
+    return load_prompts(source, prompt_column=data.prompt_column, required_columns=tuple(required))
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:
