@@ -39,9 +39,7 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found) if (p / "state.pt").is_file()]
 
 
-def save_checkpoint(
-    path: str | os.PathLike, modules: dict[str, nn.Module], state: dict[str, Any]
-) -> Path:
+def save_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module], state: dict[str, Any]) -> Path:
     """Write ``<name>.safetensors`` for each module and ``state.pt``; ``state.pt`` last, so its presence
     marks a complete checkpoint even if the process dies while writing."""
     path = Path(path)
@@ -97,5 +95,7 @@ def resolve_resume(resume: str, output_dir: str | os.PathLike) -> Path:
         return path
     checkpoints = list_checkpoints(path)
     if not checkpoints:
-        raise ValueError(f"resume={str(resume)!r} is neither a checkpoint directory nor a run with checkpoints")
+        raise ValueError(
+            f"resume={str(resume)!r} is neither a checkpoint directory nor a run with checkpoints"
+        )
     return checkpoints[-1]

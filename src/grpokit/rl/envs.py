@@ -3,7 +3,7 @@
 ``grpokit/CueTasks-v0`` (:class:`CueTasksEnv`) is a procedurally varied multi-task env built to show
 why the grouping matters. Each reset draws a task k; each step shows a cue c and pays
 
-    r_t = bonus_k + 1[a_t = (c_t + k) mod A]
+    r_t = bonus_k + 1[a_t = c_t]
 
 so the achievable return depends mostly on the task (``episode_length * bonus_k``) and only a
 little on the actions (at most ``episode_length``). A baseline over the whole batch then mistakes
@@ -25,11 +25,14 @@ CUE_TASKS_ID = "grpokit/CueTasks-v0"
 
 
 class CueTasksEnv(gym.Env):
-    """K tasks x A actions: map the shown cue to the right action, whose index depends on the task.
+    """K tasks x A actions: take the action the cue shows; the task sets how much every step pays.
 
     Observation: ``concat(one_hot(k, K), one_hot(c_t, A))`` (float32, shape (K + A,)).
-    Action: ``Discrete(A)``. Reward: ``task_bonus[k] + 1`` for the right action, ``task_bonus[k]``
-    otherwise. The episode terminates after ``episode_length`` steps. The reset info holds the task
+    Action: ``Discrete(A)``. Reward: ``task_bonus[k] + 1`` for the right action (``a_t = c_t``),
+    ``task_bonus[k]`` otherwise. The right action does not depend on the task on purpose: the task
+    changes only the return's scale, so any difference between groupings comes from the baseline.
+    (A task-dependent mapping such as ``(c_t + k) mod A`` is XOR-like for an MLP on one-hot inputs;
+    softmax policies then saturate on wrong actions early, which hides the effect being measured.) The episode terminates after ``episode_length`` steps. The reset info holds the task
     under ``"task"``; every step's info holds ``"correct"`` (bool).
 
     Args:
@@ -86,7 +89,7 @@ class CueTasksEnv(gym.Env):
     def step(self, action):
         if not self.action_space.contains(action):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
-        correct = int(action) == (self._cue + self._task) % self.num_actions
+        correct = int(action) == self._cue
         reward = float(self.task_bonus[self._task] + correct)
         self._t += 1
         # The next cue is drawn whatever the action, so episodes from one seed see the same cues.

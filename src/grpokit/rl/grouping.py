@@ -84,7 +84,9 @@ def group_ids_from_keys(keys: Sequence[Hashable]) -> torch.Tensor:
 def check_group_ids(group_ids: object, num_episodes: int) -> torch.Tensor:
     """Validate a grouping's output: a (N,) integer tensor with one id per episode."""
     if not isinstance(group_ids, torch.Tensor):
-        raise ValueError(f"a grouping must return a torch.Tensor of group ids, got {type(group_ids).__name__}")
+        raise ValueError(
+            f"a grouping must return a torch.Tensor of group ids, got {type(group_ids).__name__}"
+        )
     if group_ids.shape != (num_episodes,):
         raise ValueError(
             f"a grouping must return group ids of shape ({num_episodes},), got {tuple(group_ids.shape)}"
@@ -117,7 +119,8 @@ def key_grouping(key_fn: Callable[[EpisodeStart], Hashable]) -> Grouping:
     def grouping(batch: EpisodeBatch) -> torch.Tensor:
         s0 = batch.start_observations.numpy()  # (N, *obs_shape)
         keys = [
-            key_fn(EpisodeStart(i, batch.starts[i], batch.reset_infos[i], s0[i])) for i in range(batch.num_episodes)
+            key_fn(EpisodeStart(i, batch.starts[i], batch.reset_infos[i], s0[i]))
+            for i in range(batch.num_episodes)
         ]
         return group_ids_from_keys(keys)
 

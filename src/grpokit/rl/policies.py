@@ -143,7 +143,9 @@ class GaussianPolicy(Policy):
     def distribution(self, obs: torch.Tensor) -> Independent:
         mean = self.net(obs)  # (M, A)
         if mean.dim() != 2 or mean.shape[1] != self.action_dim:
-            raise ValueError(f"net must return means of shape (M, {self.action_dim}), got {tuple(mean.shape)}")
+            raise ValueError(
+                f"net must return means of shape (M, {self.action_dim}), got {tuple(mean.shape)}"
+            )
         std = self.log_std.exp().expand_as(mean)  # (M, A)
         return Independent(Normal(mean, std), 1)  # batch shape (M,), event shape (A,)
 

@@ -310,11 +310,22 @@ class EpisodeCollector:
         finally:
             policy.train(was_training)
 
-        return _pack(obs_steps, act_steps, logp_steps, reward_steps, final_obs, terminated, truncated,
-                     list(starts), reset_infos)
+        return _pack(
+            obs_steps,
+            act_steps,
+            logp_steps,
+            reward_steps,
+            final_obs,
+            terminated,
+            truncated,
+            list(starts),
+            reset_infos,
+        )
 
 
-def _pack(obs_steps, act_steps, logp_steps, reward_steps, final_obs, terminated, truncated, starts, reset_infos):
+def _pack(
+    obs_steps, act_steps, logp_steps, reward_steps, final_obs, terminated, truncated, starts, reset_infos
+):
     """Per-episode step lists to one right-padded EpisodeBatch."""
     pad = torch.nn.utils.rnn.pad_sequence
     observations = pad([torch.from_numpy(np.stack(o)) for o in obs_steps], batch_first=True)  # (N, T, *obs)

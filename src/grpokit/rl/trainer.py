@@ -131,16 +131,18 @@ class RLTrainer:
         torch.manual_seed(config.seed)
         obs_space, act_space = self.collector.observation_space, self.collector.action_space
         pol_cfg = config.policy
-        self.policy = policy if policy is not None else make_policy(
-            obs_space, act_space, pol_cfg.hidden_sizes, pol_cfg.activation, pol_cfg.init_log_std
-        )
+        if policy is None:
+            policy = make_policy(
+                obs_space, act_space, pol_cfg.hidden_sizes, pol_cfg.activation, pol_cfg.init_log_std
+            )
+        self.policy = policy
         if not isinstance(self.policy, Policy):
             raise ValueError(f"policy must be a grpokit.rl.Policy, got {type(self.policy).__name__}")
         self.value_network = None
         if self.is_ppo:
-            self.value_network = value_network if value_network is not None else make_value_network(
-                obs_space, pol_cfg.hidden_sizes, pol_cfg.activation
-            )
+            if value_network is None:
+                value_network = make_value_network(obs_space, pol_cfg.hidden_sizes, pol_cfg.activation)
+            self.value_network = value_network
         self.reference = None
         if alg.beta > 0:
             self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
@@ -158,7 +160,9 @@ class RLTrainer:
         params = list(self.policy.parameters())
         if self.value_network is not None:
             params += list(self.value_network.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=config.optim.learning_rate, eps=config.optim.adam_epsilon)
+        self.optimizer = torch.optim.Adam(
+            params, lr=config.optim.learning_rate, eps=config.optim.adam_epsilon
+        )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.env_steps = 0
@@ -223,6 +227,7 @@ class RLTrainer:
                 history.append({"step": self.step, **metrics})
                 if logger is not None:
                     logger.log(self.step, metrics)
+                self._report(metrics)
                 if self._should_save():
                     self._save(time.perf_counter() - start)
                 if solved is not None:
@@ -276,7 +281,9 @@ class RLTrainer:
         if self.value_network is not None:
             batch.values = _per_step(batch, lambda obs, real: self.value_network(obs))
 
-    def _advantages(self, batch: EpisodeBatch, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _advantages(
+        self, batch: EpisodeBatch, group_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """GRPO: ((N,) or (N, T) advantages, None). PPO: ((N, T) GAE advantages, (N, T) value targets)."""
         alg = self.config.algorithm
         rewards = batch.rewards * self.config.environment.reward_scale  # (N, T)
@@ -285,7 +292,9 @@ class RLTrainer:
             with torch.no_grad():
                 final_values = self.value_network(batch.final_observations)  # (N,)
             bootstrap = torch.where(batch.truncated, final_values, torch.zeros_like(final_values))  # (N,)
-            advantages, returns = gae(rewards, batch.values, mask, alg.gamma, alg.gae_lambda, bootstrap_values=bootstrap)
+            advantages, returns = gae(
+                rewards, batch.values, mask, alg.gamma, alg.gae_lambda, bootstrap_values=bootstrap
+            )
             if alg.normalize_advantages:
                 advantages = masked_whiten(advantages, mask)
             return advantages, returns
@@ -303,7 +312,9 @@ class RLTrainer:
         real = mask > 0  # (N, T)
         cell = group_ids.unsqueeze(1) * T + torch.arange(T)  # (N, T) one group per (group, time step)
         advantages = torch.zeros_like(to_go)  # (N, T)
-        advantages[real] = group_advantages(to_go[real], cell[real], alg.advantage_estimator, alg.advantage_eps)
+        advantages[real] = group_advantages(
+            to_go[real], cell[real], alg.advantage_estimator, alg.advantage_eps
+        )
         return advantages, None
 
     def _update(
@@ -408,6 +419,18 @@ class RLTrainer:
             "groups/zero_std_fraction": stats["zero_std_group_fraction"],
             "groups/return_std_within_mean": stats["reward_std_within_group_mean"],
         }
+
+    def _report(self, metrics: dict[str, float]) -> None:
+        """One console line per step (unless ``logging.quiet``)."""
+        if self.config.logging.quiet:
+            return
+        line = (
+            f"step {self.step:>5} | env steps {self.env_steps:>9,} | return {metrics['episode/return_mean']:9.2f}"
+            f" | {metrics['time/wall_s']:7.1f}s"
+        )
+        if "eval/return_mean" in metrics:
+            line += f" | eval {metrics['eval/return_mean']:9.2f} ± {metrics['eval/return_std']:.2f}"
+        print(line, flush=True)
 
     def _budget_spent(self, start: float) -> bool:
         cfg = self.config
