@@ -57,32 +57,37 @@ def iso():
     return isolation
 
 
+RUN_UIDS: list[int] = []  # uids of the runs made by the current test (each run draws a fresh one)
+
+
 def run(code: str, limits: SandboxLimits = ROOMY, **kwargs):
     start = time.monotonic()
     result = run_in_sandbox(textwrap.dedent(code), limits=limits, **kwargs)
+    if result.uid is not None:
+        RUN_UIDS.append(result.uid)
     return result, time.monotonic() - start
 
 
-def sandbox_processes(isolation) -> list[psutil.Process]:
-    """Processes running under a sandbox uid, anywhere on the machine."""
-    low, high = isolation.uid_range
-    found = []
-    for proc in psutil.process_iter(["uids"]):
-        uids = proc.info["uids"]
-        if uids is not None and low <= uids.real < high:
-            found.append(proc)
-    return found
+def kill_processes_of(uids: list[int]) -> list[int]:
+    """Kill every process running as one of ``uids`` (anywhere on the machine); return their pids."""
+    found = [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in uids]
+    for proc in found:
+        proc.kill()
+    psutil.wait_procs(found, timeout=5)
+    return [p.pid for p in found]
 
 
 @pytest.fixture
 def no_survivors(iso):
-    """Fails the test if any sandbox process outlives it; kills survivors so they do not leak."""
+    """Fails the test if a process of one of its runs outlives it; kills survivors so they do not leak.
+
+    Only this test's uids are checked, so sandboxes of a concurrent session do not count.
+    """
+    RUN_UIDS.clear()
     yield
-    survivors = sandbox_processes(iso)
-    for proc in survivors:
-        proc.kill()
-    psutil.wait_procs(survivors, timeout=5)
-    assert not survivors, f"sandbox processes survived: {[p.pid for p in survivors]}"
+    assert RUN_UIDS, "the test made no run under a dropped uid"
+    survivors = kill_processes_of(RUN_UIDS)
+    assert not survivors, f"sandbox processes survived: {survivors}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,12 +245,9 @@ def test_grandchild_survives_when_every_kill_layer_is_off(iso, monkeypatch):
         return config
 
     monkeypatch.setattr(sandbox._Run, "_config", without_cleanup)
+    RUN_UIDS.clear()
     run(code, isolation=isolation)
-    survivors = sandbox_processes(iso)
-    for proc in survivors:
-        proc.kill()
-    psutil.wait_procs(survivors, timeout=5)
-    assert len(survivors) == 1
+    assert len(kill_processes_of(RUN_UIDS)) == 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -158,6 +158,8 @@ class SandboxResult:
     reason: str
     """One human-readable line: why the run ended the way it did."""
     output_truncated: bool = False
+    uid: int | None = None
+    """The unprivileged uid the program ran as; None when privileges were not dropped."""
 
 
 @dataclass(frozen=True)
@@ -551,7 +553,7 @@ class _Run:
             stdin_file.close()
         os.close(ctl_w)
         os.close(ack_r)
-        supervisor = _Supervisor(launcher, ctl_r, ack_w, self.limits)
+        supervisor = _Supervisor(launcher, ctl_r, ack_w, self.limits, self.uid)
         try:
             supervisor.loop()
         finally:
@@ -564,8 +566,11 @@ class _Run:
 class _Supervisor:
     """Reads the launcher's pipes under deadlines, enforces the wall-clock and output limits, kills."""
 
-    def __init__(self, launcher: subprocess.Popen, ctl_r: int, ack_w: int, limits: SandboxLimits):
+    def __init__(
+        self, launcher: subprocess.Popen, ctl_r: int, ack_w: int, limits: SandboxLimits, uid: int | None
+    ):
         self.launcher = launcher
+        self.uid = uid
         self.ctl_r = ctl_r
         self.ack_w = ack_w
         self.limits = limits
@@ -715,6 +720,7 @@ class _Supervisor:
             cpu_time=cpu_time,
             reason=reason,
             output_truncated=self.truncated,
+            uid=self.uid,
         )
 
 
