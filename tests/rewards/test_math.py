@@ -60,7 +60,9 @@ def test_chat_shaped_completions():
     ]
     chat_wrong = [{"role": "assistant", "content": "7"}]
     assert score([chat_right, chat_parts, chat_wrong], ["72", "72", "72"]) == [1.0, 1.0, 0.0]
-    fmt = think_answer_format(None, [[{"role": "assistant", "content": "<think>a</think><answer>1</answer>"}]])
+    fmt = think_answer_format(
+        None, [[{"role": "assistant", "content": "<think>a</think><answer>1</answer>"}]]
+    )
     assert fmt == [1.0]
 
 

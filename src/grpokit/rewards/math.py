@@ -146,5 +146,7 @@ def math_verify(
         text = completion_text(completion, where=f"completions[{i}]")
         tagged = answer_tag_extract(text)
         predicted = parse(tagged if tagged is not None else text, parsing_timeout=timeout_seconds)
-        rewards.append(1.0 if predicted and verify(gold_parsed, predicted, timeout_seconds=timeout_seconds) else 0.0)
+        rewards.append(
+            1.0 if predicted and verify(gold_parsed, predicted, timeout_seconds=timeout_seconds) else 0.0
+        )
     return rewards

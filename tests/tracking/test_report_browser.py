@@ -1,0 +1,264 @@
+"""The report in a real browser: headless Chromium driven by Selenium with the system chromedriver.
+
+Set ``GRPOKIT_UPDATE_DOCS_IMAGE=1`` to also refresh ``docs/images/report.png`` and ``report-samples.png``
+(the README screenshots).
+"""
+
+import json
+import math
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grpokit.tracking.report import chart_layout, write_report
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+XSS = '<script>window.__pwned = 1; console.error("pwned")</script><img src=x onerror="window.__pwned = 2">'
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (Debian: chromium)"
+)
+
+QUESTION = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+COMPLETIONS = [
+    "<think>In May she sold 48 / 2 = 24 clips. Altogether 48 + 24 = 72.</think>\n<answer>72</answer>",
+    "<think>Half of 48 is 24, so 48 + 24 = 72 clips.</think>\n<answer>72</answer>",
+    "<think>48 + 48 / 2 ... I think 48 * 2 = 96.</think>\n<answer>96</answer>",
+    "She sold 72 clips.",
+]
+
+
+def make_realistic_run(run_dir: Path, *, steps: int = 120, seed: int = 0, ceiling: float = 0.8) -> Path:
+    """A fake GRPO run whose curves look like a real one: reward rises, entropy falls, KL grows."""
+    rng = random.Random(seed)
+    run_dir.mkdir(parents=True)
+    config = {
+        "model": {"name_or_path": "tiny-llama", "dtype": "float32"},
+        "data": {"dataset": "gsm8k", "answer_column": "answer"},
+        "generation": {"num_generations": 4, "max_new_tokens": 256, "temperature": 1.0},
+        "rewards": {"functions": ["math_verify", "think_answer_format"], "weights": [1.0, 0.2]},
+        "algorithm": {"beta": 0.04, "epsilon_low": 0.2, "epsilon_high": 0.28, "loss_type": "dapo"},
+        "optim": {"lr": 1e-6 * (1 + seed), "max_steps": steps, "seed": seed},
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run_dir / "environment.json").write_text(
+        json.dumps({"python": "3.11.7", "torch": "2.13.0", "grpokit": "0.1.0"})
+    )
+    with open(run_dir / "metrics.jsonl", "w") as f:
+        for step in range(steps):
+            p = 1 - math.exp(-step / 40)
+
+            def noisy(value, scale):
+                return value + rng.gauss(0, scale)  # noqa: B023 (rng is the same object every step)
+
+            row = {
+                "step": step,
+                "reward/mean": noisy(0.15 + (ceiling - 0.15) * p, 0.04),
+                "reward/std": noisy(0.38 - 0.12 * p, 0.02),
+                "rewards/math_verify/mean": noisy(0.1 + (ceiling - 0.1) * p, 0.04),
+                "rewards/think_answer_format/mean": min(
+                    1.0, noisy(0.3 + 0.7 * (1 - math.exp(-step / 15)), 0.03)
+                ),
+                "kl": abs(noisy(0.0005 + 0.02 * p, 0.002)),
+                "clip_fraction_low": abs(noisy(0.01, 0.004)),
+                "clip_fraction_high": abs(noisy(0.03, 0.008)),
+                "entropy": noisy(1.25 - 0.5 * p, 0.03),
+                "completion_length/mean": noisy(185 - 60 * p, 6),
+                "completion_length/max": 256,
+                "zero_std_group_fraction": min(1.0, abs(noisy(0.08 + 0.3 * p, 0.05))),
+                "tokens_per_second/generation": noisy(850, 30),
+                "memory/peak_rss_mb": 2100 + 1.5 * step,
+                "time/step": noisy(4.2, 0.3),
+                "loss": noisy(0.0, 0.02),
+                "learning_rate": config["optim"]["lr"] * min(1.0, (step + 1) / 10),
+            }
+            if step == 57:
+                row["kl"] = float("nan")  # a gap in the curve, as a real divergence would leave
+            f.write(json.dumps(row) + "\n")
+    with open(run_dir / "samples.jsonl", "w") as f:
+        for step in range(0, steps, 10):
+            rewards = [1.2, 1.2, 0.2, 0.0]
+            mean = sum(rewards) / 4
+            std = math.sqrt(sum((r - mean) ** 2 for r in rewards) / 4)
+            completions = list(COMPLETIONS)
+            if step == 0:
+                completions[3] = XSS  # model output full of markup must show as text
+            groups = [
+                {"prompt": QUESTION, "completions": completions, "rewards": rewards},
+                {
+                    "prompt": [
+                        {"role": "system", "content": "Think in <think> tags, then answer in <answer> tags."},
+                        {"role": "user", "content": "What is 17 + 25?"},
+                    ],
+                    "completions": ["<think>17 + 25 = 42</think><answer>42</answer>"] * 4,
+                    "rewards": [1.2] * 4,
+                },
+            ]
+            for group in groups:
+                rs = group["rewards"]
+                mean = sum(rs) / len(rs)
+                std = math.sqrt(sum((r - mean) ** 2 for r in rs) / len(rs))
+                group["advantages"] = [(r - mean) / (std + 1e-4) for r in rs]
+                group["reward_components"] = {
+                    "math_verify": [1.0 if r >= 1.0 else 0.0 for r in rs],
+                    "think_answer_format": [1.0 if r > 0 else 0.0 for r in rs],
+                }
+                f.write(json.dumps({"step": step, **group}) + "\n")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not Path(CHROMEDRIVER).exists():
+        pytest.fail(f"{CHROMEDRIVER} is missing: install the Debian package chromium-driver with chromium")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--window-size=1400,1200",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def open_report(driver, path: Path) -> list[dict]:
+    """Load the report, wait until its script finished, and return the console messages it produced."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get_log("browser")  # drop messages of earlier pages
+    driver.get(path.resolve().as_uri())
+    WebDriverWait(driver, 20).until(
+        lambda d: (
+            d.execute_script("return document.documentElement.dataset.rendered === 'true'")
+            or d.find_elements("css selector", "p.error")
+        )
+    )
+    return driver.get_log("browser")
+
+
+CHART_STATS = """
+return Array.from(document.querySelectorAll('#chart-grid .chart-card')).map((card) => ({
+  title: card.dataset.chart,
+  drawn: Array.from(card.querySelectorAll('svg.chart path.series'))
+    .filter((p) => (p.getAttribute('d') || '').includes('L') && p.getBBox().width > 0).length,
+  legend: Array.from(card.querySelectorAll('.legend button')).map((b) => b.textContent),
+}));
+"""
+
+
+def test_report_renders_without_errors_and_script_stays_text(browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    run = make_realistic_run(tmp_path / "grpo-gsm8k")
+    path = write_report(run)
+    messages = open_report(browser, path)
+    assert [m for m in messages if m["level"] == "SEVERE"] == []
+    assert browser.execute_script("return document.documentElement.dataset.rendered") == "true"
+
+    # every chart drew its lines: one per logged key of the group
+    keys = list(json.loads((run / "metrics.jsonl").read_text().splitlines()[0]))[1:]
+    expected = {chart.title: len(chart.keys) for chart in chart_layout(keys)}
+    stats = browser.execute_script(CHART_STATS)
+    assert {s["title"]: s["drawn"] for s in stats} == expected
+    assert [s["title"] for s in stats][:4] == ["reward", "rewards · mean", "kl", "clip"]
+
+    # the <script> in a completion is shown as text and never ran
+    assert browser.execute_script("return window.__pwned") is None
+    shown = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.completion pre')).map((p) => p.textContent)"
+    )
+    assert XSS in shown
+    assert (
+        browser.execute_script(
+            "return document.querySelectorAll('#sample-view script, #sample-view img').length"
+        )
+        == 0
+    )
+
+    # the sample browser: best and worst marked, the zero-variance group flagged, chat prompts by role
+    assert browser.execute_script("return document.querySelectorAll('.completion.best').length") == 2
+    assert browser.execute_script("return document.querySelectorAll('.completion.worst').length") == 1
+    badges = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.badge')).map((b) => b.textContent)"
+    )
+    assert badges == ["all rewards equal: zero advantage, no learning signal"]
+    roles = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.role')).map((r) => r.textContent)"
+    )
+    assert roles == ["prompt", "system", "user"]
+
+    browser.save_screenshot(str(tmp_path / "report.png"))
+    Select(browser.find_element("id", "step-select")).select_by_visible_text("10")  # past the markup test
+    browser.execute_script("window.scrollTo(0, document.getElementById('samples').offsetTop - 50)")
+    browser.save_screenshot(str(tmp_path / "report-samples.png"))
+    for name in ("report.png", "report-samples.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("GRPOKIT_UPDATE_DOCS_IMAGE") == "1":
+            DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp_path / name, DOCS_IMAGES / name)
+
+
+def test_step_picker_hover_and_legend(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    path = write_report(make_realistic_run(tmp_path / "run", steps=30))
+    assert [m for m in open_report(browser, path) if m["level"] == "SEVERE"] == []
+
+    picker = Select(browser.find_element("id", "step-select"))
+    assert [o.text for o in picker.options] == ["0", "10", "20"]
+    picker.select_by_visible_text("20")
+    shown = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.completion pre')).map((p) => p.textContent)"
+    )
+    assert XSS not in shown and COMPLETIONS[3] in shown  # step 20 holds the plain completions
+
+    overlay = browser.find_element("css selector", "#chart-grid .chart-card svg.chart .overlay")
+    ActionChains(browser).move_to_element(overlay).perform()
+    tooltip = browser.execute_script(
+        "const t = document.querySelector('.tooltip:not([hidden])'); return t && t.textContent"
+    )
+    assert tooltip is not None and tooltip.startswith("step ") and "mean: " in tooltip
+
+    reward_card = "document.querySelector('#chart-grid .chart-card')"
+    browser.execute_script(f"{reward_card}.querySelector('.legend button').click()")
+    assert browser.execute_script(f"return {reward_card}.querySelectorAll('path.series').length") == 1
+
+
+def test_compare_overlays_runs_with_a_legend(browser, tmp_path):
+    a = make_realistic_run(tmp_path / "lr-1e-6", steps=40, seed=0)
+    b = make_realistic_run(tmp_path / "lr-2e-6", steps=60, seed=1, ceiling=0.6)
+    path = write_report(a, other_runs=[b])
+    assert path == a / "compare.html"
+    assert [m for m in open_report(browser, path) if m["level"] == "SEVERE"] == []
+    stats = {s["title"]: s for s in browser.execute_script(CHART_STATS)}
+    assert stats["kl"]["drawn"] == 2 and stats["kl"]["legend"] == ["lr-1e-6", "lr-2e-6"]
+    assert stats["reward"]["legend"] == ["mean · lr-1e-6", "std · lr-1e-6", "mean · lr-2e-6", "std · lr-2e-6"]
+    differing = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#config-view tr.diff th')).map((t) => t.textContent)"
+    )
+    assert differing == ["optim.lr", "optim.max_steps", "optim.seed"]
