@@ -282,8 +282,59 @@ def test_data_file_errors_name_the_row(make_config, tmp_path, monkeypatch):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"prompt": "ab", "answer": "1"}\n{"prompt": "cd"}\n')
     config = make_config(data={"path": str(path), "task": None}, rewards={"reward_funcs": ["accuracy"]})
-    with pytest.raises(ValueError, match=r"prompts.jsonl: column 'answer' is missing \(first row lacking it: row 1 \(line 2\)\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"prompts.jsonl: column 'answer' is missing \(first row lacking it: row 1 \(line 2\)\)",
+    ):
         GRPOTrainer(config)
     path.write_text('{"prompt": "ab", "answer": "1"}\n{"prompt": "", "answer": "2"}\n')
-    with pytest.raises(ValueError, match=r"prompts.jsonl: row 1 \(line 2\): column 'prompt' is an empty prompt"):
+    with pytest.raises(
+        ValueError, match=r"prompts.jsonl: row 1 \(line 2\): column 'prompt' is an empty prompt"
+    ):
         GRPOTrainer(config)
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"generation": {"temperature_schedule": [0.7, 1.0]}},
+        {"algorithm": {"entropy_coef": 0.01}},
+        {"algorithm": {"ratio_level": "sequence", "loss_aggregation": "constant", "epsilon_low": 3e-4}},
+        {"algorithm": {"dynamic_sampling": True, "overlong_filtering": True, "overlong_buffer_length": 2}},
+        {
+            "algorithm": {"num_iterations": 2, "beta": 0.05, "kl_estimator": "k2"},
+            "optim": {"mini_batch_size": 4},
+        },
+        {
+            "algorithm": {"advantage_estimator": "rloo", "epsilon_high": 0.28},
+            "optim": {"lr_scheduler": "cosine"},
+        },
+    ],
+    ids=["temperature-schedule", "entropy-bonus", "gspo-dr-grpo", "dapo", "mu2-minibatches-kl", "rloo"],
+)
+def test_option_combinations_train_on_policy(make_config, rows, sections):
+    config = make_config(max_steps=2, **sections)
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    metrics = read_metrics(trainer.train().run_dir)
+    assert len(metrics) == 2
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    if config.algorithm.num_iterations == 1 and config.optim.mini_batch_size is None:
+        # One pass, one optimizer step: the ratio to pi_old is exactly 1, whatever the temperatures.
+        assert metrics[0]["ratio_min"] == metrics[0]["ratio_max"] == 1.0
+    assert all(m["logprobs/sampler_mismatch"] < 1e-4 for m in metrics)
+
+
+def test_process_rewards_drive_per_token_advantages(make_config, rows, tmp_path):
+    path = tmp_path / "prm.py"
+    path.write_text(
+        "def steps_of_a(prompts, completions, **columns):\n"
+        "    return [[(t, float(ch == 'a')) for t, ch in enumerate(c)] or None for c in completions]\n"
+    )
+    config = make_config(
+        max_steps=2, rewards={"reward_funcs": ["length_penalty"], "process_reward_func": f"{path}:steps_of_a"}
+    )
+    result = GRPOTrainer(config, dataset=rows).train()
+    metrics = read_metrics(result.run_dir)[-1]
+    assert {"rewards/process/mean", "rewards/length_penalty/mean", "advantages/max"} <= set(metrics)
+    assert metrics["advantages/max"] > 0 > metrics["advantages/min"]

@@ -213,10 +213,11 @@ def update_policy(
 
     sums: dict[str, float] = {}
     weight_total = 0.0
+    gap_sum, gap_tokens = 0.0, 0.0  # |log pi_old - sampler log-probs| over tokens seen before the first step
     extremes = {"ratio_min": math.inf, "ratio_max": -math.inf}
     grad_norms: list[float] = []
     tokens = 0
-    for iteration in range(algorithm.num_iterations):
+    for _ in range(algorithm.num_iterations):  # mu passes over the same rollouts
         for minibatch in iterate_minibatches(N, optim.mini_batch_size, optim.gradient_accumulation_steps):
             mini_mask = loss_mask[torch.cat(minibatch)]  # (m, T)
             if mini_mask.sum() == 0:  # every row unscored or filtered: nothing to learn from
@@ -268,12 +269,11 @@ def update_policy(
                 metrics["loss"] = loss.item()
                 if entropy is not None:
                     metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
-                if iteration == 0 and batch.old_logprobs is not None:
-                    sampler_old = batch.old_logprobs[rows, :T].to(device)
-                    metrics["logprobs/sampler_mismatch"] = masked_mean(
-                        (logprobs.detach() - sampler_old).abs(), mask
-                    ).item()
                 n_tokens = float(mask.sum())
+                if not grad_norms and batch.old_logprobs is not None:  # still the sampling policy
+                    sampler = batch.old_logprobs[rows, :T].to(device)  # (n, T')
+                    gap_sum += float(((old - sampler).abs() * mask).sum())
+                    gap_tokens += n_tokens
                 for key, value in metrics.items():
                     if key in extremes:
                         extremes[key] = (
@@ -289,6 +289,8 @@ def update_policy(
     out = {key: value / weight_total for key, value in sums.items()} if weight_total else {}
     if weight_total:
         out.update(extremes)
+    if gap_tokens:
+        out["logprobs/sampler_mismatch"] = gap_sum / gap_tokens
     out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else 0.0
     out["optimizer_steps"] = float(len(grad_norms))
     out["train_tokens"] = float(tokens)
