@@ -262,3 +262,29 @@ def test_compare_overlays_runs_with_a_legend(browser, tmp_path):
         "return Array.from(document.querySelectorAll('#config-view tr.diff th')).map((t) => t.textContent)"
     )
     assert differing == ["optim.lr", "optim.max_steps", "optim.seed"]
+
+
+def test_empty_flat_and_single_point_runs_render(browser, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    messages = open_report(browser, write_report(empty))
+    assert [m for m in messages if m["level"] == "SEVERE"] == []
+    texts = browser.execute_script("return document.querySelector('main').innerText")
+    assert "no numeric metrics logged" in texts and "no samples logged" in texts
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    # "flat" varies by one ulp only: the chart must still get a sensible range and ticks
+    rows = [
+        {"step": 0, "single": 1.5, "flat": 0.1},
+        {"step": 1, "flat": math.nextafter(0.1, 1)},
+        {"step": 2, "flat": 0.1},
+    ]
+    (odd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    messages = open_report(browser, write_report(odd))
+    assert [m for m in messages if m["level"] == "SEVERE"] == []
+    stats = {s["title"]: s["drawn"] for s in browser.execute_script(CHART_STATS)}
+    assert stats == {"flat": 1, "single": 0}  # one step has no line to draw ...
+    assert (
+        browser.execute_script("return document.querySelectorAll('svg.chart circle.point').length") == 1
+    )  # a dot

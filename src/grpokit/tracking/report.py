@@ -483,7 +483,9 @@ def render_report(
             for key, label in zip(chart.keys, chart.labels):
                 if key in series:
                     xs, ys = downsample(*series[key], max_points)
-                    xs = [int(x) if x.is_integer() else x for x in xs]  # "3", not "3.0", in the page data
+                    # "3", not "3.0", and 6 significant digits: the page shows 4, the file stays small
+                    xs = [int(x) if x.is_integer() else x for x in xs]
+                    ys = [None if y is None else float(f"{y:.6g}") for y in ys]
                     lines.append({"id": f"{r}:{key}", "run": r, "key": key, "label": label, "x": xs, "y": ys})
         charts.append({"title": chart.title, "group": chart.group, "series": lines})
     run_data = []
