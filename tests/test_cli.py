@@ -156,6 +156,8 @@ def test_train_smoke_run_with_file_data_and_file_reward(tmp_path, capsys):
         "--save_steps",
         "1",
         "--quiet",
+        "--tensorboard",
+        "false",
     ]
     assert main(args) == 0
     run = tmp_path / "runs" / "smoke"
