@@ -88,15 +88,19 @@ def test_chart_layout_groups_by_prefix_known_groups_first():
         "memory/peak_rss_mb",
         "tokens_per_second/generation",
         "clip_fraction_high",
+        "ratio_min",
         "entropy",
         "rewards/math_verify/mean",
         "rewards/think_answer_format/mean",
         "rewards/math_verify/std",
         "kl",
+        "approx_kl",
         "reward/std",
         "reward/mean",
+        "policy_loss",
         "clip_fraction_low",
-        "alpha",
+        "ratio_max",
+        "grad_norm",
         "zero_std_group_fraction",
         "completion_length/mean",
         "time/step",
@@ -106,7 +110,7 @@ def test_chart_layout_groups_by_prefix_known_groups_first():
         ("reward", ["std", "mean"]),
         ("rewards · mean", ["math_verify", "think_answer_format"]),
         ("rewards · std", ["math_verify"]),
-        ("kl", ["kl"]),
+        ("kl", ["kl", "approx_kl"]),
         ("clip", ["clip_fraction_high", "clip_fraction_low"]),
         ("entropy", ["entropy"]),
         ("completion_length", ["mean"]),
@@ -114,8 +118,9 @@ def test_chart_layout_groups_by_prefix_known_groups_first():
         ("tokens_per_second", ["generation"]),
         ("memory", ["peak_rss_mb"]),
         ("time", ["step"]),
-        ("loss", ["loss"]),
-        ("alpha", ["alpha"]),
+        ("loss", ["loss", "policy_loss"]),
+        ("grad_norm", ["grad_norm"]),  # a lone first word: its own chart
+        ("ratio", ["ratio_min", "ratio_max"]),  # a shared first word: one chart
         ("zeta", ["custom"]),
     ]
 
@@ -237,6 +242,7 @@ def test_sample_rows_are_read_forgivingly(tmp_path):
     assert chat["prompt"] == [{"role": "user", "content": "hi"}]
     assert chat["completions"] == ["hello", "x" * 10 + "\n… [40 more characters not shown in the report]"]
     assert chat["rewards"] == [None, None] and chat["advantages"] == [None, None]
+    assert chat["extras"] == {} and chat["info"] == {}
     (no_step,) = info["samples"]["groups"]["-1"]
     assert no_step["rewards"] == [None] and no_step["advantages"] == [None]
     assert info["notes"] == [
@@ -308,3 +314,19 @@ def test_main_missing_run_dir_is_a_usage_error(tmp_path, capsys):
         main([str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     assert "missing' does not exist or is not a directory" in capsys.readouterr().err
+
+
+def test_other_sample_fields_are_kept(tmp_path):
+    row = {
+        "step": 0,
+        "prompt": "p",
+        "completions": ["a", "b"],
+        "truncated": [False, True],
+        "lengths": [3, float("nan")],
+        "answer": "72",
+        "meta": {"source": "gsm8k"},
+    }
+    run = make_run(tmp_path / "run", metrics=[], samples=[row])
+    ((group,),) = page_data(render_report([load_run(run)]))["runs"][0]["samples"]["groups"].values()
+    assert group["extras"] == {"truncated": [False, True], "lengths": [3.0, None]}
+    assert group["info"] == {"answer": "72", "meta": '{"source": "gsm8k"}'}

@@ -93,12 +93,19 @@ def make_realistic_run(run_dir: Path, *, steps: int = 120, seed: int = 0, ceilin
             if step == 0:
                 completions[3] = XSS  # model output full of markup must show as text
             groups = [
-                {"prompt": QUESTION, "completions": completions, "rewards": rewards},
+                {
+                    "prompt": QUESTION,
+                    "answer": "72",
+                    "completions": completions,
+                    "rewards": rewards,
+                    "truncated": [False, False, False, True],
+                },
                 {
                     "prompt": [
                         {"role": "system", "content": "Think in <think> tags, then answer in <answer> tags."},
                         {"role": "user", "content": "What is 17 + 25?"},
                     ],
+                    "answer": "42",
                     "completions": ["<think>17 + 25 = 42</think><answer>42</answer>"] * 4,
                     "rewards": [1.2] * 4,
                 },
@@ -205,11 +212,11 @@ def test_report_renders_without_errors_and_script_stays_text(browser, tmp_path):
     badges = browser.execute_script(
         "return Array.from(document.querySelectorAll('.badge')).map((b) => b.textContent)"
     )
-    assert badges == ["all rewards equal: zero advantage, no learning signal"]
+    assert badges == ["truncated", "all rewards equal: zero advantage, no learning signal"]
     roles = browser.execute_script(
         "return Array.from(document.querySelectorAll('.role')).map((r) => r.textContent)"
     )
-    assert roles == ["prompt", "system", "user"]
+    assert roles == ["prompt", "answer", "system", "user", "answer"]
 
     browser.save_screenshot(str(tmp_path / "report.png"))
     Select(browser.find_element("id", "step-select")).select_by_visible_text("10")  # past the markup test

@@ -58,11 +58,14 @@ __all__ = [
 KNOWN_GROUPS = (
     "reward",
     "rewards",
+    "advantages",
     "kl",
     "clip",
     "entropy",
     "completion_length",
+    "completions",
     "zero_std",
+    "groups",
     "throughput",
     "tokens",
     "memory",
@@ -241,32 +244,42 @@ def metric_series(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float]
     return series
 
 
-def _group_of(segment: str) -> str:
-    """The known group a key segment belongs to (``clip_fraction_low`` -> ``clip``), else the segment."""
+def _group_of(segment: str) -> str | None:
+    """The known group of a key segment (``clip_fraction_low`` -> ``clip``, ``policy_loss`` -> ``loss``)."""
     for group in sorted(KNOWN_GROUPS, key=len, reverse=True):
-        if segment == group or segment.startswith(group + "_"):
+        if segment == group or segment.startswith(group + "_") or segment.endswith("_" + group):
             return group
-    return segment
+    return None
 
 
 def chart_layout(keys: Iterable[str]) -> list[Chart]:
-    """Arrange metric keys into charts: one chart per prefix, known groups first.
+    """Arrange metric keys into charts: one chart per prefix, known groups first (:data:`KNOWN_GROUPS`).
 
-    - ``kl``, ``clip_fraction_low``: grouped by known prefix (``clip``), labelled by the whole key;
     - ``reward/mean``, ``reward/std``: chart ``reward``, labels ``mean``, ``std``;
     - ``rewards/<func>/mean``: chart ``rewards · mean`` with one line per reward function; the same for
-      any key of three or more segments (chart = first and last segment, label = the middle).
+      any key of three or more segments (chart = first and last segment, label = the middle);
+    - a key without ``/`` joins its known group (``kl``; ``clip_fraction_low`` in ``clip``; ``policy_loss``
+      in ``loss``), else the keys sharing its first ``_`` word (``ratio_min``, ``ratio_max`` in
+      ``ratio``), else it has its own chart; it is labelled by the whole key.
     """
+    keys = list(keys)
+    words: dict[str, int] = {}
+    for key in keys:
+        if "/" not in key and _group_of(key) is None:
+            words[key.split("_")[0]] = words.get(key.split("_")[0], 0) + 1
     charts: dict[tuple[str, str], Chart] = {}
     for key in keys:
         parts = key.split("/")
-        group = _group_of(parts[0])
         if len(parts) == 1:
+            word = key.split("_")[0]
+            group = _group_of(key) or (word if words.get(word, 0) > 1 else key)
             title, label = group, key
-        elif len(parts) == 2:
-            title, label = parts[0], parts[1]
         else:
-            title, label = f"{parts[0]} · {parts[-1]}", "/".join(parts[1:-1])
+            group = _group_of(parts[0]) or parts[0]
+            if len(parts) == 2:
+                title, label = parts[0], parts[1]
+            else:
+                title, label = f"{parts[0]} · {parts[-1]}", "/".join(parts[1:-1])
         chart = charts.setdefault((group, title), Chart(group=group, title=title, keys=[], labels=[]))
         chart.keys.append(key)
         chart.labels.append(label)
@@ -398,6 +411,7 @@ def _sample_groups(run: RunData, max_steps: int, max_chars: int, notes: list[str
                     str(name): _floats(values, len(completions))
                     for name, values in (components.items() if isinstance(components, dict) else [])
                 },
+                **_extra_fields(row, len(completions), max_chars),
             }
         )
     steps = sorted(by_step)
@@ -417,6 +431,35 @@ def _sample_groups(run: RunData, max_steps: int, max_chars: int, notes: list[str
         "step_count": len(by_step),
         "note": note,
     }
+
+
+_SAMPLE_FIELDS = frozenset(
+    {"_line", "step", "prompt", "completions", "rewards", "advantages", "reward_components"}
+)
+
+
+def _scalar(value: Any, max_chars: int) -> str | float | bool | None:
+    """A value the page can show on one line: numbers (non-finite as None), bools, short strings."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return _truncate(text, max_chars)
+
+
+def _extra_fields(row: dict[str, Any], size: int, max_chars: int) -> dict[str, Any]:
+    """Other fields of a sample row: lists of G values (``truncated``) go with the completions, anything
+    else (a gold ``answer``) with the prompt."""
+    per_completion, per_group = {}, {}
+    for name, value in row.items():
+        if name in _SAMPLE_FIELDS:
+            continue
+        if isinstance(value, list) and len(value) == size:
+            per_completion[str(name)] = [_scalar(v, 200) for v in value]
+        else:
+            per_group[str(name)] = _scalar(value, max_chars)
+    return {"extras": per_completion, "info": per_group}
 
 
 def _step_key(step: float) -> str:
