@@ -163,10 +163,11 @@ def test_load_run_missing_directory(tmp_path):
 
 
 def test_report_embeds_escaped_data_and_one_hashed_script(tmp_path):
-    run = make_run(tmp_path / "run", metrics=METRICS, samples=SAMPLES, environment={"torch": "2.13.0"})
+    run = make_run(tmp_path / "run<i>", metrics=METRICS, samples=SAMPLES, environment={"torch": "2.13.0"})
     path = write_report(run)
     assert path == run / "report.html"
     page = path.read_text()
+    assert "<title>grpokit report: run&lt;i&gt;</title>" in page
 
     # model output never appears as markup: only the template's two <script> elements exist
     assert page.count("<script") == 2 and page.count("</script>") == 2

@@ -47,6 +47,8 @@ __all__ = [
     "Chart",
     "RunData",
     "chart_layout",
+    "current_environment",
+    "downsample",
     "load_run",
     "main",
     "metric_series",
@@ -85,7 +87,7 @@ class RunData:
     name: str
     config: dict[str, Any] | str | None  # a str when config.yaml exists but is not a YAML mapping
     metrics: list[dict[str, Any]]  # metrics.jsonl rows, in file order
-    samples: list[dict[str, Any]]  # samples.jsonl rows, in file order
+    samples: list[dict[str, Any]]  # samples.jsonl rows, in file order, each with its line number as "_line"
     environment: dict[str, Any]
     environment_source: str
     notes: list[str] = field(default_factory=list)
