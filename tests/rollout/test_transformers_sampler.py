@@ -21,6 +21,10 @@ def test_shapes_order_and_columns(model, tok):
     assert batch.prompt_mask[4].tolist() == [0] * 4 + [1] * 4
     assert batch.prompt_ids[4, 4:].tolist() == tok("1+2=")["input_ids"]
     assert batch.old_logprobs.shape == (N, T) and batch.temperatures.tolist() == [1.0] * 12
+    # Sampling runs under inference_mode, but the batch must be usable in autograd (and in-place) later.
+    tensors = [batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask,
+               batch.group_ids, batch.temperatures, batch.truncated, batch.old_logprobs]
+    assert not any(torch.is_inference(t) for t in tensors)
 
 
 def test_same_seed_same_samples_and_resume(model, tok):

@@ -1,6 +1,7 @@
 """Generation speed: grpokit's sampler against transformers' ``model.generate`` (TRL's non-vLLM path).
 
-Run: ``python -m grpokit.rollout.benchmark [--repeats 5] [--prompts 4] [--generations 8] [--tokens 64]``
+Run: ``python -m grpokit.rollout.benchmark [--repeats 5] [--prompts 4] [--generations 8] [--tokens 64]
+[--prompt-words 12]``
 
 Both sides sample B*G completions of exactly ``--tokens`` tokens (EOS suppressed by ``min_new_tokens``)
 from the same random-init benchmark model (:func:`grpokit.models.qwen2_reference_config`, 3.0M
@@ -21,12 +22,13 @@ import time
 from collections.abc import Callable
 
 
-def _corpus(n: int, seed: int = 0) -> list[str]:
-    """Sentences over a fixed random lexicon of 400 words (rich enough for a 512-token BPE)."""
+def _corpus(n: int, seed: int = 0, words: tuple[int, int] = (8, 16)) -> list[str]:
+    """Sentences of ``words`` (min, max) words over a fixed random lexicon of 400 words (rich enough for a
+    512-token BPE)."""
     lexicon_rng, rng = random.Random(1234), random.Random(seed)
     letters = "abcdefghijklmnopqrstuvwxyz"
     lexicon = ["".join(lexicon_rng.choice(letters) for _ in range(lexicon_rng.randint(2, 9))) for _ in range(400)]
-    return [" ".join(rng.choice(lexicon) for _ in range(rng.randint(8, 16))) for _ in range(n)]
+    return [" ".join(rng.choice(lexicon) for _ in range(rng.randint(*words))) for _ in range(n)]
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
     parser.add_argument("--generations", type=int, default=8, help="G")
     parser.add_argument("--tokens", type=int, default=64, help="completion tokens per response")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prompt-words", type=int, default=12,
+                        help="words per prompt (about 3.5 BPE tokens each); prompts vary by +-4 words")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
     tokenizer = train_bpe_tokenizer(_corpus(2000), vocab_size=512)
     model = build_tiny_model(tokenizer, config=qwen2_reference_config()).eval()
     B, G, T = args.prompts, args.generations, args.tokens
-    prompts = _corpus(B, seed=1)
+    prompts = _corpus(B, seed=1, words=(max(1, args.prompt_words - 4), args.prompt_words + 4))
     N = B * G
 
     encoded = tokenizer([p for p in prompts for _ in range(G)], padding=True, return_tensors="pt")

