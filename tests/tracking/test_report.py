@@ -194,6 +194,7 @@ def test_report_data_charts_summary_and_environment(tmp_path):
     run = make_run(tmp_path / "run", metrics=METRICS, samples=SAMPLES, environment={"torch": "2.13.0"})
     data = page_data(render_report([load_run(run)]))
     assert data["title"] == "grpokit report: run"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", data["generated"]) and data["grpokit_version"]
     charts = {c["title"]: c["series"] for c in data["charts"]}
     assert list(charts) == ["reward", "kl", "time"]
     (kl,) = charts["kl"]

@@ -554,7 +554,8 @@ def render_report(
     title = f"grpokit report: {names[0]}" if len(runs) == 1 else "grpokit compare: " + " vs ".join(names)
     data = {
         "title": title,
-        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "grpokit_version": _grpokit_version(),
         "runs": run_data,
         "charts": charts,
     }
@@ -568,6 +569,12 @@ def render_report(
     csp = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
     page = template.replace("__GRPOKIT_CSP__", csp).replace("__GRPOKIT_TITLE__", html.escape(title))
     return page.replace("__GRPOKIT_DATA__", _script_json(data))
+
+
+def _grpokit_version() -> str:
+    from grpokit import __version__
+
+    return __version__
 
 
 def write_report(
