@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,18 +45,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from grpokit.algorithms import (
-    aggregate,
-    gae,
-    group_advantages,
-    group_reward_stats,
-    kl_divergence,
-    masked_whiten,
-    policy_loss,
-    process_advantages,
-    value_loss,
-)
+from grpokit.algorithms import aggregate, group_reward_stats, kl_divergence, policy_loss, value_loss
 from grpokit.config import save_config
+from grpokit.rl.advantages import episode_advantages, gae_advantages
 from grpokit.rl.checkpoint import (
     checkpoint_dir,
     load_checkpoint,
@@ -68,6 +60,8 @@ from grpokit.rl.grouping import Grouping, check_group_ids, make_grouping
 from grpokit.rl.policies import CategoricalPolicy, Policy, make_policy, make_value_network
 from grpokit.rl.rollout import EnvFactory, EpisodeBatch, EpisodeCollector, evaluation_starts, plan_starts
 from grpokit.tracking import RunLogger
+from grpokit.tracking.progress import ProgressBar
+from grpokit.tracking.report import current_environment
 
 
 @dataclass
@@ -193,59 +187,47 @@ class RLTrainer:
     def train(self) -> RLResult:
         """Run training until ``max_steps``, ``max_env_steps``, ``max_wall_time`` or ``target_return``."""
         cfg = self.config
-        logger = self._open_run()
-        history: list[dict[str, Any]] = []
-        solved: tuple[int, int, float] | None = None
+        self._open_run()
         start = time.perf_counter() - self.wall_offset
+        self._history: list[dict[str, Any]] = []
+        solved: tuple[int, int, float] | None = None
         eval_returns = np.zeros(0)
         try:
-            while self.step < cfg.max_steps and not self._budget_spent(start):
+            while self.step < cfg.max_steps and solved is None and not self._budget_spent(start):
+                # Rollout: B start states, G episodes each (PPO: N distinct start states).
                 t0 = time.perf_counter()
-                # Rollout: B start states, G episodes each.
                 batch = self.collector.collect(self.policy, self._starts(self.step), generator=self.generator)
                 self._score(batch)
+                # Group, then advantages: group-relative (GRPO) or GAE with the value network (PPO).
                 t1 = time.perf_counter()
-                # Group and compute advantages (group-relative for GRPO, GAE for PPO).
                 group_ids = check_group_ids(self.grouping(batch), batch.num_episodes)
                 advantages, returns = self._advantages(batch, group_ids)
                 # Update: num_iterations passes of minibatched clipped loss.
                 metrics = self._update(batch, advantages, returns)
-                t2 = time.perf_counter()
                 self.step += 1
                 self.env_steps += batch.num_steps
                 metrics |= self._rollout_metrics(batch, group_ids)
-                metrics |= {"time/rollout_s": t1 - t0, "time/update_s": t2 - t1}
-
+                metrics |= {"time/rollout_s": t1 - t0, "time/update_s": time.perf_counter() - t1}
+                # Evaluate, log, checkpoint.
                 if cfg.evaluation.eval_steps and self.step % cfg.evaluation.eval_steps == 0:
                     eval_returns = self._timed_evaluate()
                     metrics |= _eval_metrics(eval_returns)
                     target = cfg.evaluation.target_return
-                    if target is not None and solved is None and eval_returns.mean() >= target:
+                    if target is not None and eval_returns.mean() >= target:
                         solved = (self.step, self.env_steps, time.perf_counter() - start)
-                metrics |= {"time/env_steps": self.env_steps, "time/wall_s": time.perf_counter() - start,
-                            "time/eval_s": self.eval_time}  # fmt: skip
-                history.append({"step": self.step, **metrics})
-                if logger is not None:
-                    logger.log(self.step, metrics)
-                self._report(metrics)
+                self._log(metrics, start, self._sample_rows(batch, group_ids, advantages))
                 if self._should_save():
                     self._save(time.perf_counter() - start)
-                if solved is not None:
-                    break
 
             # A final evaluation unless the last step just ran one.
-            if not (history and "eval/return_mean" in history[-1]):
+            if not (self._history and "eval/return_mean" in self._history[-1]):
                 eval_returns = self._timed_evaluate()
-                final = {**_eval_metrics(eval_returns), "time/eval_s": self.eval_time}
-                history.append({"step": self.step, **final})
-                if logger is not None:
-                    logger.log(self.step, final)
+                self._log(_eval_metrics(eval_returns), start, [], progress=False)
             wall = time.perf_counter() - start
             if self.run_dir is not None:
                 self._save(wall)
         finally:
-            if logger is not None:
-                logger.close()
+            self._close_run()
         return RLResult(
             run_dir=self.run_dir,
             steps=self.step,
@@ -256,7 +238,7 @@ class RLTrainer:
             solved_step=solved[0] if solved else None,
             solved_env_steps=solved[1] if solved else None,
             solved_wall_time=solved[2] if solved else None,
-            history=history,
+            history=self._history,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -285,36 +267,18 @@ class RLTrainer:
         self, batch: EpisodeBatch, group_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """GRPO: ((N,) or (N, T) advantages, None). PPO: ((N, T) GAE advantages, (N, T) value targets)."""
-        alg = self.config.algorithm
-        rewards = batch.rewards * self.config.environment.reward_scale  # (N, T)
-        mask = batch.mask
+        alg, scale = self.config.algorithm, self.config.environment.reward_scale
         if self.is_ppo:
             with torch.no_grad():
                 final_values = self.value_network(batch.final_observations)  # (N,)
-            bootstrap = torch.where(batch.truncated, final_values, torch.zeros_like(final_values))  # (N,)
-            advantages, returns = gae(
-                rewards, batch.values, mask, alg.gamma, alg.gae_lambda, bootstrap_values=bootstrap
-            )
-            if alg.normalize_advantages:
-                advantages = masked_whiten(advantages, mask)
-            return advantages, returns
-        if alg.advantage_mode == "outcome":
-            returns = (rewards * mask).sum(1)  # (N,)
-            return group_advantages(returns, group_ids, alg.advantage_estimator, alg.advantage_eps), None
-        if alg.advantage_mode == "process":
-            N, T = mask.shape
-            steps = torch.arange(T).expand(N, T)  # (N, T) every env step ends its own "reasoning step"
-            step_ends = torch.where(mask > 0, steps, -1)
-            return process_advantages(rewards, step_ends, mask, group_ids, alg.advantage_eps), None
-        # returns_to_go: GAE with V = 0 and lambda = 1 is the discounted return-to-go.
-        to_go, _ = gae(rewards, torch.zeros_like(rewards), mask, alg.gamma, 1.0)  # (N, T)
-        N, T = mask.shape
-        real = mask > 0  # (N, T)
-        cell = group_ids.unsqueeze(1) * T + torch.arange(T)  # (N, T) one group per (group, time step)
-        advantages = torch.zeros_like(to_go)  # (N, T)
-        advantages[real] = group_advantages(
-            to_go[real], cell[real], alg.advantage_estimator, alg.advantage_eps
-        )
+            return gae_advantages(
+                batch, final_values, gamma=alg.gamma, lam=alg.gae_lambda,
+                normalize=alg.normalize_advantages, reward_scale=scale,
+            )  # fmt: skip
+        advantages = episode_advantages(
+            batch, group_ids, alg.advantage_mode, alg.advantage_estimator,
+            gamma=alg.gamma, eps=alg.advantage_eps, reward_scale=scale,
+        )  # fmt: skip
         return advantages, None
 
     def _update(
@@ -420,18 +384,6 @@ class RLTrainer:
             "groups/return_std_within_mean": stats["reward_std_within_group_mean"],
         }
 
-    def _report(self, metrics: dict[str, float]) -> None:
-        """One console line per step (unless ``logging.quiet``)."""
-        if self.config.logging.quiet:
-            return
-        line = (
-            f"step {self.step:>5} | env steps {self.env_steps:>9,} | return {metrics['episode/return_mean']:9.2f}"
-            f" | {metrics['time/wall_s']:7.1f}s"
-        )
-        if "eval/return_mean" in metrics:
-            line += f" | eval {metrics['eval/return_mean']:9.2f} ± {metrics['eval/return_std']:.2f}"
-        print(line, flush=True)
-
     def _budget_spent(self, start: float) -> bool:
         cfg = self.config
         if cfg.max_env_steps is not None and self.env_steps >= cfg.max_env_steps:
@@ -442,18 +394,86 @@ class RLTrainer:
         every = self.config.checkpoint.save_steps
         return self.run_dir is not None and every > 0 and self.step % every == 0
 
-    def _open_run(self) -> RunLogger | None:
+    def _open_run(self) -> None:
+        """Config, software versions, ``metrics.jsonl`` + trackers, and the progress bar."""
+        cfg = self.config.logging
+        self._progress = ProgressBar(
+            self.config.max_steps,
+            initial=self.step,
+            enabled=not cfg.quiet,
+            desc="rl",
+            json_lines=cfg.json_logs,
+        )
+        self._logger = None
         if self.run_dir is None:
-            return None
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
-        metrics = self.run_dir / "metrics.jsonl"
-        if self._resume_from is not None and metrics.is_file():
+        versions = self.run_dir / "environment.json"
+        if not versions.exists():  # a resumed run keeps the versions it started with
+            versions.write_text(json.dumps(current_environment(), indent=2) + "\n", encoding="utf-8")
+        if self._resume_from is not None:
             # Rows logged after the checkpoint belong to steps that are about to be redone.
-            rows = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-            kept = [line for line in rows if json.loads(line)["step"] <= self.step]
-            metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        return RunLogger(self.run_dir, tensorboard=self.config.logging.tensorboard)
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                path = self.run_dir / name
+                if path.is_file():
+                    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                    kept = [line for line in rows if json.loads(line)["step"] <= self.step]
+                    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self._logger = RunLogger(
+            self.run_dir, trackers=cfg.report_to, config=self.config, tracker_options=cfg.tracker_options
+        )
+
+    def _log(
+        self, metrics: dict[str, Any], start: float, samples: list[dict[str, Any]], progress: bool = True
+    ):
+        metrics |= {"time/env_steps": self.env_steps, "time/wall_s": time.perf_counter() - start,
+                    "time/eval_s": self.eval_time}  # fmt: skip
+        self._history.append({"step": self.step, **metrics})
+        if self._logger is not None:
+            self._logger.log(self.step, metrics)
+            self._logger.log_samples(self.step, samples)
+        if progress:
+            self._progress.update(metrics, keys=("episode/return_mean", "eval/return_mean"))
+
+    def _close_run(self) -> None:
+        self._progress.close()
+        if self._logger is None:
+            return
+        self._logger.close()
+        if self.config.logging.report:
+            from grpokit.tracking.report import write_report
+
+            try:
+                write_report(self.run_dir)
+            except Exception as err:  # noqa: BLE001  (training is saved; say what failed and how to retry)
+                print(f"warning: could not write the run report ({type(err).__name__}: {err}); "
+                      f"retry with: grpokit report {self.run_dir}", file=sys.stderr)  # fmt: skip
+
+    def _sample_rows(
+        self, batch: EpisodeBatch, group_ids: torch.Tensor, advantages: torch.Tensor
+    ) -> list[dict[str, Any]]:
+        """The first ``log_sample_groups`` groups for ``samples.jsonl``: one "prompt" (the start state) and,
+        per episode, a one-line summary, its return and its mean advantage over its steps."""
+        count = self.config.logging.log_sample_groups
+        if self._logger is None or count == 0:
+            return []
+        if advantages.dim() == 2:
+            advantages = (advantages * batch.mask).sum(1) / batch.mask.sum(1)  # (N,)
+        returns, lengths = batch.returns.tolist(), batch.lengths.tolist()
+        rows = []
+        for group in group_ids.unique().tolist()[:count]:
+            members = (group_ids == group).nonzero().squeeze(1).tolist()
+            starts = sorted({(batch.starts[i].seed, batch.starts[i].task) for i in members})
+            rows.append({
+                "prompt": "; ".join(f"seed {seed}" + ("" if task is None else f", task {task}") for seed, task in starts),
+                "completions": [
+                    f"{lengths[i]} steps, " + ("terminated" if batch.terminated[i] else "truncated") for i in members
+                ],
+                "rewards": [returns[i] for i in members],
+                "advantages": [advantages[i].item() for i in members],
+            })  # fmt: skip
+        return rows
 
     def _modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"policy": self.policy}
