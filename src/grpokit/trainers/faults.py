@@ -1,0 +1,364 @@
+"""Surviving what kills long RL runs: stop signals, non-finite updates, out-of-memory, and rewinding a run
+directory to the checkpoint it resumes from.
+
+What each fault does (the table with what the user sees is in ``docs/reliability.md``):
+
+* **SIGTERM / SIGINT** (pre-emption, Ctrl-C): :class:`StopSignals` records the signal; the trainer finishes
+  the step in progress, writes a checkpoint of it and raises :class:`TrainingInterrupted` (exit status
+  128 + signal number from the CLI). A second signal stops at once.
+* **Non-finite loss or gradient norm**: :func:`guarded_optimizer_step` skips that optimizer step (the weights
+  and the optimizer state are untouched) and the trainer counts it in ``faults/nonfinite_skipped``;
+  :class:`NonFiniteTracker` raises :class:`NonFiniteUpdatesError` after ``max_consecutive_nonfinite`` skipped
+  updates in a row, writing no checkpoint, so the newest checkpoint is the last good one.
+* **Out of memory** (``torch.OutOfMemoryError``, ``MemoryError``, a ``RuntimeError`` saying "out of
+  memory"): :class:`OutOfMemoryGuard` catches it; when no optimizer step of the failing step had run, the
+  trainer writes a checkpoint of the last completed step (its RNG, data and sampler state were captured
+  when the step began), then raises :class:`OutOfMemoryAbort` naming the settings that reduce memory.
+* **Resume**: :func:`rewind_run_dir` drops the ``metrics.jsonl`` / ``samples.jsonl`` rows logged after the
+  checkpoint (and a half-written last line), and moves checkpoints newer than it aside, so the resumed run
+  appends exactly what the uninterrupted run would have written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CheckpointWriteError",
+    "NonFiniteTracker",
+    "NonFiniteUpdatesError",
+    "OutOfMemoryAbort",
+    "OutOfMemoryGuard",
+    "StopSignals",
+    "TrainingAborted",
+    "TrainingInterrupted",
+    "guarded_optimizer_step",
+    "is_out_of_memory",
+    "out_of_memory_message",
+    "rewind_run_dir",
+]
+
+log = logging.getLogger("grpokit.trainers")
+
+LOG_FILES: tuple[str, ...] = ("metrics.jsonl", "samples.jsonl")
+"""Step-keyed JSON-lines logs of a run directory that :func:`rewind_run_dir` truncates."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors that end a run
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TrainingAborted(RuntimeError):
+    """A run stopped on purpose; the message says why and how to continue. ``exit_code`` is for the CLI."""
+
+    exit_code: int = 1
+
+
+class TrainingInterrupted(TrainingAborted):
+    """SIGTERM or SIGINT arrived; the step in progress was finished and checkpointed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum  # the shell's convention for "killed by signal N"
+
+
+class NonFiniteUpdatesError(TrainingAborted):
+    """``max_consecutive_nonfinite`` optimizer steps in a row had a non-finite loss or gradient."""
+
+
+class OutOfMemoryAbort(TrainingAborted):
+    """Generation or the update ran out of memory."""
+
+
+class CheckpointWriteError(TrainingAborted):
+    """A checkpoint could not be written (disk full, permissions); the previous ones are intact."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stop signals
+# ---------------------------------------------------------------------------------------------------------
+
+
+class StopSignals:
+    """Context manager turning the first SIGTERM/SIGINT into a request to stop after the current step.
+
+    Handlers are installed only in the main thread (Python delivers signals there); elsewhere this is a
+    no-op and ``requested`` stays None. A second signal restores the previous handler and re-raises the
+    signal through it, so an impatient Ctrl-C still ends the process at once. Previous handlers are
+    restored on exit.
+    """
+
+    SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested is not None:  # second signal: give up on the clean stop
+            previous = self._previous.get(signum, signal.SIG_DFL)
+            signal.signal(signum, previous)
+            if signum == signal.SIGINT and previous is signal.default_int_handler:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
+            return
+        self.requested = signum
+        print(
+            f"grpokit: received {signal.Signals(signum).name}: finishing the current step, then saving a "
+            "checkpoint (send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.requested).name if self.requested is not None else ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Non-finite updates
+# ---------------------------------------------------------------------------------------------------------
+
+
+def guarded_optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    max_grad_norm: float | None,
+    loss_finite: bool = True,
+) -> float | None:
+    """Clip the gradients and step, unless the loss or the gradient norm is not finite.
+
+    A skipped step zeroes the gradients and leaves the weights and the optimizer state (Adam moments, step
+    count) untouched: one NaN must not poison the moments for every later step.
+
+    Args:
+        params: the trainable parameters, their ``.grad`` accumulated.
+        max_grad_norm: clip the global L2 norm to this (``None``: measure only).
+        loss_finite: False when a micro-batch loss of this step was NaN or infinite.
+    Returns:
+        The gradient norm before clipping, or ``None`` when the step was skipped.
+    """
+    max_norm = max_grad_norm if max_grad_norm is not None else math.inf
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if not (loss_finite and math.isfinite(norm)):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    return norm
+
+
+class NonFiniteTracker:
+    """Counts skipped updates; raises after ``max_consecutive`` in a row.
+
+    Args:
+        max_consecutive: skipped optimizer steps in a row that end the run.
+    """
+
+    def __init__(self, max_consecutive: int):
+        if max_consecutive < 1:
+            raise ValueError(f"max_consecutive_nonfinite must be >= 1, got {max_consecutive}")
+        self.max_consecutive = max_consecutive
+        self.consecutive = 0
+        self.total = 0
+
+    def update(self, skipped: int, applied: int) -> None:
+        """Record one training step's optimizer steps: ``skipped`` non-finite ones, ``applied`` good ones.
+
+        Within a step the order is not kept; a step with any good update resets the streak, and its
+        skipped updates start the new one.
+        """
+        self.total += skipped
+        self.consecutive = skipped if applied else self.consecutive + skipped
+
+    def check(self, step: int, last_checkpoint: Path | None) -> None:
+        """Raise :class:`NonFiniteUpdatesError` when the streak reached the limit."""
+        if self.consecutive < self.max_consecutive:
+            return
+        where = f"the last checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was saved"
+        raise NonFiniteUpdatesError(
+            f"{self.consecutive} optimizer steps in a row had a non-finite loss or gradient norm (the last at "
+            f"step {step}; optim.max_consecutive_nonfinite={self.max_consecutive}). Those updates were skipped, "
+            f"so the weights are finite, but training is not progressing; {where}. Check the rewards and "
+            "advantages in metrics.jsonl, lower optim.learning_rate, or set optim.max_grad_norm."
+        )
+
+    def state_dict(self) -> dict[str, int]:
+        return {"consecutive": self.consecutive, "total": self.total}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.consecutive = int(state["consecutive"])
+        self.total = int(state["total"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Out of memory
+# ---------------------------------------------------------------------------------------------------------
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocation failures, whichever way the backend reports them."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+class OutOfMemoryGuard:
+    """Context manager that swallows an out-of-memory error and records it; other errors pass through.
+
+    Leaving the ``with`` block drops the traceback, and with it the references to the activations that
+    filled the memory, before the trainer writes a checkpoint. ``error`` is the exception's text and type.
+    """
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def __enter__(self) -> OutOfMemoryGuard:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if error is None or not is_out_of_memory(error):
+            return False
+        self.error = f"{type(error).__name__}: {str(error).strip() or 'out of memory'}"
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return True
+
+
+_KNOBS = {
+    "generate": [
+        ("data.prompts_per_step", "B prompts per step"),
+        ("algorithm.num_generations", "G completions per prompt"),
+        ("generation.max_new_tokens", "completion length"),
+        ("generation.max_prompt_length", "prompt length"),
+    ],
+    "score": [  # a reward model scores the N = B*G completions
+        ("data.prompts_per_step", "B prompts per step"),
+        ("algorithm.num_generations", "G completions per prompt"),
+        ("generation.max_new_tokens", "completion length"),
+    ],
+    "update": [
+        ("optim.gradient_accumulation_steps", "more, smaller micro-batches: same update, less memory"),
+        ("optim.mini_batch_size", "responses per optimizer step"),
+        ("generation.max_new_tokens", "completion length"),
+        ("data.prompts_per_step", "B"),
+        ("algorithm.num_generations", "G"),
+    ],
+}
+
+
+def out_of_memory_message(
+    error: str, phase: str | None, step: int, config: Any, checkpoint: Path | None, weights_changed: bool
+) -> str:
+    """The text of :class:`OutOfMemoryAbort`: what failed, the settings to lower (with their values), and
+    where to resume from."""
+    knobs = _KNOBS.get(phase or "", _KNOBS["generate"] + _KNOBS["update"][:2])
+    values = []
+    for path, what in dict.fromkeys(knobs):
+        node = config
+        for part in path.split("."):
+            node = getattr(node, part, None)
+        values.append(f"{path}={node} ({what})")
+    if config.model.dtype == "float32":
+        values.append("model.dtype=float32 (bfloat16 halves the weights and activations)")
+    if checkpoint is not None:
+        resume = f"checkpoint {checkpoint} holds the last completed step; continue with --resume {checkpoint}"
+    elif weights_changed:
+        resume = (
+            "the update had already changed the weights, so this step cannot be checkpointed; "
+            "no earlier checkpoint exists (set checkpoint.save_steps)"
+        )
+    else:
+        resume = "no training step had completed yet; start again with smaller settings"
+    where = f"during {phase}" if phase else "during training"
+    return (
+        f"out of memory {where} at step {step} ({error}).\n"
+        f"  Lower one of: {'; '.join(values)}.\n  {resume}."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rewinding a run directory on resume
+# ---------------------------------------------------------------------------------------------------------
+
+
+def rewind_run_dir(run_dir: str | os.PathLike, step: int) -> dict[str, int]:
+    """Make ``run_dir`` look as it did right after checkpoint ``step`` was written.
+
+    Rows of ``metrics.jsonl`` and ``samples.jsonl`` with a step after ``step`` were logged between that
+    checkpoint and the crash; the resumed run logs those steps again, so they are removed (a last line
+    cut off by the crash is removed too). Checkpoints newer than ``step`` belong to the abandoned
+    continuation: they are renamed ``abandoned-step-XXXXXX`` (never picked by resume, never deleted).
+    Files are rewritten atomically.
+
+    Returns:
+        How many log rows were dropped per file and how many checkpoints were set aside.
+    """
+    from grpokit.trainers.checkpoint import list_checkpoints, step_of
+
+    run_dir = Path(run_dir)
+    dropped: dict[str, int] = {}
+    for name in LOG_FILES:
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        kept, removed = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    row_step = json.loads(line)["step"]
+                except (ValueError, KeyError, TypeError):  # a line cut off by the crash
+                    removed += bool(line.strip())
+                    continue
+                if row_step <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    removed += 1
+        if removed:
+            tmp = path.with_name(f".{name}.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        dropped[name] = removed
+    set_aside = 0
+    for checkpoint in list_checkpoints(run_dir):
+        if step_of(checkpoint) > step:
+            checkpoint.rename(checkpoint.with_name(f"abandoned-{checkpoint.name}"))
+            set_aside += 1
+    if any(dropped.values()) or set_aside:
+        log.warning(
+            "resuming %s at step %d: dropped %s log rows written after that checkpoint; set aside %d newer "
+            "checkpoint(s) as abandoned-step-*",
+            run_dir,
+            step,
+            dropped,
+            set_aside,
+        )
+    return {**dropped, "checkpoints_set_aside": set_aside}
