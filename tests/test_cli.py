@@ -156,11 +156,14 @@ def test_train_smoke_run_with_file_data_and_file_reward(tmp_path, capsys):
         "--save_steps",
         "1",
         "--quiet",
-        "--tensorboard",
-        "false",
+        "--report_to",
+        "[]",
     ]
     assert main(args) == 0
     run = tmp_path / "runs" / "smoke"
+    assert not (run / "tensorboard").exists()
+    assert "rewards/has_target/mean" in (run / "report.html").read_text()  # the report embeds the curves
+    assert "torch" in json.loads((run / "environment.json").read_text())
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["path"] == str(data)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert "rewards/has_target/mean" in json.loads((run / "metrics.jsonl").read_text().splitlines()[0])

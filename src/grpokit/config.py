@@ -278,11 +278,22 @@ class LoggingConfig(Section):
     log_sample_groups: int = Field(2, ge=0)
     """Groups per step written to ``samples.jsonl`` (prompt, completions, rewards, advantages)."""
 
-    tensorboard: bool = True
-    """Also write TensorBoard events under ``RUN_DIR/tensorboard``."""
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers fed every step besides ``metrics.jsonl``: any of ``tensorboard``
+    (``RUN_DIR/tensorboard``), ``wandb`` (offline unless configured), ``mlflow`` (local store in the run
+    directory), ``trackio`` (local); ``[]`` for none. Optional ones need their extra, e.g. ``grpokit[wandb]``."""
+
+    tracker_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Keyword arguments per tracker, e.g. ``{wandb: {project: my-project, mode: online}}``."""
+
+    report: bool = True
+    """Write the self-contained HTML report ``RUN_DIR/report.html`` at the end of the run."""
 
     quiet: bool = False
     """No progress bar and no console summaries."""
+
+    json_logs: bool = False
+    """Print one JSON line of metrics per step on stdout instead of the progress bar (for clusters)."""
 
 
 class CheckpointConfig(Section):

@@ -31,7 +31,7 @@ def make_config(tiny_model_dir, tmp_path):
                 "output_dir": str(tmp_path / "runs"),
                 "run_name": "run",
                 "quiet": True,
-                "tensorboard": False,
+                "report_to": [], "report": False,
             },
         }
         for section, values in sections.items():

@@ -14,7 +14,7 @@ def tiny_demo_config(tmp_path) -> GRPOConfig:
         "generation": {"max_new_tokens": 5},
         "algorithm": {"num_generations": 2},
         "demo": {"hidden_size": 32, "num_layers": 1, "sft_steps": 3, "sft_batch_size": 4},
-        "logging": {"output_dir": str(tmp_path / "runs"), "quiet": True, "tensorboard": False},
+        "logging": {"output_dir": str(tmp_path / "runs"), "quiet": True, "report_to": [], "report": False},
     })  # fmt: skip
 
 

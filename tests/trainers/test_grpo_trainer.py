@@ -40,7 +40,7 @@ def test_run_directory_layout_and_metrics(make_config, rows):
     config = make_config(
         max_steps=2,
         checkpoint={"save_steps": 1, "save_total_limit": 1},
-        logging={"log_sample_groups": 1, "tensorboard": True},
+        logging={"log_sample_groups": 1, "report_to": ["tensorboard"]},
     )
     result = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows).train()
     run = result.run_dir

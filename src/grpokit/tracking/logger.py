@@ -1,40 +1,59 @@
-"""Run logging: one JSON line per step in ``metrics.jsonl`` plus TensorBoard events.
+"""Run logging: one JSON line per step in ``metrics.jsonl``, plus the experiment trackers.
 
 Every trainer (LLM or classic RL) writes through :class:`RunLogger`, so all runs share one layout::
 
-    RUN_DIR/metrics.jsonl      {"step": 3, "reward/mean": 0.41, ...} per line
+    RUN_DIR/metrics.jsonl      {"step": 3, "reward/mean": 0.41, ...} per line (always written)
     RUN_DIR/samples.jsonl      {"step": 3, "prompt": ..., "completions": [...], "rewards": [...], ...} per group
-    RUN_DIR/tensorboard/       TensorBoard event files
+    RUN_DIR/tensorboard/       TensorBoard event files (tracker "tensorboard", the default)
+
+Other trackers (W&B, MLflow, trackio) come from :mod:`grpokit.tracking.trackers` by name.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
 class RunLogger:
-    """Appends per-step metrics to ``metrics.jsonl`` and, optionally, TensorBoard.
+    """Appends per-step metrics to ``metrics.jsonl`` and forwards them to the experiment trackers.
 
-    Only the main process should construct one (the trainers pass ``enabled=False`` elsewhere).
+    Args:
+        run_dir: the run directory (created if missing).
+        trackers: tracker names for :func:`grpokit.tracking.trackers.make_trackers`
+            (``"tensorboard"``, ``"wandb"``, ``"mlflow"``, ``"trackio"``).
+        config: the resolved config, logged once by every tracker.
+        tracker_options: per-tracker keyword arguments, e.g. ``{"wandb": {"project": "x"}}``.
+        tensorboard: ``False`` drops ``"tensorboard"`` from ``trackers`` (shorthand kept for callers).
+        enabled: only the main process logs; the others construct a disabled logger.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, enabled: bool = True):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        trackers: Sequence[str] = ("tensorboard",),
+        config: Any = None,
+        tracker_options: Mapping[str, Mapping[str, Any]] | None = None,
+        tensorboard: bool = True,
+        enabled: bool = True,
+    ):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
-        self._tb = None
+        self.trackers: list[Any] = []
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
         self._samples = None  # opened on the first log_samples call: runs that log none get no file
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
+        names = [t for t in trackers if tensorboard or t != "tensorboard"]
+        if names:
+            from grpokit.tracking.trackers import make_trackers  # lazy: trackers import their backends
 
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            self.trackers = make_trackers(names, self.run_dir, config, options=tracker_options)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -42,10 +61,9 @@ class RunLogger:
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(row, allow_nan=True) + "\n")
         self._file.flush()
-        if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+        scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+        for tracker in self.trackers:
+            tracker.log(step, scalars)
 
     def log_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
         """Append one JSON line per row (e.g. one group: prompt, completions, rewards, advantages)."""
@@ -63,8 +81,8 @@ class RunLogger:
         self._file.close()
         if self._samples is not None:
             self._samples.close()
-        if self._tb is not None:
-            self._tb.close()
+        for tracker in self.trackers:
+            tracker.close()
 
     def __enter__(self) -> RunLogger:
         return self
