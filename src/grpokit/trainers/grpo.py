@@ -56,6 +56,7 @@ from grpokit.trainers.common import (
     seed_everything,
     sequence_logprobs,
 )
+from grpokit.trainers.run_logging import finish_run_report, open_run_logger
 
 __all__ = [
     "GRPOTrainer",
@@ -473,8 +474,10 @@ class GRPOTrainer:
     def train(self) -> TrainResult:
         """Run steps ``start_step + 1 .. max_steps``, then save ``RUN_DIR/final``."""
         cfg, algo = self.config, self.config.algorithm
-        logger = RunLogger(self.run_dir, tensorboard=cfg.logging.tensorboard)
-        progress = ProgressBar(cfg.max_steps, initial=self.start_step, enabled=not cfg.logging.quiet)
+        logger = open_run_logger(self.run_dir, cfg)
+        progress = ProgressBar(
+            cfg.max_steps, initial=self.start_step, enabled=not cfg.logging.quiet, json_lines=cfg.logging.json_logs
+        )
         metrics: dict[str, Any] = {}
         try:
             for step in range(self.start_step + 1, cfg.max_steps + 1):
@@ -500,6 +503,7 @@ class GRPOTrainer:
         finally:
             progress.close()
             logger.close()
+        finish_run_report(self.run_dir, cfg)
         return TrainResult(self.run_dir, final_dir, metrics)
 
     def update_policy(
