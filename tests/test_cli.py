@@ -208,3 +208,13 @@ def test_eval_reports_accuracy_and_pass_at_k(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["num_problems"] == 4 and report["task"] == "addition"
     assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["pass@2"] <= 1.0
+
+
+def test_report_command_writes_the_html_report(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": s, "reward/mean": 0.1 * s, "kl": 0.01 * s} for s in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "reward/mean" in html

@@ -1,4 +1,4 @@
-"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``rl``, ``version``.
+"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``report``, ``rl``, ``version``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
@@ -18,10 +18,14 @@ _COMMANDS = """commands:
   train     fine-tune a causal LM with GRPO (config file + overrides; no arguments: the built-in demo)
   demo      the built-in demo: warm up a tiny model, GRPO on the addition task, before/after accuracy
   eval      accuracy and pass@k of a checkpoint on a built-in task
+  report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
   version   print the grpokit version
 
 Run 'grpokit COMMAND --help' for a command's options."""
+
+
+_COMMAND_NAMES = [line.split()[0] for line in _COMMANDS.splitlines()[1:] if line.startswith("  ")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,13 +37,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=_COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["train", "demo", "eval", "rl", "version"], metavar="COMMAND")
+    parser.add_argument("command", choices=_COMMAND_NAMES, metavar="COMMAND")
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in ("train", "demo", "eval", "rl", "version"):
+    if command not in _COMMAND_NAMES:
         parser.parse_args([command])  # prints the usage error with the valid choices, exits 2
+    if command == "report":
+        from grpokit.tracking.report import main as report_main  # lazy: only this command needs it
+
+        return report_main(rest)
     if command == "rl":
         from grpokit.rl.cli import main as rl_main  # lazy: gymnasium
 
