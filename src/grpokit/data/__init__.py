@@ -1,7 +1,7 @@
 """Prompt datasets (files, ``datasets``, memory), a resumable batch iterator, and built-in tasks."""
 
 from grpokit.data.iterator import PromptIterator
-from grpokit.data.prompts import SUPPORTED_FORMATS, PromptDataset, load_prompts
+from grpokit.data.prompts import SUPPORTED_FORMATS, PromptDataset, load_prompts, screen_prompt_lengths
 from grpokit.data.tasks import AdditionTask, Task, get_task, list_tasks, register_task
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "list_tasks",
     "load_prompts",
     "register_task",
+    "screen_prompt_lengths",
 ]

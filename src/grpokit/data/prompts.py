@@ -193,10 +193,23 @@ def _load_rows(
     raise ValueError(f"source must be a path, a datasets.Dataset or a list of dicts, got {type(source).__name__}")
 
 
+def _check_text(text: str, where: str) -> None:
+    """Reject strings that cannot be written as UTF-8 (lone surrogates, e.g. from a bad decode upstream):
+    they fail later inside the tokenizer, far from the row that holds them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{where} is not valid Unicode text ({error.reason} at character {error.start}: "
+            f"{text[max(0, error.start - 10) : error.start + 10]!r})"
+        ) from None
+
+
 def _check_prompt(value: Any, where: str, column: str) -> None:
     if isinstance(value, str):
         if not value.strip():
             raise ValueError(f"{where}: column {column!r} is an empty prompt")
+        _check_text(value, f"{where}: column {column!r}")
         return
     if isinstance(value, list):
         if not value:
@@ -207,6 +220,8 @@ def _check_prompt(value: Any, where: str, column: str) -> None:
                     f"{where}: column {column!r}, message {j} must be a dict with 'role' and 'content', "
                     f"got {message!r}"
                 )
+            if isinstance(message["content"], str):
+                _check_text(message["content"], f"{where}: column {column!r}, message {j}")
         return
     raise ValueError(
         f"{where}: column {column!r} must be a string or a list of chat messages, got {type(value).__name__}"
@@ -220,6 +235,7 @@ def load_prompts(
     required_columns: Sequence[str] = (),
     split: str | None = None,
     max_rows: int | None = None,
+    id_column: str | None = None,
 ) -> PromptDataset:
     """Read and validate a prompt dataset.
 
@@ -230,6 +246,7 @@ def load_prompts(
         required_columns: further columns every row must have (e.g. ``("answer",)`` for a checker).
         split: the split of a ``DatasetDict`` (optional when it has one split); single files are one split.
         max_rows: keep only the first ``max_rows`` rows.
+        id_column: a column of unique row ids; a missing or repeated id is an error naming the rows.
 
     Returns:
         A :class:`PromptDataset`.
@@ -242,7 +259,7 @@ def load_prompts(
     if not rows:
         raise ValueError(f"{name}: the dataset has no rows")
     column_names = list(dict.fromkeys(key for row in rows for key in row))
-    for column in [prompt_column, *required_columns]:
+    for column in dict.fromkeys([prompt_column, *required_columns, *([id_column] if id_column else [])]):
         for index, row in enumerate(rows):
             if column not in row or row[column] is None:
                 raise ValueError(
@@ -251,4 +268,65 @@ def load_prompts(
                 )
     for index, row in enumerate(rows):
         _check_prompt(row[prompt_column], f"{name}: {_where(index, lines)}", prompt_column)
+    if id_column is not None:
+        _check_unique_ids(rows, id_column, name, lines)
     return PromptDataset(rows=rows, prompt_column=prompt_column, source=name, column_names=column_names)
+
+
+def _check_unique_ids(rows: list[dict[str, Any]], id_column: str, name: str, lines: list[int] | None) -> None:
+    first: dict[Any, int] = {}
+    for index, row in enumerate(rows):
+        key = row[id_column]
+        try:
+            seen = first.setdefault(key, index)
+        except TypeError:  # unhashable (a list or dict): ids must be scalars
+            raise ValueError(
+                f"{name}: {_where(index, lines)}: id column {id_column!r} holds a {type(key).__name__}, "
+                "expected a string or number"
+            ) from None
+        if seen != index:
+            raise ValueError(
+                f"{name}: duplicate id {key!r} in column {id_column!r}: {_where(seen, lines)} and "
+                f"{_where(index, lines)}"
+            )
+
+
+def screen_prompt_lengths(
+    rows: Sequence[dict[str, Any]],
+    lengths: Sequence[int],
+    max_length: int,
+    policy: str,
+    *,
+    source: str = "<dataset>",
+    setting: str = "max_prompt_length",
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Apply the long-prompt policy to every row at once, before training starts.
+
+    Args:
+        rows: the prompt rows.
+        lengths: the token length of each row's prompt (as the sampler will encode it).
+        max_length: the longest prompt allowed, in tokens.
+        policy: ``"left"`` keeps every row (the sampler keeps the end of a long prompt), ``"skip"`` drops
+            the long rows, ``"error"`` raises naming the first long row.
+        setting: the config field named in messages.
+    Returns:
+        ``(rows kept, counts)``: counts ``truncated`` (long rows kept for left truncation) and ``skipped``.
+    """
+    if len(lengths) != len(rows):
+        raise ValueError(f"got {len(lengths)} prompt lengths for {len(rows)} rows")
+    if policy not in ("left", "skip", "error"):
+        raise ValueError(f"prompt truncation policy must be 'left', 'skip' or 'error', got {policy!r}")
+    long_rows = [i for i, n in enumerate(lengths) if n > max_length]
+    if long_rows and policy == "error":
+        i = long_rows[0]
+        raise ValueError(
+            f"{source}: row {i} has a prompt of {lengths[i]} tokens, more than {setting}={max_length} "
+            f"({len(long_rows)} rows are longer; prompt_truncation 'left' or 'skip' accepts them)"
+        )
+    if policy != "skip":
+        return list(rows), {"truncated": len(long_rows), "skipped": 0}
+    drop = set(long_rows)
+    kept = [row for i, row in enumerate(rows) if i not in drop]
+    if not kept:
+        raise ValueError(f"{source}: every one of the {len(rows)} prompts is longer than {setting}={max_length}")
+    return kept, {"truncated": 0, "skipped": len(long_rows)}
