@@ -65,6 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Config, data and reward errors are the user's to fix: one clear message, no traceback.
         print(f"grpokit {command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # A run stopped on purpose (signal, out of memory, non-finite updates, disk full): the message says
+        # what happened and how to resume; the exit status tells a scheduler which it was (143 = SIGTERM).
+        from grpokit.trainers.faults import TrainingAborted
+
+        if not isinstance(err, TrainingAborted):
+            raise
+        print(f"grpokit {command}: stopped: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 # ---------------------------------------------------------------------------------------------------------
