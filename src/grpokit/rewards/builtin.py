@@ -1,4 +1,5 @@
-"""Built-in rewards, registered by name: ``task``, ``accuracy``, ``format``, ``length_penalty``.
+"""Built-in rewards, registered by name: ``task``, ``accuracy``, ``format``, ``length_penalty``,
+``math_verify``, ``think_answer_format`` and ``code_tests`` (sandboxed, :mod:`grpokit.rewards.code`).
 
 Each is a factory (its options come from ``RewardConfig.reward_kwargs``) returning a function with the
 reward protocol ``f(prompts, completions, **columns) -> list[float | None]``.
@@ -10,6 +11,7 @@ import re
 from typing import Any
 
 from grpokit.rewards.base import register_reward
+from grpokit.rewards.code import make_code_tests_reward
 
 __all__ = ["extract_final_answer", "normalize_answer"]
 
@@ -187,3 +189,7 @@ def think_answer_format_reward():
     from grpokit.rewards.math import think_answer_format
 
     return think_answer_format
+
+
+# The sandboxed code reward: its options are the flat SandboxLimits fields (see grpokit.rewards.code).
+register_reward("code_tests")(make_code_tests_reward)
