@@ -1,0 +1,48 @@
+"""The configuration reference (``docs/configuration.md``), generated from the config classes.
+
+Regenerate after changing a config field::
+
+    python -m grpokit.config_reference > docs/configuration.md
+
+``tests/test_config_reference.py`` fails when the committed file and the classes disagree.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from grpokit.config import GRPOConfig, PPOConfig, field_help
+
+_HEADER = """# Configuration reference
+
+Generated from the config classes by `python -m grpokit.config_reference`; do not edit by hand.
+
+Every field can be set in the YAML file (sections as nested mappings) or on the command line by its name
+or dotted path: `grpokit train config.yaml --beta 0.04 --generation.temperature 0.9`. Unknown fields
+are rejected with a suggestion.
+"""
+
+
+def _table(title: str, command: str, cls: type[BaseModel]) -> str:
+    lines = [f"## {title}", "", f"Used by `{command}`.", "", "| field | default | description |", "|---|---|---|"]
+    for path, default, text in field_help(cls):
+        # Docstrings use reST ``code``; Markdown wants `code`. A bare pipe would end the table cell.
+        escaped = text.replace("``", "`").replace("|", "\\|")
+        lines.append(f"| `{path}` | `{default}` | {escaped} |")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    """The whole reference as Markdown: GRPO, PPO and classic-RL configs, one table each."""
+    from grpokit.rl.config import RLConfig  # the classic-RL config lives with its trainer
+
+    sections = [
+        _table("GRPO (`GRPOConfig`)", "grpokit train", GRPOConfig),
+        _table("PPO (`PPOConfig`)", "grpokit train --trainer ppo / grpokit compare", PPOConfig),
+        _table("Classic RL (`RLConfig`)", "grpokit rl", RLConfig),
+    ]
+    return _HEADER + "\n" + "\n\n".join(sections) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
