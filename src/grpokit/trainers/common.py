@@ -1,5 +1,5 @@
-"""Machinery every LLM trainer shares (GRPO now, PPO later): run directory, seeding, devices, the policy
-and its reference, optimizer and schedule, minibatches, log-prob passes and phase timing.
+"""Machinery every LLM trainer shares (GRPO and PPO): run directory, seeding, devices, the policy and its
+reference, optimizer and schedule, minibatches, log-prob passes, update metrics and phase timing.
 
 Nothing here knows how advantages are computed; ``trainers/grpo.py`` and ``trainers/ppo.py`` only differ in
 that.
@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 __all__ = [
     "PhaseTimer",
     "ReferencePolicy",
+    "TokenWeightedMetrics",
     "build_optimizer",
     "build_scheduler",
     "iterate_minibatches",
     "micro_weight",
+    "policy_forward",
     "prepare_run_dir",
     "resolve_device",
     "seed_everything",
@@ -204,6 +206,64 @@ def sequence_logprobs(model: torch.nn.Module, batch: RolloutBatch, micro_batch_s
     finally:
         model.train(was_training)
     return out
+
+
+def policy_forward(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    temperature: torch.Tensor,
+    *,
+    need_logits: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Log-probs of the sampled completion tokens, with gradient, for one micro-batch of the update.
+
+    An entropy *bonus* needs the full (n, T, V) distribution in the graph, so ``need_logits`` returns the
+    logits and leaves the entropy to the loss; otherwise the entropy is measured alongside (detached
+    use only) without keeping the logits for backward.
+
+    Args:
+        inputs: :func:`batch_to` of the micro-batch rows.
+        temperature: (n,) sampling temperature of each row.
+    Returns:
+        ``(logprobs, logits, entropy)``: (n, T) float32; (n, T, V) or None; (n, T) or None.
+    """
+    from grpokit.models.logprobs import completion_logprobs, compute_logits_for_completion
+
+    if need_logits:
+        logits = compute_logits_for_completion(model, **inputs, temperature=temperature)  # (n, T, V)
+        logprobs = (
+            torch.log_softmax(logits.float(), -1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+        )  # (n, T)
+        return logprobs, logits, None
+    logprobs, entropy = completion_logprobs(model, **inputs, temperature=temperature, return_entropy=True)
+    return logprobs, None, entropy
+
+
+class TokenWeightedMetrics:
+    """Means of micro-batch metrics over one update, each micro-batch weighted by its loss tokens.
+
+    ``extremes`` (``ratio_min``, ``ratio_max`` by default) keep the minimum / maximum instead of a mean.
+    """
+
+    def __init__(self, extremes: tuple[str, ...] = ("ratio_min", "ratio_max")):
+        self.extremes = {key: math.inf if key.endswith("min") else -math.inf for key in extremes}
+        self.sums: dict[str, float] = {}
+        self.weight = 0.0
+
+    def add(self, metrics: dict[str, float], weight: float) -> None:
+        for key, value in metrics.items():
+            if key in self.extremes:
+                pick = min if key.endswith("min") else max
+                self.extremes[key] = pick(self.extremes[key], value)
+            else:
+                self.sums[key] = self.sums.get(key, 0.0) + value * weight
+        self.weight += weight
+
+    def result(self) -> dict[str, float]:
+        """The means and extremes; empty when nothing was added."""
+        if not self.weight:
+            return {}
+        return {**{key: value / self.weight for key, value in self.sums.items()}, **self.extremes}
 
 
 # ---------------------------------------------------------------------------------------------------------

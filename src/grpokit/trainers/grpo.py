@@ -46,11 +46,13 @@ from grpokit.trainers import checkpoint as ckpt
 from grpokit.trainers.common import (
     PhaseTimer,
     ReferencePolicy,
+    TokenWeightedMetrics,
     batch_to,
     build_optimizer,
     build_scheduler,
     iterate_minibatches,
     micro_weight,
+    policy_forward,
     prepare_run_dir,
     resolve_device,
     seed_everything,
@@ -199,7 +201,6 @@ def update_policy(
         ``grad_norm`` (mean over optimizer steps, before clipping), ``optimizer_steps``, ``train_tokens``.
     """
     from grpokit.algorithms import masked_mean, policy_loss
-    from grpokit.models.logprobs import completion_logprobs, compute_logits_for_completion
 
     device = next(model.parameters()).device
     N = batch.num_responses
@@ -212,10 +213,8 @@ def update_policy(
     )  # (N, T)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    sums: dict[str, float] = {}
-    weight_total = 0.0
+    means = TokenWeightedMetrics()
     gap_sum, gap_tokens = 0.0, 0.0  # |log pi_old - sampler log-probs| over tokens seen before the first step
-    extremes = {"ratio_min": math.inf, "ratio_max": -math.inf}
     grad_norms: list[float] = []
     tokens = 0
     for _ in range(algorithm.num_iterations):  # mu passes over the same rollouts
@@ -231,22 +230,9 @@ def update_policy(
                 inputs = batch_to(batch, rows, device)
                 T = inputs["completion_ids"].shape[1]
                 mask = mask[:, :T].to(device)  # (n, T')
-                temperature = batch.temperatures[rows].to(device)  # (n,)
-                logits = None
-                if algorithm.entropy_coef > 0:  # the entropy bonus needs the full distribution
-                    logits = compute_logits_for_completion(
-                        model, **inputs, temperature=temperature
-                    )  # (n, T', V)
-                    logprobs = (
-                        torch.log_softmax(logits.float(), -1)
-                        .gather(-1, inputs["completion_ids"].unsqueeze(-1))
-                        .squeeze(-1)
-                    )  # (n, T')
-                    entropy = None
-                else:
-                    logprobs, entropy = completion_logprobs(
-                        model, **inputs, temperature=temperature, return_entropy=True
-                    )
+                logprobs, logits, entropy = policy_forward(
+                    model, inputs, batch.temperatures[rows].to(device), need_logits=algorithm.entropy_coef > 0
+                )  # (n, T'), (n, T', V) | None, (n, T') | None
                 old = logprobs.detach() if old_all is None else old_all[rows, :T].to(device)  # (n, T')
                 adv = advantages[rows] if advantages.dim() == 1 else advantages[rows, :T]
                 loss, metrics = policy_loss(
@@ -275,21 +261,12 @@ def update_policy(
                     sampler = batch.old_logprobs[rows, :T].to(device)  # (n, T')
                     gap_sum += float(((old - sampler).abs() * mask).sum())
                     gap_tokens += n_tokens
-                for key, value in metrics.items():
-                    if key in extremes:
-                        extremes[key] = (
-                            min(extremes[key], value) if key.endswith("min") else max(extremes[key], value)
-                        )
-                    else:
-                        sums[key] = sums.get(key, 0.0) + value * n_tokens
-                weight_total += n_tokens
+                means.add(metrics, n_tokens)
                 tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
             max_norm = optim.max_grad_norm if optim.max_grad_norm is not None else math.inf
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, max_norm)))
             optimizer.step()
-    out = {key: value / weight_total for key, value in sums.items()} if weight_total else {}
-    if weight_total:
-        out.update(extremes)
+    out = means.result()
     if gap_tokens:
         out["logprobs/sampler_mismatch"] = gap_sum / gap_tokens
     out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else 0.0
@@ -386,6 +363,9 @@ class GRPOTrainer:
         dataset: prompt rows (dicts with the prompt column) to use instead of ``config.data``.
     """
 
+    run_prefix = "grpo"
+    """Default run directory name prefix (``<prefix>-<date>-<time>``)."""
+
     def __init__(
         self,
         config: GRPOConfig,
@@ -458,11 +438,12 @@ class GRPOTrainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
         self.start_step = 0
+        self.resumed_from = resume_from  # the checkpoint this run continues, for subclasses' own state
         if resume_from is not None:
             self._restore(resume_from)
-            self.run_dir = prepare_run_dir(cfg, "grpo", ckpt.run_dir_of(resume_from))
+            self.run_dir = prepare_run_dir(cfg, self.run_prefix, ckpt.run_dir_of(resume_from))
         else:
-            self.run_dir = prepare_run_dir(cfg, "grpo")
+            self.run_dir = prepare_run_dir(cfg, self.run_prefix)
         self.checkpointer = ckpt.Checkpointer(
             self.run_dir,
             save_steps=cfg.checkpoint.save_steps,
@@ -473,7 +454,7 @@ class GRPOTrainer:
 
     def train(self) -> TrainResult:
         """Run steps ``start_step + 1 .. max_steps``, then save ``RUN_DIR/final``."""
-        cfg, algo = self.config, self.config.algorithm
+        cfg = self.config
         logger = open_run_logger(self.run_dir, cfg)
         progress = ProgressBar(
             cfg.max_steps, initial=self.start_step, enabled=not cfg.logging.quiet, json_lines=cfg.logging.json_logs
@@ -485,7 +466,7 @@ class GRPOTrainer:
                 # 1. Sample G completions per prompt with the current policy (pi_old) and score them.
                 batch, scores, generated = self.collect_rollouts(timer)
                 # 2. Group-relative advantages, and the tokens that enter the loss.
-                advantages, loss_mask = compute_advantages(batch, scores, algo)
+                advantages, loss_mask = self.compute_advantages(batch, scores)
                 # 3. mu passes of clipped-loss minibatch updates, then one scheduler step.
                 with timer.phase("update"):
                     update = self.update_policy(batch, advantages, loss_mask)
@@ -505,6 +486,12 @@ class GRPOTrainer:
             logger.close()
         finish_run_report(self.run_dir, cfg)
         return TrainResult(self.run_dir, final_dir, metrics)
+
+    def compute_advantages(
+        self, batch: RolloutBatch, scores: RewardScores
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`compute_advantages` with this trainer's algorithm (PPO's trainer overrides it with GAE)."""
+        return compute_advantages(batch, scores, self.config.algorithm)
 
     def update_policy(
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
@@ -582,7 +569,8 @@ class GRPOTrainer:
         m.update(all_scores.metrics)
         if rewards.numel():
             stats = group_reward_stats(rewards, all_batch.group_ids.cpu()[scored])
-            m["zero_std_group_fraction"] = stats["zero_std_group_fraction"]
+            if stats["group_size_max"] > 1:  # a group of one (PPO's G = 1) has no spread to measure
+                m["zero_std_group_fraction"] = stats["zero_std_group_fraction"]
         if "rounds" in generated and self.config.algorithm.dynamic_sampling:
             m["dynamic_sampling/rounds"] = generated["rounds"]
             m["dynamic_sampling/kept_groups"] = generated.get("kept_groups", 0)
@@ -651,9 +639,15 @@ class GRPOTrainer:
             "sampler": self.sampler.state_dict(),
         }
 
+    def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules besides the policy and reference that a checkpoint keeps (PPO: its value model)."""
+        return {}
+
     def save_checkpoint(self, step: int) -> Path:
         reference = self.reference.model if self.reference is not None else None
-        return self.checkpointer.save(step, self.model, self.tokenizer, self.state_dict(step), reference)
+        return self.checkpointer.save(
+            step, self.model, self.tokenizer, self.state_dict(step), reference, self.checkpoint_modules()
+        )
 
     def _restore(self, checkpoint: Path) -> None:
         state = ckpt.load_trainer_state(checkpoint)
