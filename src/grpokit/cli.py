@@ -85,7 +85,8 @@ _TRAIN_USAGE = """usage: grpokit {command} [CONFIG.yaml] [--resume RUN_DIR|lates
 Fine-tune a causal LM with GRPO. Without CONFIG and without --model.name_or_path, runs the built-in demo
 (tiny model, addition task).
 
-  CONFIG.yaml           a YAML file of fields (sections as nested mappings); optional
+  CONFIG.yaml           a YAML file of fields (sections as nested mappings); optional (or --config FILE)
+  --model PATH          the policy: a local Hugging Face model directory (= --model.name_or_path PATH)
   --FIELD VALUE         override one field, by name (--beta 0.04) or dotted path (--algorithm.beta 0.04);
                         --FIELD=VALUE works too. VALUE is read as YAML: 0.9, true, null, [0.7, 1.0].
                         A boolean field given alone (--quiet, --dynamic_sampling) is set to true.
@@ -114,6 +115,10 @@ def _train_help(command: str) -> str:
         body = textwrap.fill(text, width=100, initial_indent=" " * 8, subsequent_indent=" " * 8)
         lines.append(f"  --{path}{alias}  (default: {default})\n{body}")
     return "\n".join(lines) + "\n"
+
+
+# Flags named after a section stand for its main field: --model PATH sets model.name_or_path.
+_SHORTHANDS = {"model": "model.name_or_path"}
 
 
 def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], dict[str, bool]]:
@@ -153,7 +158,12 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
                     value = "true"
                 else:
                     raise ValueError(f"--{key} needs a value")
-            overrides[key] = value
+            if key == "config":  # --config FILE: the same as the positional CONFIG
+                if config_path is not None:
+                    raise ValueError(f"two config files given: {config_path!r} and {value!r}")
+                config_path = value
+            else:
+                overrides[_SHORTHANDS.get(key, key)] = value
         elif config_path is None and not arg.startswith("-"):
             config_path = arg
         else:

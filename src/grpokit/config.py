@@ -122,6 +122,10 @@ class DataConfig(Section):
     prompt_column: str = "prompt"
     """Column holding the prompt: a string, or a list of chat messages (then the chat template is applied)."""
 
+    system_prompt: str | None = None
+    """A system message put in front of every prompt (string prompts become chat messages, so the model's
+    chat template applies), e.g. the answer-format instruction of a reasoning recipe."""
+
     required_columns: list[str] = Field(default_factory=list)
     """Extra columns every row must have (rewards receive all columns as keyword arguments)."""
 

@@ -126,3 +126,22 @@ def test_csv_extra_fields_and_empty_dataset(tmp_path):
         load_prompts(path, split="test")
     with pytest.raises(ValueError, match="row 0 is a str, expected a dict"):
         load_prompts(["a"])
+
+
+def test_system_prompt_turns_string_prompts_into_chat_and_keeps_existing_system_messages():
+    from grpokit.data import load_prompts
+
+    rows = [
+        {"prompt": "2+2?", "answer": "4"},
+        {"prompt": [{"role": "user", "content": "3+3?"}], "answer": "6"},
+        {"prompt": [{"role": "system", "content": "own"}, {"role": "user", "content": "1+1?"}], "answer": "2"},
+    ]
+    chat = load_prompts(rows).with_system_prompt("Answer in <answer></answer>.")
+    system = {"role": "system", "content": "Answer in <answer></answer>."}
+    assert chat.prompts == [
+        [system, {"role": "user", "content": "2+2?"}],
+        [system, {"role": "user", "content": "3+3?"}],
+        rows[2]["prompt"],
+    ]
+    assert [row["answer"] for row in chat] == ["4", "6", "2"]
+    assert rows[0]["prompt"] == "2+2?"  # the source rows are not modified

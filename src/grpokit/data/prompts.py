@@ -45,6 +45,23 @@ class PromptDataset(Sequence):
     def prompts(self) -> list[Any]:
         return [row[self.prompt_column] for row in self.rows]
 
+    def with_system_prompt(self, system_prompt: str) -> PromptDataset:
+        """The same rows with chat-shaped prompts that open with ``system_prompt``.
+
+        A string prompt becomes ``[system, user]`` messages (so the tokenizer's chat template applies); a chat
+        prompt without a system message gets one prepended; one that has its own keeps it.
+        """
+        rows = []
+        for row in self.rows:
+            prompt = row[self.prompt_column]
+            system = {"role": "system", "content": system_prompt}
+            if isinstance(prompt, str):
+                prompt = [system, {"role": "user", "content": prompt}]
+            elif not prompt or prompt[0].get("role") != "system":
+                prompt = [system, *prompt]
+            rows.append({**row, self.prompt_column: prompt})
+        return PromptDataset(rows, self.prompt_column, self.source, list(self.column_names))
+
     def column(self, name: str) -> list[Any]:
         """All values of column ``name``."""
         if name not in self.column_names:

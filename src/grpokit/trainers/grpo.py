@@ -692,7 +692,8 @@ def _load_dataset(
     if config_rewards and {"task", "accuracy", "math_verify"} & set(config.rewards.reward_funcs):
         required.append(config.rewards.answer_column)
     source = data.path if rows is None else list(rows)
-    return load_prompts(source, prompt_column=data.prompt_column, required_columns=tuple(required))
+    dataset = load_prompts(source, prompt_column=data.prompt_column, required_columns=tuple(required))
+    return dataset.with_system_prompt(data.system_prompt) if data.system_prompt else dataset
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:
