@@ -72,6 +72,7 @@ class RLResult:
     steps: int  # training steps completed
     env_steps: int  # environment steps of training episodes
     wall_time: float  # seconds, evaluations included
+    cpu_time: float  # CPU seconds of this process over the same span (load-independent)
     eval_time: float  # seconds spent in evaluations
     final_eval_returns: np.ndarray  # (eval_episodes,) returns of the final evaluation
     solved_step: int | None = None  # first step whose evaluation reached target_return
@@ -161,6 +162,7 @@ class RLTrainer:
         self.step = 0
         self.env_steps = 0
         self.wall_offset = 0.0  # seconds trained before a resume
+        self.cpu_offset = 0.0  # CPU seconds of this process's training before a resume
         self.eval_time = 0.0
 
         self._resume_from = None
@@ -189,6 +191,7 @@ class RLTrainer:
         cfg = self.config
         self._open_run()
         start = time.perf_counter() - self.wall_offset
+        self._cpu_start = time.process_time() - self.cpu_offset
         self._history: list[dict[str, Any]] = []
         solved: tuple[int, int, float] | None = None
         eval_returns = np.zeros(0)
@@ -233,6 +236,7 @@ class RLTrainer:
             steps=self.step,
             env_steps=self.env_steps,
             wall_time=wall,
+            cpu_time=time.process_time() - self._cpu_start,
             eval_time=self.eval_time,
             final_eval_returns=eval_returns,
             solved_step=solved[0] if solved else None,
@@ -427,8 +431,9 @@ class RLTrainer:
     def _log(
         self, metrics: dict[str, Any], start: float, samples: list[dict[str, Any]], progress: bool = True
     ):
+        # CPU seconds next to wall seconds: on a shared machine the wall clock also measures the others.
         metrics |= {"time/env_steps": self.env_steps, "time/wall_s": time.perf_counter() - start,
-                    "time/eval_s": self.eval_time}  # fmt: skip
+                    "time/cpu_s": time.process_time() - self._cpu_start, "time/eval_s": self.eval_time}  # fmt: skip
         self._history.append({"step": self.step, **metrics})
         if self._logger is not None:
             self._logger.log(self.step, metrics)
@@ -488,6 +493,7 @@ class RLTrainer:
             "step": self.step,
             "env_steps": self.env_steps,
             "wall_time": wall_time,
+            "cpu_time": time.process_time() - self._cpu_start,
             "eval_time": self.eval_time,
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
@@ -503,6 +509,7 @@ class RLTrainer:
         self.step = int(state["step"])
         self.env_steps = int(state["env_steps"])
         self.wall_offset = float(state["wall_time"])
+        self.cpu_offset = float(state["cpu_time"])
         self.eval_time = float(state["eval_time"])
 
 
