@@ -226,12 +226,11 @@ class EpisodeCollector:
 
     # -- collection --------------------------------------------------------------------------
 
-    def _to_env_action(self, action: torch.Tensor) -> Any:
-        if self.action_space.shape == () or action.dim() == 0:
-            return int(action.item())
+    def _to_env_action(self, action: np.ndarray) -> Any:
+        if action.ndim == 0:
+            return int(action)
         # Box actions: the policy samples from an unbounded Gaussian; the env gets the clipped value.
-        value = action.numpy().astype(self.action_space.dtype)
-        return np.clip(value, self.action_space.low, self.action_space.high)
+        return np.clip(action.astype(self.action_space.dtype), self.action_space.low, self.action_space.high)
 
     @torch.no_grad()
     def collect(
@@ -258,8 +257,8 @@ class EpisodeCollector:
             raise ValueError("starts is empty: there are no episodes to collect")
         N = len(starts)
         obs_steps: list[list[np.ndarray]] = [[] for _ in range(N)]
-        act_steps: list[list[torch.Tensor]] = [[] for _ in range(N)]
-        logp_steps: list[list[torch.Tensor]] = [[] for _ in range(N)]
+        act_steps: list[list[np.ndarray]] = [[] for _ in range(N)]
+        logp_steps: list[list[float]] = [[] for _ in range(N)]
         reward_steps: list[list[float]] = [[] for _ in range(N)]
         final_obs: list[np.ndarray | None] = [None] * N
         terminated, truncated = [False] * N, [False] * N
@@ -291,6 +290,8 @@ class EpisodeCollector:
                 episodes = list(active)
                 obs_batch = torch.from_numpy(np.stack([active[i][1] for i in episodes]))  # (M, *obs_shape)
                 actions, log_probs = policy.act(obs_batch, deterministic=deterministic, generator=generator)
+                # One conversion per step: indexing numpy per episode is far cheaper than indexing tensors.
+                actions, log_probs = actions.numpy(), log_probs.tolist()
 
                 for k, i in enumerate(episodes):
                     env, obs = active[i]
@@ -329,8 +330,8 @@ def _pack(
     """Per-episode step lists to one right-padded EpisodeBatch."""
     pad = torch.nn.utils.rnn.pad_sequence
     observations = pad([torch.from_numpy(np.stack(o)) for o in obs_steps], batch_first=True)  # (N, T, *obs)
-    actions = pad([torch.stack(a) for a in act_steps], batch_first=True)  # (N, T) or (N, T, A)
-    log_probs = pad([torch.stack(lp) for lp in logp_steps], batch_first=True).float()  # (N, T)
+    actions = pad([torch.from_numpy(np.stack(a)) for a in act_steps], batch_first=True)  # (N, T) or (N, T, A)
+    log_probs = pad([torch.tensor(lp, dtype=torch.float32) for lp in logp_steps], batch_first=True)  # (N, T)
     rewards = pad([torch.tensor(r, dtype=torch.float32) for r in reward_steps], batch_first=True)  # (N, T)
     mask = pad([torch.ones(len(r)) for r in reward_steps], batch_first=True)  # (N, T)
     return EpisodeBatch(
