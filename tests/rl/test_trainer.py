@@ -203,6 +203,9 @@ def test_config_validation_names_fields():
         config(algorithm={"advantage_estimator": "gae"})
     with pytest.raises(ValueError, match=r"num_minibatches \(32\) exceeds the N .* = 16 episodes"):
         config(optim={"num_minibatches": 32})
+    with pytest.raises(ValueError, match="'same_start' needs algorithm.num_generations >= 2"):
+        config(algorithm={"num_generations": 1})
+    config(algorithm={"num_generations": 1, "grouping": "task"})  # other groupings mix start states
     with pytest.raises(ValueError, match="unknown field 'gama'; did you mean 'algorithm.gamma'"):
         RLConfig.model_validate({"gama": 0.9})
 

@@ -244,6 +244,12 @@ class RLConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:
+        alg = self.algorithm
+        if alg.algorithm == "grpo" and alg.grouping == "same_start" and alg.num_generations < 2:
+            raise ValueError(
+                "algorithm.grouping='same_start' needs algorithm.num_generations >= 2: a start state run once "
+                "is a group of one, whose advantage is always 0"
+            )
         if self.optim.num_minibatches > self.num_episodes:
             raise ValueError(
                 f"optim.num_minibatches ({self.optim.num_minibatches}) exceeds the N = num_start_states * "
