@@ -15,7 +15,8 @@ from typing import Any
 __all__ = ["main", "parse_train_args"]
 
 _COMMANDS = """commands:
-  train     fine-tune a causal LM with GRPO (config file + overrides; no arguments: the built-in demo)
+  train     fine-tune a causal LM with GRPO, or PPO with --trainer ppo (config file + overrides;
+            no arguments: the built-in demo)
   demo      the built-in demo: warm up a tiny model, GRPO on the addition task, before/after accuracy
   eval      accuracy and pass@k of a checkpoint on a built-in task
   report    write a run's self-contained HTML report (curves, sampled groups, config)
@@ -25,7 +26,9 @@ _COMMANDS = """commands:
 Run 'grpokit COMMAND --help' for a command's options."""
 
 
-_COMMAND_NAMES = [line.split()[0] for line in _COMMANDS.splitlines()[1:] if line.startswith("  ")]
+_COMMAND_NAMES = [
+    line.split()[0] for line in _COMMANDS.splitlines()[1:] if line.startswith("  ") and line[2] != " "
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _TRAIN_USAGE = """usage: grpokit {command} [CONFIG.yaml] [--resume RUN_DIR|latest] [--quiet] [--print-config] [--FIELD VALUE ...]
 
-Fine-tune a causal LM with GRPO. Without CONFIG and without --model.name_or_path, runs the built-in demo
-(tiny model, addition task).
+Fine-tune a causal LM with GRPO, or with PPO (and a value model) when the config says ``trainer: ppo`` or
+--trainer ppo is given. Without CONFIG and without --model.name_or_path, runs the built-in demo (tiny model,
+addition task).
 
   CONFIG.yaml           a YAML file of fields (sections as nested mappings); optional (or --config FILE)
   --model PATH          the policy: a local Hugging Face model directory (= --model.name_or_path PATH)
@@ -101,12 +105,12 @@ fields (default, description):
 """
 
 
-def _train_help(command: str) -> str:
+def _train_help(command: str, cls: type | None = None) -> str:
     from grpokit.config import GRPOConfig, field_help
 
     lines = [_TRAIN_USAGE.format(command=command)]
     section = None
-    for path, default, text in field_help(GRPOConfig):
+    for path, default, text in field_help(cls or GRPOConfig):
         head = path.split(".")[0] if "." in path else ""
         if head != section:
             section = head
@@ -126,16 +130,17 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
 
     Raises ``ValueError`` for a stray positional argument or a non-boolean field given without a value.
     """
-    from grpokit.config import GRPOConfig, field_paths
+    from grpokit.config import TRAINER_CONFIGS, field_paths
 
     bool_fields = set()
-    for path in field_paths(GRPOConfig):
-        section: Any = GRPOConfig
-        for part in path.split("."):
-            info = section.model_fields[part]
-            section = info.annotation
-        if info.annotation is bool:
-            bool_fields |= {path, path.rsplit(".", 1)[-1]}
+    for cls in TRAINER_CONFIGS.values():  # the trainer is not known yet: any trainer's booleans
+        for path in field_paths(cls):
+            section: Any = cls
+            for part in path.split("."):
+                info = section.model_fields[part]
+                section = info.annotation
+            if info.annotation is bool:
+                bool_fields |= {path, path.rsplit(".", 1)[-1]}
     config_path: str | None = None
     overrides: dict[str, Any] = {}
     flags = {"help": False, "print_config": False}
@@ -172,20 +177,23 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
 
 
 def _train(argv: Sequence[str], *, demo: bool) -> int:
-    from grpokit.config import GRPOConfig, load_config
+    from grpokit.config import PPOConfig, load_config, read_config_file, trainer_config_class
 
     config_path, overrides, flags = parse_train_args(argv)
     if flags["help"]:
-        print(_train_help("demo" if demo else "train"), end="")
+        cls = trainer_config_class(read_config_file(config_path) if config_path else {}, overrides)
+        print(_train_help("demo" if demo else "train", cls), end="")
         return 0
     resume = overrides.get("resume") or overrides.get("checkpoint.resume")
     if config_path is None and resume:
         config_path = _resumed_config(str(resume), overrides)
-    config = load_config(config_path, overrides, cls=GRPOConfig)
+    config = load_config(config_path, overrides, cls=None)  # the class named by the ``trainer`` field
     if demo and config.model.name_or_path is not None:
         raise ValueError(
             "grpokit demo trains the built-in tiny model; use grpokit train for model.name_or_path"
         )
+    if demo and isinstance(config, PPOConfig):
+        raise ValueError("grpokit demo runs GRPO; PPO on the demo's model is grpokit train --trainer ppo")
     if flags["print_config"]:
         import yaml
 
@@ -194,7 +202,10 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
         )
         return 0
     _quiet_libraries()
-    from grpokit.trainers.grpo import train
+    if isinstance(config, PPOConfig):
+        from grpokit.trainers.ppo import train
+    else:
+        from grpokit.trainers.grpo import train
 
     result = train(config)
     if not config.logging.quiet:

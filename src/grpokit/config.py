@@ -44,15 +44,20 @@ __all__ = [
     "LoggingConfig",
     "ModelConfig",
     "OptimConfig",
+    "PPOAlgorithmConfig",
+    "PPOConfig",
     "PolicyLossConfig",
     "RewardConfig",
+    "TRAINER_CONFIGS",
     "TrainConfig",
     "apply_overrides",
     "build_config",
     "field_help",
     "field_paths",
     "load_config",
+    "read_config_file",
     "save_config",
+    "trainer_config_class",
 ]
 
 
@@ -393,6 +398,64 @@ class GRPOAlgorithmConfig(PolicyLossConfig):
     """Extra generation rounds dynamic sampling may use per step; the step goes on with fewer groups after."""
 
 
+class PPOAlgorithmConfig(PolicyLossConfig):
+    """The clipped loss plus PPO's own parts: KL in the reward, a value model, GAE (the baseline to GRPO).
+
+    Defaults that differ from the shared loss follow the usual PPO for language models (InstructGPT, TRL):
+    a KL-penalised reward with the k1 estimator, token-mean losses and 4 epochs per batch.
+    """
+
+    beta: float = Field(0.05, ge=0)
+    """Initial KL coefficient. PPO puts the KL *in the reward*: every token gets ``-beta * KL_t`` and the last
+    also gets the score (not a loss term as in GRPO). Fixed, or adapted when ``adaptive_kl``; 0 never loads a
+    reference model."""
+
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    """Per-token KL estimator in the reward (k1 = log pi_old - log pi_ref, as InstructGPT and TRL)."""
+
+    loss_aggregation: Literal["sequence_mean", "token_mean", "constant"] = "token_mean"
+    """How token losses (policy and value) become one number; token mean is PPO's usual (see the GRPO
+    ``loss_aggregation`` for the others)."""
+
+    num_iterations: int = Field(4, ge=1)
+    """PPO epochs: passes over each generation batch (4 in TRL and cleanrl). With 1 the old log-probs are the
+    current ones, detached."""
+
+    num_generations: int = Field(1, ge=1)
+    """Completions sampled per prompt; 1 is classic PPO (the value model is the baseline, not a group)."""
+
+    gamma: float = Field(1.0, ge=0, le=1)
+    """GAE discount per completion token; 1 (no discount) is usual for language models."""
+
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    """GAE lambda: 1 gives Monte-Carlo returns (no value bias, high variance), 0 one-step TD targets."""
+
+    whiten_advantages: bool = True
+    """Normalise the advantages of each batch to mean 0 and variance 1 over its real tokens."""
+
+    vf_coef: float = Field(0.1, ge=0)
+    """c_v: value-loss weight in ``L = -L_clip + c_v * L_V - c_H * H`` (TRL 0.1; the seed's example 0.5)."""
+
+    value_clip: float | None = Field(0.2, gt=0)
+    """Clip range of the value loss around the rollout-time values (PPO2); ``None``: unclipped."""
+
+    value_model: Literal["separate", "shared"] = "separate"
+    """``separate``: a copy of the policy's body with a scalar head (as large as the policy); ``shared``: a
+    scalar head on the policy's own body (only the head is new; the value loss also trains the body)."""
+
+    value_learning_rate: float | None = Field(None, gt=0)
+    """AdamW learning rate of the value model (same schedule as the policy); ``None``: ``learning_rate``."""
+
+    adaptive_kl: bool = False
+    """Adapt ``beta`` to keep the KL near ``kl_target`` (Ziegler et al. 2019); False keeps it fixed."""
+
+    kl_target: float = Field(6.0, gt=0)
+    """Target of the adaptive controller: KL per completion (sum over its tokens, in nats)."""
+
+    kl_horizon: int = Field(10000, ge=1)
+    """Completions over which the adaptive controller applies a full 20% correction of ``beta``."""
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Trainer configs
 # ---------------------------------------------------------------------------------------------------------
@@ -442,8 +505,31 @@ class TrainConfig(Section):
         return self
 
 
+def _check_step_batch(config: GRPOConfig | PPOConfig) -> None:
+    """Minibatches must split the N = B*G responses of a step evenly; the overlong buffer must fit."""
+    mbs = config.optim.mini_batch_size
+    if mbs is not None and config.num_responses % mbs:
+        raise ValueError(
+            f"optim.mini_batch_size ({mbs}) must divide the N = prompts_per_step * num_generations = "
+            f"{config.num_responses} responses of a step"
+        )
+    if mbs is None and config.num_responses % config.optim.gradient_accumulation_steps:
+        raise ValueError(
+            f"optim.gradient_accumulation_steps ({config.optim.gradient_accumulation_steps}) must divide the "
+            f"N = {config.num_responses} responses of a step"
+        )
+    if config.algorithm.overlong_buffer_length >= config.generation.max_new_tokens:
+        raise ValueError(
+            f"algorithm.overlong_buffer_length ({config.algorithm.overlong_buffer_length}) must be smaller "
+            f"than generation.max_new_tokens ({config.generation.max_new_tokens})"
+        )
+
+
 class GRPOConfig(TrainConfig):
     """Configuration of :class:`grpokit.trainers.grpo.GRPOTrainer`."""
+
+    trainer: Literal["grpo"] = "grpo"
+    """Which trainer the file configures: ``grpo``, or ``ppo`` for :class:`PPOConfig` (the baseline)."""
 
     algorithm: GRPOAlgorithmConfig = Field(default_factory=GRPOAlgorithmConfig)
     """GRPO loss and group options."""
@@ -455,23 +541,43 @@ class GRPOConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _check_grpo(self) -> GRPOConfig:
-        mbs = self.optim.mini_batch_size
-        if mbs is not None and self.num_responses % mbs:
+        _check_step_batch(self)
+        return self
+
+    @model_validator(mode="after")
+    def _check_process_estimator(self) -> GRPOConfig:
+        estimator = self.algorithm.advantage_estimator
+        if self.rewards.process_reward_func is not None and estimator != "grpo":
             raise ValueError(
-                f"optim.mini_batch_size ({mbs}) must divide the N = prompts_per_step * num_generations = "
-                f"{self.num_responses} responses of a step"
-            )
-        if mbs is None and self.num_responses % self.optim.gradient_accumulation_steps:
-            raise ValueError(
-                f"optim.gradient_accumulation_steps ({self.optim.gradient_accumulation_steps}) must divide the "
-                f"N = {self.num_responses} responses of a step"
-            )
-        if self.algorithm.overlong_buffer_length >= self.generation.max_new_tokens:
-            raise ValueError(
-                f"algorithm.overlong_buffer_length ({self.algorithm.overlong_buffer_length}) must be smaller "
-                f"than generation.max_new_tokens ({self.generation.max_new_tokens})"
+                f"algorithm.advantage_estimator '{estimator}' applies to outcome rewards; with "
+                "rewards.process_reward_func the advantages are DeepSeekMath's process-supervised ones "
+                "(leave advantage_estimator at 'grpo')"
             )
         return self
+
+
+class PPOConfig(TrainConfig):
+    """Configuration of :class:`grpokit.trainers.ppo.PPOTrainer`: the shared sections plus PPO's algorithm."""
+
+    trainer: Literal["ppo"] = "ppo"
+    """Which trainer the file configures: ``ppo`` here, ``grpo`` for :class:`GRPOConfig`."""
+
+    algorithm: PPOAlgorithmConfig = Field(default_factory=PPOAlgorithmConfig)
+    """PPO loss, value model, GAE and KL-in-the-reward options."""
+
+    @property
+    def num_responses(self) -> int:
+        """Derived: N = B*G responses per step (G = 1 in classic PPO)."""
+        return self.data.prompts_per_step * self.algorithm.num_generations
+
+    @model_validator(mode="after")
+    def _check_ppo(self) -> PPOConfig:
+        _check_step_batch(self)
+        return self
+
+
+TRAINER_CONFIGS: dict[str, type[TrainConfig]] = {"grpo": GRPOConfig, "ppo": PPOConfig}
+"""Config class of each trainer, by the name in the ``trainer`` field."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -574,36 +680,54 @@ def build_config(cls: type[TrainConfig], data: dict[str, Any], *, source: str = 
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
 
 
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw mapping of a YAML config file, not yet validated (an empty file is ``{}``).
+
+    Raises ``ConfigError`` for a missing file, invalid YAML or a top level that is not a mapping.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of fields, got {type(loaded).__name__}")
+    return loaded
+
+
+def trainer_config_class(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> type[TrainConfig]:
+    """The config class named by the ``trainer`` field (an override wins over the file; default ``grpo``)."""
+    overrides = overrides or {}
+    name = overrides.get("trainer", data.get("trainer", "grpo"))
+    if name not in TRAINER_CONFIGS:
+        raise ConfigError(f"trainer: unknown trainer {name!r}; valid: {', '.join(TRAINER_CONFIGS)}")
+    return TRAINER_CONFIGS[name]
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: dict[str, Any] | None = None,
     *,
-    cls: type[TrainConfig] = GRPOConfig,
+    cls: type[TrainConfig] | None = GRPOConfig,
 ) -> TrainConfig:
     """Read a YAML config (or start from the defaults), apply overrides, validate.
 
-    Raises ``ConfigError`` for a missing or malformed file, unknown keys (with a suggestion) and invalid
-    values, always naming the file and the field.
+    ``cls=None`` picks the class from the ``trainer`` field of the file or the overrides
+    (:data:`TRAINER_CONFIGS`). Raises ``ConfigError`` for a missing or malformed file, unknown keys (with a
+    suggestion) and invalid values, always naming the file and the field.
     """
     data: dict[str, Any] = {}
     source = "config"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: the top level must be a mapping of fields, got {type(loaded).__name__}"
-            )
-        data = loaded
+        data = read_config_file(path)
+    if cls is None:
+        cls = trainer_config_class(data, overrides)
     if overrides:
         data = apply_overrides(cls, data, overrides)
     return build_config(cls, data, source=source)

@@ -1,0 +1,511 @@
+"""PPO for Hugging Face causal LMs: the actor-critic baseline that GRPO drops the critic from.
+
+PPO (Schulman et al. 2017, arXiv 1707.06347) as used for language models (Ziegler et al. 2019, arXiv
+1909.08593; InstructGPT, Ouyang et al. 2022; TRL's PPO trainer). One training step::
+
+    rows          = next(prompts)                                  B prompts (G = 1 completion each, classic)
+    batch         = generate_rollouts(sampler, rows, G)            N = B*G completions from pi_old
+    scores        = score(rewards, batch)                          (N,) rewards, or step rewards
+    rollouts      = evaluate_rollouts(...)                         no-grad pi_old, pi_ref and V(s_t) passes;
+                      r_t = -beta*KL_t + [t = last]*score            per-token rewards, KL inside (seed 000)
+                      A_t, R_t = GAE(r, V; gamma, lambda)            (N, T) advantages and value targets
+    advantages    = whiten(A)                                      (N, T)
+    update        = update_policy_and_value(...)                   mu epochs of minibatch steps on
+                      L = -L_clip + c_v * L_V - c_H * H              the policy and the value model
+    beta          = kl_controller.update(KL per completion)        fixed or adaptive (target, horizon)
+
+Generation, rewards, data, logging, checkpoints and the loop itself are the GRPO trainer's
+(:class:`PPOTrainer` subclasses :class:`~grpokit.trainers.grpo.GRPOTrainer` and replaces only the phases
+that differ: collecting rollouts, advantages, the update). The maths is :mod:`grpokit.algorithms`'
+(``kl_penalized_rewards``, ``gae``, ``masked_whiten``, ``policy_loss`` with (N, T) advantages,
+``value_loss``, the KL controllers).
+
+Choices and deviations, numbered:
+
+1. pi_old for the KL reward is a full no-grad forward of the policy (not the sampler's KV-cached log-probs,
+   whose rounding differs); with ``num_iterations == 1`` the ratio's pi_old is the current log-probs
+   detached, so the ratio is exactly 1 on the single pass (as in the GRPO trainer).
+2. The KL in the reward uses ``kl_estimator`` (k1 by default) on pi_old vs pi_ref; the loss itself has no KL
+   term (``policy_loss(beta=0)``), and its ``kl`` metric still reports KL(pi_theta || pi_ref).
+3. A completion cut at ``max_new_tokens`` is treated as finished (V = 0 after its last token), as GRPO
+   scores it; unscored completions (every reward None) are masked out of both losses and of whitening.
+4. Process rewards (``rewards.process_reward_func``) put each step's score on its last token; the KL
+   penalty is added on every token as for outcome rewards.
+5. Policy and value model have separate AdamW optimizers (``value_learning_rate``, same schedule) and
+   separate gradient clipping; one backward of ``L`` feeds both, so with a shared body the value loss also
+   trains the body through the policy's optimizer.
+6. The adaptive KL controller is updated once per step with the batch's mean per-completion KL
+   (sum over tokens) and ``n_steps = N``, as Ziegler et al.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpokit.config import OptimConfig, PPOAlgorithmConfig, PPOConfig
+from grpokit.models.value import ValueModel, build_value_model
+from grpokit.rewards import RewardScores
+from grpokit.rollout.batch import RolloutBatch
+from grpokit.trainers import checkpoint as ckpt
+from grpokit.trainers.common import (
+    PhaseTimer,
+    ReferencePolicy,
+    TokenWeightedMetrics,
+    batch_to,
+    build_optimizer,
+    build_scheduler,
+    iterate_minibatches,
+    micro_weight,
+    policy_forward,
+    sequence_logprobs,
+)
+from grpokit.trainers.faults import guarded_optimizer_step
+from grpokit.trainers.grpo import GRPOTrainer, TrainResult, generate_rollouts, score
+
+__all__ = [
+    "PPORollouts",
+    "PPOTrainer",
+    "VALUE_MODEL_FILE",
+    "evaluate_rollouts",
+    "gae_targets",
+    "sequence_values",
+    "token_scores",
+    "train",
+    "update_policy_and_value",
+]
+
+VALUE_MODEL_FILE = "value_model"
+"""Checkpoints and ``RUN_DIR/final`` hold the value model as ``value_model.safetensors`` (the head only when
+it shares the policy's body)."""
+
+
+@dataclass
+class PPORollouts(RolloutBatch):
+    """A :class:`RolloutBatch` completed by PPO's no-grad passes: everything the update reads.
+
+    ``old_logprobs`` stay the sampler's own; ``ref_logprobs`` are the reference policy's (None when beta = 0).
+    """
+
+    pi_old_logprobs: torch.Tensor | None = None  # (N, T) log pi_old of the sampled tokens, full forward
+    values: torch.Tensor | None = None  # (N, T) V(s_t) at rollout time
+    token_rewards: torch.Tensor | None = None  # (N, T) KL-penalised per-token rewards
+    kl: torch.Tensor | None = None  # (N, T) per-token KL(pi_old || pi_ref) estimate; None when beta = 0
+    advantages: torch.Tensor | None = None  # (N, T) GAE advantages, before whitening
+    returns: torch.Tensor | None = None  # (N, T) value targets A_t + V(s_t)
+    loss_mask: torch.Tensor | None = None  # (N, T) float, tokens that enter the losses
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The phases that differ from GRPO
+# ---------------------------------------------------------------------------------------------------------
+
+
+def token_scores(scores: RewardScores, completion_mask: torch.Tensor) -> torch.Tensor:
+    """The task's reward in the shape ``kl_penalized_rewards`` takes; unscored rows get 0 (they are masked).
+
+    Args:
+        scores: outcome rewards (N,), or step rewards (N, S) with their end-token indices (N, S).
+        completion_mask: (N, T) 1 on real completion tokens.
+    Returns:
+        (N,) outcome scores, or (N, T) with each step's score on its last token (note 4).
+    """
+    N, T = completion_mask.shape
+    scored = scores.scored.cpu()  # (N,)
+    if scores.step_rewards is None:
+        return torch.where(scored, scores.rewards.cpu(), torch.zeros(()))  # (N,)
+    ends = scores.step_ends.cpu()  # (N, S), -1 = padding
+    valid = (ends >= 0) & scored[:, None]  # (N, S)
+    if bool((ends >= T).any()):
+        raise ValueError(f"step_ends has an index >= T = {T}, the completion length")
+    dense = torch.zeros(N, T)  # (N, T)
+    dense.scatter_add_(1, ends.clamp(min=0), torch.where(valid, scores.step_rewards.cpu().float(), 0.0))
+    return dense
+
+
+def gae_targets(
+    scores: torch.Tensor,
+    pi_old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor | None,
+    values: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    beta: float,
+    kl_estimator: str = "k1",
+    gamma: float = 1.0,
+    gae_lambda: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Per-token rewards with the KL inside, then GAE: PPO's advantages and value targets.
+
+    ``r_t = -beta * KL_t(pi_old || pi_ref) + [t = last] * score`` (``kl_penalized_rewards``), then
+    ``A_t = sum_l (gamma * lambda)^l delta_{t+l}``, ``delta_t = r_t + gamma V(s_{t+1}) - V(s_t)``,
+    ``R_t = A_t + V(s_t)`` (``gae``; Schulman et al., arXiv 1506.02438).
+
+    Args:
+        scores: (N,) outcome scores or (N, T) per-token scores (:func:`token_scores`).
+        pi_old_logprobs: (N, T) log pi_old of the sampled tokens.
+        ref_logprobs: (N, T) log pi_ref, or None when there is no reference (beta must then be 0).
+        values: (N, T) V(s_t) at rollout time.
+        completion_mask: (N, T) 1 on real tokens; every row has at least one.
+    Returns:
+        ``(token_rewards, kl, advantages, returns)``: (N, T) each, ``kl`` (the per-token estimate) None
+        without a reference; all detached and 0 on padding.
+    """
+    from grpokit.algorithms import gae, kl_divergence, kl_penalized_rewards
+
+    if ref_logprobs is None:
+        if beta > 0:
+            raise ValueError(
+                f"beta={beta} > 0 needs ref_logprobs (the reference policy's log-probs); got None"
+            )
+        # No reference: the KL term vanishes, leaving the score alone (reference = pi_old, beta = 0).
+        ref_for_reward, kl = pi_old_logprobs, None
+    else:
+        ref_for_reward = ref_logprobs
+        real = completion_mask > 0
+        kl = torch.where(real, kl_divergence(pi_old_logprobs, ref_logprobs, kl_estimator), 0.0)  # (N, T)
+    token_rewards = kl_penalized_rewards(
+        scores, pi_old_logprobs, ref_for_reward, completion_mask, beta, kl_estimator
+    )  # (N, T)
+    advantages, returns = gae(token_rewards, values, completion_mask, gamma, gae_lambda)  # (N, T) each
+    return token_rewards, kl, advantages, returns
+
+
+@torch.no_grad()
+def sequence_values(value_model: ValueModel, batch: RolloutBatch, micro_batch_size: int) -> torch.Tensor:
+    """(N, T) float32 V(s_t) of every completion token, no grad, ``micro_batch_size`` rows at a time."""
+    was_training = value_model.training
+    value_model.eval()
+    N, T = batch.completion_ids.shape
+    out = torch.zeros(N, T)
+    device = next(value_model.parameters()).device
+    try:
+        for start in range(0, N, micro_batch_size):
+            rows = torch.arange(start, min(start + micro_batch_size, N))
+            values = value_model(**batch_to(batch, rows, device))  # (n, T')
+            out[rows, : values.shape[1]] = values.float().cpu()
+    finally:
+        value_model.train(was_training)
+    return out
+
+
+def evaluate_rollouts(
+    batch: RolloutBatch,
+    scores: RewardScores,
+    *,
+    policy: torch.nn.Module,
+    value_model: ValueModel,
+    reference: ReferencePolicy | None,
+    beta: float,
+    algorithm: PPOAlgorithmConfig,
+    micro_batch_size: int,
+) -> PPORollouts:
+    """Complete a scored batch with pi_old, pi_ref, V and the GAE targets (no gradient anywhere).
+
+    Returns:
+        :class:`PPORollouts` with every (N, T) field set (``ref_logprobs`` and ``kl`` None without a
+        reference).
+    """
+    completion_mask = batch.completion_mask.cpu().float()  # (N, T)
+    pi_old = sequence_logprobs(policy, batch, micro_batch_size)  # (N, T), note 1
+    ref = sequence_logprobs(reference.model, batch, micro_batch_size) if reference is not None else None
+    values = sequence_values(value_model, batch, micro_batch_size)  # (N, T)
+    loss_mask = completion_mask * scores.scored.cpu()[:, None]  # (N, T), note 3
+    if algorithm.overlong_filtering:
+        loss_mask = loss_mask * (~batch.truncated.cpu())[:, None]
+    token_rewards, kl, advantages, returns = gae_targets(
+        token_scores(scores, completion_mask), pi_old, ref, values, completion_mask,
+        beta=beta, kl_estimator=algorithm.kl_estimator, gamma=algorithm.gamma, gae_lambda=algorithm.gae_lambda,
+    )  # fmt: skip
+    fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(RolloutBatch)}
+    fields["ref_logprobs"] = ref
+    return PPORollouts(
+        **fields, pi_old_logprobs=pi_old, values=values, token_rewards=token_rewards, kl=kl,
+        advantages=advantages, returns=returns, loss_mask=loss_mask,
+    )  # fmt: skip
+
+
+def whitened_advantages(rollouts: PPORollouts, whiten: bool) -> torch.Tensor:
+    """(N, T) advantages, normalised to mean 0 and variance 1 over the loss tokens when ``whiten``.
+
+    Fewer than two loss tokens cannot be whitened (no variance); they are left as they are.
+    """
+    from grpokit.algorithms import masked_whiten
+
+    mask = rollouts.loss_mask  # (N, T)
+    if not whiten or mask.sum() < 2:
+        return torch.where(mask > 0, rollouts.advantages, 0.0)
+    return masked_whiten(rollouts.advantages, mask)
+
+
+def update_policy_and_value(
+    policy: torch.nn.Module,
+    value_model: ValueModel,
+    optimizer: torch.optim.Optimizer,
+    value_optimizer: torch.optim.Optimizer,
+    rollouts: PPORollouts,
+    advantages: torch.Tensor,
+    *,
+    algorithm: PPOAlgorithmConfig,
+    optim: OptimConfig,
+    max_new_tokens: int,
+) -> dict[str, float]:
+    """``num_iterations`` epochs of minibatch steps on ``L = -L_clip + c_v * L_V - c_H * H``.
+
+    Each minibatch of ``mini_batch_size`` responses is one step of both optimizers, its gradient accumulated
+    over ``gradient_accumulation_steps`` micro-batches weighted so the sum equals the full-minibatch loss.
+
+    Args:
+        rollouts: the N completed rollouts (:func:`evaluate_rollouts`).
+        advantages: (N, T) detached advantages (whitened or not).
+    Returns:
+        Token-weighted means over micro-batches of the ``policy_loss`` and ``value_loss`` metrics, ``loss``,
+        ``entropy``; ``grad_norm`` and ``value_grad_norm`` (means over applied steps, before clipping),
+        ``optimizer_steps`` (applied policy steps), ``faults/nonfinite_skipped`` (minibatch steps where a
+        non-finite loss or gradient norm made either optimizer skip), ``train_tokens``.
+    """
+    from grpokit.algorithms import masked_mean, policy_loss, value_loss
+
+    device = next(policy.parameters()).device
+    N = rollouts.num_responses
+    loss_mask = rollouts.loss_mask  # (N, T)
+    policy.eval()  # no dropout: pi_theta == pi_old before the first step
+    value_model.eval()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    value_params = [p for p in value_model.owned.parameters() if p.requires_grad]
+    means = TokenWeightedMetrics()
+    grad_norms: list[float] = []
+    value_grad_norms: list[float] = []
+    skipped = 0
+    tokens = 0
+    for _ in range(algorithm.num_iterations):  # PPO epochs over the same rollouts
+        for minibatch in iterate_minibatches(N, optim.mini_batch_size, optim.gradient_accumulation_steps):
+            mini_mask = loss_mask[torch.cat(minibatch)]  # (m, T)
+            if mini_mask.sum() == 0:  # every row unscored or filtered: nothing to learn from
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            value_optimizer.zero_grad(set_to_none=True)
+            finite = True
+            for rows in minibatch:
+                mask = loss_mask[rows]  # (n, T)
+                if mask.sum() == 0:
+                    continue
+                inputs = batch_to(rollouts, rows, device)
+                T = inputs["completion_ids"].shape[1]
+                mask = mask[:, :T].to(device)  # (n, T')
+                logprobs, logits, entropy = policy_forward(
+                    policy,
+                    inputs,
+                    rollouts.temperatures[rows].to(device),
+                    need_logits=algorithm.entropy_coef > 0,
+                )  # (n, T'), (n, T', V) | None, (n, T') | None
+                values = value_model(**inputs)  # (n, T')
+                if algorithm.num_iterations == 1:  # note 1: the ratio is exactly 1 on the only pass
+                    old = logprobs.detach()
+                else:
+                    old = rollouts.pi_old_logprobs[rows, :T].to(device)  # (n, T')
+                ref = None if rollouts.ref_logprobs is None else rollouts.ref_logprobs[rows, :T].to(device)
+                pg_loss, metrics = policy_loss(
+                    logprobs, old, advantages[rows, :T].to(device), mask,
+                    ref_logprobs=ref, beta=0.0, kl_estimator=algorithm.kl_estimator,  # note 2
+                    epsilon_low=algorithm.epsilon_low, epsilon_high=algorithm.epsilon_high,
+                    ratio_level=algorithm.ratio_level, aggregation=algorithm.loss_aggregation,
+                    max_length=max_new_tokens, logits=logits, entropy_coef=algorithm.entropy_coef,
+                )  # fmt: skip
+                v_loss, v_metrics = value_loss(
+                    values, rollouts.values[rows, :T].to(device), rollouts.returns[rows, :T].to(device), mask,
+                    algorithm.value_clip, algorithm.loss_aggregation, max_length=max_new_tokens,
+                )  # fmt: skip
+                loss = pg_loss + algorithm.vf_coef * v_loss
+                finite = finite and bool(torch.isfinite(loss))
+                (loss * micro_weight(algorithm.loss_aggregation, mask, mini_mask)).backward()
+                del v_metrics["explained_variance"]  # per micro-batch it is noise; the batch's is logged
+                metrics.update(v_metrics, loss=loss.item())
+                if entropy is not None:
+                    metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
+                means.add(metrics, float(mask.sum()))
+                tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
+            norm = guarded_optimizer_step(optimizer, params, optim.max_grad_norm, finite)
+            value_norm = guarded_optimizer_step(value_optimizer, value_params, optim.max_grad_norm, finite)
+            skipped += norm is None or value_norm is None
+            grad_norms += [norm] if norm is not None else []
+            value_grad_norms += [value_norm] if value_norm is not None else []
+    out = means.result()
+    out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else 0.0
+    out["value_grad_norm"] = sum(value_grad_norms) / len(value_grad_norms) if value_grad_norms else 0.0
+    out["optimizer_steps"] = float(len(grad_norms))
+    out["faults/nonfinite_skipped"] = float(skipped)
+    out["train_tokens"] = float(tokens)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------------------
+
+
+class PPOTrainer(GRPOTrainer):
+    """Trains ``config.model.name_or_path`` with PPO and a value model; see the module docstring.
+
+    Everything but collecting rollouts, the advantages and the update is :class:`GRPOTrainer`'s: the
+    same loop, sampler, rewards, prompts, logs and checkpoints (which also hold the value model).
+
+    Args:
+        config: a validated :class:`~grpokit.config.PPOConfig` (``model.name_or_path`` must be set).
+        reward_funcs: Python reward callables to use instead of ``config.rewards.reward_funcs``.
+        dataset: prompt rows to use instead of ``config.data``.
+    """
+
+    run_prefix = "ppo"
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        *,
+        reward_funcs: Sequence[Callable] | None = None,
+        dataset: Sequence[dict[str, Any]] | None = None,
+    ):
+        if not isinstance(config, PPOConfig):
+            raise ValueError(f"PPOTrainer needs a PPOConfig, got {type(config).__name__}")
+        if config.checkpoint.resume is not None:  # before any model is loaded
+            checkpoint = ckpt.find_checkpoint(config.checkpoint.resume, config.logging.output_dir)
+            if not (checkpoint / f"{VALUE_MODEL_FILE}.safetensors").is_file():
+                raise ValueError(
+                    f"resume: checkpoint {str(checkpoint)!r} has no {VALUE_MODEL_FILE}.safetensors, so it is "
+                    "not a PPO checkpoint; resume it with the trainer that wrote it"
+                )
+        super().__init__(config, reward_funcs=reward_funcs, dataset=dataset)
+        from grpokit.algorithms import AdaptiveKLController, FixedKLController
+
+        algo = config.algorithm
+        self.value_model = build_value_model(self.model, shared=algo.value_model == "shared")
+        value_optim = config.optim.model_copy(
+            update={"learning_rate": algo.value_learning_rate or config.optim.learning_rate}
+        )
+        self.value_optimizer = build_optimizer(self.value_model.owned, value_optim)
+        self.value_scheduler = build_scheduler(self.value_optimizer, value_optim, config.max_steps)
+        self.kl_controller = (
+            AdaptiveKLController(algo.beta, algo.kl_target, algo.kl_horizon)
+            if algo.adaptive_kl
+            else FixedKLController(algo.beta)
+        )
+        if self.resumed_from is not None:
+            self._restore_value(self.resumed_from)
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Rows per forward pass: a minibatch split into its gradient-accumulation micro-batches."""
+        optim = self.config.optim
+        return max(
+            1,
+            math.ceil(
+                (optim.mini_batch_size or self.config.num_responses) / optim.gradient_accumulation_steps
+            ),
+        )
+
+    # -- the phases ----------------------------------------------------------------------------------------
+
+    def collect_rollouts(self, timer: PhaseTimer) -> tuple[PPORollouts, RewardScores, dict[str, Any]]:
+        """Generate and score B prompts x G completions, then the no-grad pi_old / pi_ref / V passes."""
+        cfg, algo = self.config, self.config.algorithm
+        rows = next(self.prompt_iter)
+        with timer.phase("generate"):
+            batch = generate_rollouts(self.sampler, rows, algo.num_generations, cfg.data.prompt_column)
+        with timer.phase("score"):
+            scores = score(self.rewards, batch, algo, cfg.generation.max_new_tokens)
+        with timer.phase("forward"):
+            rollouts = evaluate_rollouts(
+                batch, scores, policy=self.model, value_model=self.value_model, reference=self.reference,
+                beta=self.kl_controller.beta, algorithm=algo, micro_batch_size=self.micro_batch_size,
+            )  # fmt: skip
+        return rollouts, scores, {"batch": batch, "scores": scores}
+
+    def compute_advantages(
+        self, batch: RolloutBatch, scores: RewardScores
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rollouts' GAE advantages, whitened over the loss tokens; and the loss mask. (N, T) each."""
+        if not isinstance(batch, PPORollouts):
+            raise ValueError("PPOTrainer.compute_advantages needs the PPORollouts of collect_rollouts")
+        return whitened_advantages(batch, self.config.algorithm.whiten_advantages), batch.loss_mask
+
+    def update_policy(
+        self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
+    ) -> dict[str, float]:
+        """Policy and value update, then both schedules step and the KL coefficient adapts (note 6)."""
+        from grpokit.algorithms import value_loss
+
+        cfg, algo = self.config, self.config.algorithm
+        if not isinstance(batch, PPORollouts):
+            raise ValueError("PPOTrainer.update_policy needs the PPORollouts of collect_rollouts")
+        update = update_policy_and_value(
+            self.model, self.value_model, self.optimizer, self.value_optimizer, batch, advantages,
+            algorithm=algo, optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens,
+        )  # fmt: skip
+        update["lr"] = self.scheduler.get_last_lr()[0]
+        update["value_lr"] = self.value_scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.value_scheduler.step()
+
+        real = batch.completion_mask.cpu() > 0  # (N, T)
+        if batch.loss_mask.sum() > 0:
+            # Explained variance of the rollout-time values over the whole batch (cleanrl's definition).
+            _, before = value_loss(batch.values, batch.values, batch.returns, batch.loss_mask)
+            update["explained_variance"] = before["explained_variance"]
+            update["returns/mean"] = float(batch.returns[batch.loss_mask > 0].mean())
+        update["kl_coef"] = self.kl_controller.beta
+        if batch.kl is not None:
+            kl_per_completion = float(torch.where(real, batch.kl, 0.0).sum(1).mean())
+            update["kl/rollout_per_completion"] = kl_per_completion
+            update["rewards/kl_penalty/mean"] = -self.kl_controller.beta * kl_per_completion
+            self.kl_controller.update(kl_per_completion, batch.num_responses)
+        if batch.old_logprobs is not None:
+            gap = (batch.pi_old_logprobs - batch.old_logprobs.cpu()).abs()  # (N, T)
+            update["logprobs/sampler_mismatch"] = float(gap[real].mean())
+        return update
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+
+    def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
+        return {VALUE_MODEL_FILE: self.value_model.owned}
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        state = super().state_dict(step)
+        state["value_optimizer"] = self.value_optimizer.state_dict()
+        state["value_scheduler"] = self.value_scheduler.state_dict()
+        state["kl_controller"] = self.kl_controller.state_dict()
+        return state
+
+    def _restore_value(self, checkpoint: Path) -> None:
+        """The value model, its optimizer and schedule, and the KL coefficient of a PPO checkpoint."""
+        ckpt.load_module(self.value_model.owned, checkpoint, VALUE_MODEL_FILE)  # presence checked in __init__
+        state = ckpt.load_trainer_state(checkpoint)
+        self.value_optimizer.load_state_dict(state["value_optimizer"])
+        self.value_scheduler.load_state_dict(state["value_scheduler"])
+        self.kl_controller.load_state_dict(state["kl_controller"])
+
+    def save_final(self) -> Path:
+        """The policy and tokenizer in ``RUN_DIR/final``, plus ``value_model.safetensors``."""
+        from safetensors.torch import save_model
+
+        final = super().save_final()
+        save_model(self.value_model.owned, str(final / f"{VALUE_MODEL_FILE}.safetensors"))
+        return final
+
+
+def train(config: PPOConfig, **kwargs: Any) -> TrainResult:
+    """Run PPO as configured; without ``model.name_or_path``, on the built-in demo's warmed-up tiny model."""
+    if config.model.name_or_path is None:
+        from grpokit.trainers.demo import prepare_demo_model
+
+        log = (lambda _: None) if config.logging.quiet else print
+        model_dir = prepare_demo_model(config, log)
+        config = config.model_copy(
+            update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
+        )
+    return PPOTrainer(config, **kwargs).train()
