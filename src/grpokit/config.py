@@ -68,7 +68,10 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     """Base of every config section: unknown keys are rejected with a suggestion, field docstrings are kept."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    # allow_inf_nan=False: a NaN or inf in any float field (a weight, a rate) would poison training silently.
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +137,9 @@ class DataConfig(Section):
     required_columns: list[str] = Field(default_factory=list)
     """Extra columns every row must have (rewards receive all columns as keyword arguments)."""
 
+    id_column: str | None = None
+    """Column holding a unique id per row; a missing or repeated id is an error naming both rows."""
+
     prompts_per_step: int = Field(8, ge=1)
     """B: prompts drawn per training step; each gets ``num_generations`` completions."""
 
@@ -170,8 +176,10 @@ class GenerationConfig(Section):
     max_prompt_length: int | None = Field(None, ge=1)
     """Prompts longer than this many tokens are truncated or rejected (``prompt_truncation``)."""
 
-    prompt_truncation: Literal["left", "error"] = "left"
-    """``left`` keeps the end of a long prompt; ``error`` raises naming the row."""
+    prompt_truncation: Literal["left", "error", "skip"] = "left"
+    """What a prompt longer than ``max_prompt_length`` gets: ``left`` keeps its end, ``skip`` drops the row
+    before training, ``error`` raises naming the row. Checked for every row before the model is loaded;
+    truncated or skipped rows are counted in ``data/truncated_prompts`` / ``data/skipped_prompts``."""
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
@@ -183,6 +191,8 @@ class GenerationConfig(Section):
             lo, hi = self.temperature_schedule
             if not 0 < lo <= hi:
                 raise ValueError(f"temperature_schedule must satisfy 0 < low <= high, got {[lo, hi]}")
+        if self.prompt_truncation == "skip" and self.max_prompt_length is None:
+            raise ValueError("prompt_truncation 'skip' needs max_prompt_length (the length beyond which to skip)")
         return self
 
 
@@ -211,6 +221,21 @@ class RewardConfig(Section):
 
     answer_column: str = "answer"
     """Column with the reference answer, read by the ``task`` and ``accuracy`` rewards."""
+
+    reward_failure: Literal["raise", "fallback"] = "raise"
+    """A reward call that raises, times out or returns the wrong number of values, or a NaN value: ``raise``
+    stops with an error naming the function and the batch or completion; ``fallback`` scores the affected
+    completions with ``reward_fallback_value``, counts them in ``rewards/<name>/failures`` and logs the
+    first traceback once."""
+
+    reward_fallback_value: float | None = 0.0
+    """Score of a failed completion under ``reward_failure: fallback``; ``null`` leaves it unscored (out of
+    its group's baseline and of the loss)."""
+
+    reward_timeout_s: float | None = Field(None, gt=0)
+    """Seconds one reward call (all N completions) may take, enforced from a worker thread (a hung Python
+    function keeps running in the background; the ``code_tests`` sandbox kills its processes). ``null``: no
+    limit."""
 
     @model_validator(mode="after")
     def _check(self) -> RewardConfig:
@@ -264,6 +289,10 @@ class OptimConfig(Section):
 
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches per minibatch: gradients are accumulated over them (memory, not maths, changes)."""
+
+    max_consecutive_nonfinite: int = Field(3, ge=1)
+    """An optimizer step whose loss or gradient norm is NaN/inf is skipped (weights and optimizer state
+    unchanged) and counted in ``faults/nonfinite_skipped``; this many skipped in a row stop the run."""
 
     @model_validator(mode="after")
     def _check(self) -> OptimConfig:
@@ -376,6 +405,15 @@ class PolicyLossConfig(Section):
 
     overlong_penalty: float = Field(1.0, ge=0)
     """Penalty at max_new_tokens for the soft overlong punishment."""
+
+    @model_validator(mode="after")
+    def _check_reference(self) -> PolicyLossConfig:
+        if self.ref_model_sync_steps > 0 and self.beta == 0:
+            raise ValueError(
+                "ref_model_sync_steps is set but beta is 0: there is no reference model to refresh "
+                "(set beta > 0, or ref_model_sync_steps to 0)"
+            )
+        return self
 
 
 class GRPOAlgorithmConfig(PolicyLossConfig):

@@ -8,6 +8,10 @@ A sample no function applies to (F_i empty) is *unscored*: its reward is NaN, ``
 trainer leaves it out of its group's baseline and masks it out of the loss. It is counted in
 ``rewards/unscored_fraction``; it is never turned into a 0 reward.
 
+A function that fails (raises, times out, returns the wrong number of values or a NaN) is handled by the
+:class:`~grpokit.rewards.failures.RewardFailurePolicy`: an error naming it, or the fallback value counted in
+``rewards/<name>/failures`` (see :mod:`grpokit.rewards.failures`).
+
 With a process reward, each sample gets steps ``[(step_end, score), ...]`` which become the (N, S)
 ``step_rewards`` / ``step_ends`` tensors of :func:`grpokit.algorithms.process_advantages`; a sample's reward is
 then the mean of its step scores (for logging and dynamic sampling), and the outcome functions are only logged.
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from grpokit.rewards.base import resolve_reward
+from grpokit.rewards.failures import RewardFailurePolicy, guarded_call
 
 if TYPE_CHECKING:
     from grpokit.config import RewardConfig
@@ -89,6 +94,7 @@ class RewardPipeline:
         process_unit: ``"token"`` when step ends are completion token indices, ``"char"`` for character
             offsets in the completion text (mapped to the token that holds the character; needs ``tokenizer``).
         tokenizer: decodes completions for ``process_unit="char"``.
+        failure_policy: what a failing function does (default: raise an error naming it).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class RewardPipeline:
         process_function: Callable | None = None,
         process_unit: str = "token",
         tokenizer: Any = None,
+        failure_policy: RewardFailurePolicy | None = None,
     ):
         if not functions and process_function is None:
             raise ValueError("RewardPipeline needs at least one reward function or a process reward")
@@ -119,6 +126,8 @@ class RewardPipeline:
         self.process_function = process_function
         self.process_unit = process_unit
         self.tokenizer = tokenizer
+        self.failure_policy = failure_policy or RewardFailurePolicy()
+        self._reported_failures: set[str] = set()  # functions whose first failure was logged
 
     @classmethod
     def from_config(
@@ -152,6 +161,9 @@ class RewardPipeline:
             process_function=process,
             process_unit=config.process_reward_unit,
             tokenizer=tokenizer,
+            failure_policy=RewardFailurePolicy(
+                config.reward_failure, config.reward_fallback_value, config.reward_timeout_s
+            ),
         )
 
     def score(self, batch: RolloutBatch) -> RewardScores:
@@ -162,8 +174,12 @@ class RewardPipeline:
         applies = torch.zeros(n, dtype=torch.bool)
         metrics: dict[str, float] = {}
         for fn, name, weight in zip(self.functions, self.names, self.weights):
-            values = _check_values(name, fn(batch.prompts, batch.completions, **batch.columns), n)
+            values, failures = guarded_call(
+                fn, name, batch.prompts, batch.completions, batch.columns, self.failure_policy,
+                self._reported_failures,
+            )  # fmt: skip
             per_function[name] = values
+            metrics[f"rewards/{name}/failures"] = float(failures)
             present = torch.tensor([v is not None for v in values], dtype=torch.bool)
             numeric = torch.tensor([0.0 if v is None else v for v in values], dtype=torch.float64)
             total += weight * numeric
@@ -172,7 +188,8 @@ class RewardPipeline:
         rewards = torch.where(applies, total, torch.nan).float()  # (N,)
         step_rewards = step_ends = None
         if self.process_function is not None:
-            step_rewards, step_ends = self._score_steps(batch)  # (N, S), (N, S)
+            step_rewards, step_ends, failures = self._score_steps(batch)  # (N, S), (N, S), int
+            metrics["rewards/process/failures"] = float(failures)
             has_steps = (step_ends >= 0).any(1)  # (N,)
             step_mean = (step_rewards * (step_ends >= 0)).sum(1) / (step_ends >= 0).sum(1).clamp(
                 min=1
@@ -189,14 +206,17 @@ class RewardPipeline:
         metrics["rewards/unscored_fraction"] = 1.0 - applies.float().mean().item()
         return RewardScores(rewards, applies, per_function, metrics, step_rewards, step_ends)
 
-    def _score_steps(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the process reward and pack its steps into (N, S) tensors (token indices, -1 padded)."""
+    def _score_steps(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Run the process reward and pack its steps into (N, S) tensors (token indices, -1 padded); also
+        return how many completions a failed call left unscored."""
         n = batch.num_responses
         name = _function_name(self.process_function, None)
-        result = self.process_function(batch.prompts, batch.completions, **batch.columns)
-        if not isinstance(result, (list, tuple)) or len(result) != n:
-            got = len(result) if isinstance(result, (list, tuple)) else type(result).__name__
-            raise ValueError(f"process reward {name!r} returned {got} entries for {n} completions")
+        # A failed call leaves every completion without steps (unscored) under the fallback policy: a
+        # made-up step score would be a reward the function never gave.
+        result, failures = guarded_call(
+            self.process_function, name, batch.prompts, batch.completions, batch.columns, self.failure_policy,
+            self._reported_failures, check_values=False, kind="process reward",
+        )  # fmt: skip
         lengths = batch.completion_mask.sum(1).long().tolist()  # real tokens per completion
         rows: list[list[tuple[int, float]]] = []
         for i, steps in enumerate(result):
@@ -232,7 +252,7 @@ class RewardPipeline:
             for j, (end, value) in enumerate(row):
                 step_ends[i, j] = end
                 step_rewards[i, j] = value
-        return step_rewards, step_ends
+        return step_rewards, step_ends, failures
 
     def _chars_to_tokens(
         self, ids: list[int], steps: list[tuple[int, float]], name: str, row: int

@@ -22,6 +22,7 @@ containers and is read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import shutil
@@ -130,7 +131,15 @@ def run_dir_of(checkpoint: Path) -> Path:
 
 def load_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
     """The ``trainer_state.pt`` of a checkpoint, loaded safely (``weights_only=True``)."""
-    return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+    path = Path(checkpoint) / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        others = [str(p) for p in list_checkpoints(run_dir_of(Path(checkpoint))) if p != Path(checkpoint)]
+        raise ValueError(
+            f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            f"resume from an earlier checkpoint instead{': ' + ', '.join(others) if others else ''}"
+        ) from err
 
 
 class Checkpointer:

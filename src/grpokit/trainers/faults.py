@@ -74,6 +74,15 @@ class TrainingInterrupted(TrainingAborted):
         self.signum = signum
         self.exit_code = 128 + signum  # the shell's convention for "killed by signal N"
 
+    @classmethod
+    def after_step(cls, signum: int, step: int, checkpoint: Path, run_dir: Path) -> TrainingInterrupted:
+        name = signal.Signals(signum).name
+        return cls(
+            f"{name} received: step {step} was finished and saved to {checkpoint}; "
+            f"continue with: grpokit train --resume {run_dir}",
+            signum,
+        )
+
 
 class NonFiniteUpdatesError(TrainingAborted):
     """``max_consecutive_nonfinite`` optimizer steps in a row had a non-finite loss or gradient."""
@@ -273,10 +282,22 @@ _KNOBS = {
 
 
 def out_of_memory_message(
-    error: str, phase: str | None, step: int, config: Any, checkpoint: Path | None, weights_changed: bool
+    error: str,
+    phase: str | None,
+    step: int,
+    config: Any,
+    checkpoint: Path | None,
+    *,
+    exact: bool,
+    run_dir: Path | None = None,
 ) -> str:
     """The text of :class:`OutOfMemoryAbort`: what failed, the settings to lower (with their values), and
-    where to resume from."""
+    where to resume from.
+
+    Args:
+        checkpoint: the newest checkpoint, or None.
+        exact: True when ``checkpoint`` holds the step right before the failed one (nothing is lost).
+    """
     knobs = _KNOBS.get(phase or "", _KNOBS["generate"] + _KNOBS["update"][:2])
     values = []
     for path, what in dict.fromkeys(knobs):
@@ -286,19 +307,24 @@ def out_of_memory_message(
         values.append(f"{path}={node} ({what})")
     if config.model.dtype == "float32":
         values.append("model.dtype=float32 (bfloat16 halves the weights and activations)")
-    if checkpoint is not None:
-        resume = f"checkpoint {checkpoint} holds the last completed step; continue with --resume {checkpoint}"
-    elif weights_changed:
-        resume = (
-            "the update had already changed the weights, so this step cannot be checkpointed; "
-            "no earlier checkpoint exists (set checkpoint.save_steps)"
+    resume = f"grpokit train --resume {run_dir if run_dir is not None else checkpoint}"
+    if checkpoint is not None and exact:
+        where = f"{checkpoint} holds the last completed step; continue with: {resume}"
+    elif checkpoint is not None:
+        where = (
+            f"the update had already changed the weights, so step {step - 1} cannot be saved; the newest "
+            f"checkpoint is {checkpoint}; continue from it with: {resume}"
+        )
+    elif step > 1:
+        where = (
+            f"the update had already changed the weights, so step {step - 1} cannot be saved, and no earlier "
+            "checkpoint exists (set checkpoint.save_steps)"
         )
     else:
-        resume = "no training step had completed yet; start again with smaller settings"
-    where = f"during {phase}" if phase else "during training"
+        where = "no training step had completed; start again with smaller settings"
     return (
-        f"out of memory {where} at step {step} ({error}).\n"
-        f"  Lower one of: {'; '.join(values)}.\n  {resume}."
+        f"out of memory during {phase or 'training'} at step {step} ({error}).\n"
+        f"  Lower one of: {'; '.join(values)}.\n  {where}."
     )
 
 

@@ -26,6 +26,10 @@ Choices and deviations from the paper, numbered:
    ``max_dynamic_sampling_rounds`` extra rounds; a step that cannot fill B groups trains on those it has.
 6. The learning-rate schedule advances once per training step, not per optimizer step, so warmup is
    counted in generation batches whatever the minibatching.
+7. Faults (``docs/reliability.md``): an optimizer step with a non-finite loss or gradient norm is skipped
+   and counted; SIGTERM/SIGINT finish the step, checkpoint it and stop; an out-of-memory error checkpoints
+   the last completed step when no weight has changed since. A resumed run is the uninterrupted run: the
+   checkpoint holds every RNG, the data position and the counters, and log rows after it are dropped.
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ from typing import Any
 
 import torch
 
-from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, OptimConfig
+from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, OptimConfig, build_config
 from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
+from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
 from grpokit.trainers import checkpoint as ckpt
+from grpokit.trainers import faults
 from grpokit.trainers.common import (
     PhaseTimer,
     ReferencePolicy,
@@ -198,7 +204,9 @@ def update_policy(
         loss_mask: (N, T) 1 on tokens that enter the loss.
     Returns:
         Metrics averaged over micro-batches (token-weighted): the policy-loss metrics, ``loss``,
-        ``grad_norm`` (mean over optimizer steps, before clipping), ``optimizer_steps``, ``train_tokens``.
+        ``grad_norm`` (mean over applied optimizer steps, before clipping), ``optimizer_steps`` (applied),
+        ``faults/nonfinite_skipped`` (optimizer steps skipped for a non-finite loss or gradient norm),
+        ``train_tokens``.
     """
     from grpokit.algorithms import masked_mean, policy_loss
 
@@ -216,6 +224,7 @@ def update_policy(
     means = TokenWeightedMetrics()
     gap_sum, gap_tokens = 0.0, 0.0  # |log pi_old - sampler log-probs| over tokens seen before the first step
     grad_norms: list[float] = []
+    skipped = 0  # optimizer steps not taken: non-finite loss or gradient norm
     tokens = 0
     for _ in range(algorithm.num_iterations):  # mu passes over the same rollouts
         for minibatch in iterate_minibatches(N, optim.mini_batch_size, optim.gradient_accumulation_steps):
@@ -223,6 +232,7 @@ def update_policy(
             if mini_mask.sum() == 0:  # every row unscored or filtered: nothing to learn from
                 continue
             optimizer.zero_grad(set_to_none=True)
+            finite = True
             for rows in minibatch:
                 mask = loss_mask[rows]  # (n, T)
                 if mask.sum() == 0:
@@ -254,6 +264,7 @@ def update_policy(
                 weight = micro_weight(algorithm.loss_aggregation, mask, mini_mask)
                 (loss * weight).backward()
                 metrics["loss"] = loss.item()
+                finite = finite and math.isfinite(metrics["loss"])
                 if entropy is not None:
                     metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
                 n_tokens = float(mask.sum())
@@ -263,14 +274,17 @@ def update_policy(
                     gap_tokens += n_tokens
                 means.add(metrics, n_tokens)
                 tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
-            max_norm = optim.max_grad_norm if optim.max_grad_norm is not None else math.inf
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, max_norm)))
-            optimizer.step()
+            norm = faults.guarded_optimizer_step(optimizer, params, optim.max_grad_norm, finite)
+            if norm is None:
+                skipped += 1
+            else:
+                grad_norms.append(norm)
     out = means.result()
     if gap_tokens:
         out["logprobs/sampler_mismatch"] = gap_sum / gap_tokens
     out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else 0.0
     out["optimizer_steps"] = float(len(grad_norms))
+    out["faults/nonfinite_skipped"] = float(skipped)
     out["train_tokens"] = float(tokens)
     return out
 
@@ -377,9 +391,11 @@ class GRPOTrainer:
             raise ValueError(
                 "model.name_or_path is unset: use grpokit.trainers.demo.run_demo for the built-in demo"
             )
+        # Everything that can fail on user input is checked before the model is loaded, the config first
+        # (again: a config changed with model_copy(update=...) was never validated).
+        config = build_config(type(config), config.model_dump())
         self.config = config
         cfg = config
-        # Everything that can fail on user input is checked before the model is loaded.
         resume_from = None
         if cfg.checkpoint.resume is not None:
             resume_from = ckpt.find_checkpoint(cfg.checkpoint.resume, cfg.logging.output_dir)
@@ -390,12 +406,16 @@ class GRPOTrainer:
         from grpokit.models.loading import load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.name_or_path)
+        self.dataset, self.data_counts = self._screen_prompt_lengths(self.dataset)
         self.model = load_model(
             resume_from or cfg.model.name_or_path, dtype=cfg.model.dtype, device=self.device
         )
         if reward_funcs is not None:
+            policy = RewardFailurePolicy(
+                cfg.rewards.reward_failure, cfg.rewards.reward_fallback_value, cfg.rewards.reward_timeout_s
+            )
             self.rewards = RewardPipeline(
-                list(reward_funcs), cfg.rewards.reward_weights, tokenizer=self.tokenizer
+                list(reward_funcs), cfg.rewards.reward_weights, tokenizer=self.tokenizer, failure_policy=policy
             )
         else:
             self.rewards = RewardPipeline.from_config(
@@ -432,16 +452,22 @@ class GRPOTrainer:
             top_k=gen.top_k,
             temperature_schedule=gen.temperature_schedule,
             max_prompt_length=gen.max_prompt_length,
-            prompt_truncation=gen.prompt_truncation,
+            # 'skip' already removed the long rows (_screen_prompt_lengths), so none can reach the sampler.
+            prompt_truncation="error" if gen.prompt_truncation == "skip" else gen.prompt_truncation,
             seed=cfg.seed,
         )
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
+        self.nonfinite = faults.NonFiniteTracker(cfg.optim.max_consecutive_nonfinite)
+        # Counts optimizer steps, so an out-of-memory error knows whether the weights changed in its step.
+        self.optimizer_steps_taken = 0
+        self.optimizer.register_step_post_hook(self._count_optimizer_step)
         self.start_step = 0
         self.resumed_from = resume_from  # the checkpoint this run continues, for subclasses' own state
         if resume_from is not None:
             self._restore(resume_from)
             self.run_dir = prepare_run_dir(cfg, self.run_prefix, ckpt.run_dir_of(resume_from))
+            faults.rewind_run_dir(self.run_dir, self.start_step)  # drop what was logged after the checkpoint
         else:
             self.run_dir = prepare_run_dir(cfg, self.run_prefix)
         self.checkpointer = ckpt.Checkpointer(
@@ -449,11 +475,18 @@ class GRPOTrainer:
             save_steps=cfg.checkpoint.save_steps,
             save_total_limit=cfg.checkpoint.save_total_limit,
         )
+        self.checkpointer.mark_saved(resume_from)
 
     # -- the loop ----------------------------------------------------------------------------------------
 
     def train(self) -> TrainResult:
-        """Run steps ``start_step + 1 .. max_steps``, then save ``RUN_DIR/final``."""
+        """Run steps ``start_step + 1 .. max_steps``, then save ``RUN_DIR/final``.
+
+        Raises:
+            faults.TrainingAborted: SIGTERM/SIGINT (after checkpointing the finished step), out of memory
+                (after checkpointing the last completed step when the weights had not changed since), or
+                ``max_consecutive_nonfinite`` skipped updates in a row.
+        """
         cfg = self.config
         logger = open_run_logger(self.run_dir, cfg)
         progress = ProgressBar(
@@ -461,25 +494,36 @@ class GRPOTrainer:
         )
         metrics: dict[str, Any] = {}
         try:
-            for step in range(self.start_step + 1, cfg.max_steps + 1):
-                timer = PhaseTimer()
-                # 1. Sample G completions per prompt with the current policy (pi_old) and score them.
-                batch, scores, generated = self.collect_rollouts(timer)
-                # 2. Group-relative advantages, and the tokens that enter the loss.
-                advantages, loss_mask = self.compute_advantages(batch, scores)
-                # 3. mu passes of clipped-loss minibatch updates, then one scheduler step.
-                with timer.phase("update"):
-                    update = self.update_policy(batch, advantages, loss_mask)
-                # 4. Iterative GRPO: refresh the reference policy every ref_model_sync_steps.
-                if self.reference is not None:
-                    self.reference.maybe_sync(self.model, step)
-                # 5. Log and checkpoint.
-                metrics = self.log(
-                    logger, step, StepRecord(batch, scores, generated, advantages, loss_mask, update, timer)
-                )
-                progress.update(metrics)
-                if self.checkpointer.should_save(step):
-                    self.save_checkpoint(step)
+            with faults.StopSignals() as stop:
+                for step in range(self.start_step + 1, cfg.max_steps + 1):
+                    timer = PhaseTimer()
+                    before = self.resume_point()  # to checkpoint step - 1 if this step runs out of memory
+                    with faults.OutOfMemoryGuard() as oom:
+                        # 1. Sample G completions per prompt with the current policy (pi_old) and score them.
+                        batch, scores, generated = self.collect_rollouts(timer)
+                        # 2. Group-relative advantages, and the tokens that enter the loss.
+                        advantages, loss_mask = self.compute_advantages(batch, scores)
+                        # 3. mu passes of clipped-loss minibatch updates, then one scheduler step.
+                        with timer.phase("update"):
+                            update = self.update_policy(batch, advantages, loss_mask)
+                    if oom.error is not None:
+                        self.abort_out_of_memory(step, oom.error, timer.current, before)
+                    # 4. Iterative GRPO: refresh the reference policy every ref_model_sync_steps.
+                    if self.reference is not None:
+                        self.reference.maybe_sync(self.model, step)
+                    # 5. Log and checkpoint; stop after too many non-finite updates, or on a signal.
+                    metrics = self.log(
+                        logger, step, StepRecord(batch, scores, generated, advantages, loss_mask, update, timer)
+                    )
+                    progress.update(metrics)
+                    self.nonfinite.update(
+                        int(update.get("faults/nonfinite_skipped", 0)), int(update.get("optimizer_steps", 0))
+                    )
+                    self.nonfinite.check(step, self.checkpointer.last_saved)
+                    if self.checkpointer.should_save(step):
+                        self.save_checkpoint(step)
+                    if stop.requested is not None:
+                        self.stop_on_signal(step, stop.requested)
             final_dir = self.save_final()
         finally:
             progress.close()
@@ -567,6 +611,7 @@ class GRPOTrainer:
         m["reward/mean"] = rewards.mean().item() if rewards.numel() else math.nan
         m["reward/std"] = rewards.std().item() if rewards.numel() > 1 else 0.0
         m.update(all_scores.metrics)
+        m.update(self.data_counts)
         if rewards.numel():
             stats = group_reward_stats(rewards, all_batch.group_ids.cpu()[scored])
             if stats["group_size_max"] > 1:  # a group of one (PPO's G = 1) has no spread to measure
@@ -634,20 +679,54 @@ class GRPOTrainer:
             "step": step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            **self.resume_point(),
+        }
+
+    def resume_point(self) -> dict[str, Any]:
+        """The state that moves during a step before any weight does: every RNG (Python, NumPy, torch, the
+        sampler's generator), the data position and the fault counters. Taken between steps, it completes a
+        checkpoint of the previous step when the next one fails before its first optimizer step."""
+        return {
             "rng": ckpt.capture_rng_state(),
             "data": self.prompt_iter.state_dict(),
             "sampler": self.sampler.state_dict(),
+            "faults": self.nonfinite.state_dict(),
+            "optimizer_steps_taken": self.optimizer_steps_taken,
         }
+
+    def _count_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.optimizer_steps_taken += 1
 
     def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
         """Modules besides the policy and reference that a checkpoint keeps (PPO: its value model)."""
         return {}
 
-    def save_checkpoint(self, step: int) -> Path:
+    def save_checkpoint(self, step: int, resume_point: dict[str, Any] | None = None) -> Path:
+        """Checkpoint ``step``; ``resume_point`` (taken right after that step) replaces the moving state."""
         reference = self.reference.model if self.reference is not None else None
+        state = self.state_dict(step)
+        state.update(resume_point or {})
         return self.checkpointer.save(
-            step, self.model, self.tokenizer, self.state_dict(step), reference, self.checkpoint_modules()
+            step, self.model, self.tokenizer, state, reference, self.checkpoint_modules()
         )
+
+    def abort_out_of_memory(self, step: int, error: str, phase: str | None, before: dict[str, Any]) -> None:
+        """Checkpoint step - 1 if no optimizer step of ``step`` ran (weights, optimizer and schedule are still
+        those of step - 1, ``before`` holds its RNG and data state), then raise ``OutOfMemoryAbort``."""
+        exact = self.optimizer_steps_taken == before["optimizer_steps_taken"] and step > 1
+        if exact and self.checkpointer.saved_step() != step - 1:
+            self.save_checkpoint(step - 1, before)
+        raise faults.OutOfMemoryAbort(
+            faults.out_of_memory_message(
+                error, phase, step, self.config, self.checkpointer.last_saved, exact=exact, run_dir=self.run_dir
+            )
+        )
+
+    def stop_on_signal(self, step: int, signum: int) -> None:
+        """After a SIGTERM/SIGINT: checkpoint the finished ``step`` (unless just saved) and raise."""
+        if self.checkpointer.saved_step() != step:
+            self.save_checkpoint(step)
+        raise faults.TrainingInterrupted.after_step(signum, step, self.checkpointer.last_saved, self.run_dir)
 
     def _restore(self, checkpoint: Path) -> None:
         state = ckpt.load_trainer_state(checkpoint)
@@ -656,20 +735,42 @@ class GRPOTrainer:
         ckpt.restore_rng_state(state["rng"])
         self.prompt_iter.load_state_dict(state["data"])
         self.sampler.load_state_dict(state["sampler"])
+        if "faults" in state:  # absent from checkpoints written before the counters existed
+            self.nonfinite.load_state_dict(state["faults"])
         self.start_step = int(state["step"])
 
     def save_final(self) -> Path:
-        """The trained policy and tokenizer in ``RUN_DIR/final`` (written to a temp dir, then renamed)."""
-        import shutil
-
-        final, tmp = self.run_dir / "final", self.run_dir / ".tmp-final"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        ckpt.save_pretrained(self.model, self.tokenizer, tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        """The trained policy and tokenizer in ``RUN_DIR/final`` (written aside, fsynced, then renamed)."""
+        final = self.run_dir / "final"
+        with ckpt.atomic_directory(final) as tmp:
+            ckpt.save_pretrained(self.model, self.tokenizer, tmp)
         return final
+
+    def _screen_prompt_lengths(self, rows: Sequence[dict[str, Any]]) -> tuple[Sequence[dict[str, Any]], dict]:
+        """Apply ``prompt_truncation`` to every row before training (an error names the row at once, not
+        hours in); returns the rows and the ``data/truncated_prompts`` or ``data/skipped_prompts`` count."""
+        gen = self.config.generation
+        if gen.max_prompt_length is None:
+            return rows, {}
+        from grpokit.data import screen_prompt_lengths
+        from grpokit.rollout.prompts import encode_prompts
+
+        prompts = [row[self.config.data.prompt_column] for row in rows]
+        lengths = [len(ids) for ids in encode_prompts(self.tokenizer, prompts)]
+        kept, counts = screen_prompt_lengths(
+            rows, lengths, gen.max_prompt_length, gen.prompt_truncation,
+            source=getattr(rows, "source", "<dataset>"), setting="generation.max_prompt_length",
+        )  # fmt: skip
+        if gen.prompt_truncation == "error":
+            return kept, {}
+        key = "skipped" if gen.prompt_truncation == "skip" else "truncated"
+        if counts[key]:
+            faults.log.warning(
+                "%d of %d prompts are longer than generation.max_prompt_length=%d and are %s "
+                "(prompt_truncation: %s)", counts[key], len(rows), gen.max_prompt_length,
+                "skipped" if key == "skipped" else "left-truncated", gen.prompt_truncation,
+            )  # fmt: skip
+        return kept, {f"data/{key}_prompts": float(counts[key])}
 
 
 def _load_dataset(
@@ -692,7 +793,9 @@ def _load_dataset(
     if config_rewards and {"task", "accuracy", "math_verify"} & set(config.rewards.reward_funcs):
         required.append(config.rewards.answer_column)
     source = data.path if rows is None else list(rows)
-    dataset = load_prompts(source, prompt_column=data.prompt_column, required_columns=tuple(required))
+    dataset = load_prompts(
+        source, prompt_column=data.prompt_column, required_columns=tuple(required), id_column=data.id_column
+    )
     return dataset.with_system_prompt(data.system_prompt) if data.system_prompt else dataset
 
 
