@@ -34,8 +34,9 @@ class RewardModel:
             raise ValueError(f"reward_model {str(path)!r} is not a local model directory")
         self.name = os.path.basename(os.path.normpath(path))
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # use_safetensors: a pickled .bin reward model is refused, never unpickled.
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=dtype, local_files_only=True
+            path, dtype=dtype, local_files_only=True, use_safetensors=True
         )
         self.model.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
