@@ -35,6 +35,9 @@ Conventions, and where they differ from :class:`~grpokit.rollout.TransformersSam
    completions are decoded with the caller's tokenizer: vLLM's tokenizer never touches the data.
    Stopping is on ``eos_token_id`` (default: the model's generation config plus the tokenizer's EOS)
    only: vLLM's generation-config defaults are switched off (``generation_config="vllm"``).
+5. On CPU, chunked prefill is switched off: vLLM 0.32's CPU worker dies ("CPU Generator does not use
+   offset") when the prefill of a request with its own seed is split across engine steps, which happens
+   as soon as one call's prompts exceed the step's token budget.
 
 Weight sync (:meth:`VLLMSampler.update_weights`) writes the state dict with safetensors to a private
 directory (in ``/dev/shm`` when it exists) and calls ``reload_weights`` in every worker through
@@ -248,6 +251,8 @@ class VLLMSampler:
         self.stop_ids = _stop_token_ids(_generation_config_holder(model, model_dir), tokenizer, eos_token_id)
         tokenizer_dir = scratch / "tokenizer"
         tokenizer.save_pretrained(str(tokenizer_dir))
+        # vLLM also reads the model config from the tokenizer's directory (and logs errors without one).
+        shutil.copyfile(model_dir / "config.json", tokenizer_dir / "config.json")
 
         from vllm.platforms import current_platform
 
@@ -265,7 +270,14 @@ class VLLMSampler:
         )
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
-        if not on_cpu:
+        if on_cpu:
+            # Convention 5: a prompt is always prefilled in one step, so seeded requests never hit the
+            # CUDA-only generator rewind of a split prefill. Without chunking, vLLM needs a token budget
+            # that holds the longest sequence.
+            longest = max_model_len or _config_max_length(model_dir) or 0
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(longest, 4096)
+        else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
@@ -731,6 +743,13 @@ def _model_dir(model: Any, scratch: Path) -> Path:
     directory = scratch / "model"
     model.save_pretrained(str(directory), safe_serialization=True)
     return directory
+
+
+def _config_max_length(model_dir: Path) -> int | None:
+    """``max_position_embeddings`` from the model's config.json (text config of a multimodal one), if any."""
+    config = json.loads((model_dir / "config.json").read_text())
+    value = config.get("max_position_embeddings", config.get("text_config", {}).get("max_position_embeddings"))
+    return int(value) if isinstance(value, int) else None
 
 
 def _generation_config_holder(model: Any, model_dir: Path) -> Any:
