@@ -41,6 +41,7 @@ __all__ = [
     "GRPOAlgorithmConfig",
     "GRPOConfig",
     "GenerationConfig",
+    "LoRAConfig",
     "LoggingConfig",
     "ModelConfig",
     "OptimConfig",
@@ -104,6 +105,44 @@ def _unknown_key_message(cls: type[BaseModel], key: str) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+class LoRAConfig(Section):
+    """LoRA adapters through peft (Hu et al., 2021): only the low-rank update ``(alpha / r) B A`` of each
+    targeted weight trains. See ``docs/lora.md``."""
+
+    r: int = Field(0, ge=0)
+    """LoRA rank; 0 fine-tunes every weight (no adapters). With r > 0 only the adapters train, the reference
+    policy (beta > 0) is the same model with its adapters disabled (no second copy in memory), and checkpoints
+    hold the adapters only (``grpokit merge`` writes a full model)."""
+
+    alpha: float | None = Field(None, gt=0)
+    """Scale numerator of the update ``(alpha / r) B A``; ``None``: 2 * r."""
+
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """LoRA dropout; must stay 0: the policy is updated in eval mode (the ratio is exactly 1 on-policy), so
+    dropout would never act."""
+
+    target_modules: list[str] | str = "all-linear"
+    """Modules that get adapters: names or name suffixes (``[q_proj, v_proj]``), a regular expression, or
+    ``all-linear`` (every linear layer except the output head)."""
+
+    load_in_4bit: bool = False
+    """QLoRA (Dettmers et al., 2023): keep the frozen base in 4-bit NF4 through bitsandbytes. Needs a CUDA GPU
+    (an error on CPU) and ``pip install bitsandbytes``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LoRAConfig:
+        if self.r == 0:
+            changed = [k for k in ("alpha", "load_in_4bit") if getattr(self, k) != type(self).model_fields[k].default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} set but r is 0 (no adapters): set r >= 1 to use LoRA")
+        if self.dropout > 0:
+            raise ValueError(
+                f"dropout {self.dropout}: LoRA dropout never acts in grpokit (the policy is updated in eval mode so "
+                "that the importance ratio is exactly 1 on-policy); leave it at 0"
+            )
+        return self
+
+
 class ModelConfig(Section):
     name_or_path: str | None = None
     """Local directory of a Hugging Face causal LM (``save_pretrained`` layout). ``None`` runs the built-in
@@ -117,6 +156,9 @@ class ModelConfig(Section):
 
     device: str = "auto"
     """``cpu``, ``cuda``, ``cuda:1``... ``auto`` picks CUDA when available, else CPU."""
+
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    """LoRA / QLoRA adapters (``r: 0``, the default, trains every weight)."""
 
 
 class DataConfig(Section):
@@ -180,6 +222,12 @@ class GenerationConfig(Section):
     """What a prompt longer than ``max_prompt_length`` gets: ``left`` keeps its end, ``skip`` drops the row
     before training, ``error`` raises naming the row. Checked for every row before the model is loaded;
     truncated or skipped rows are counted in ``data/truncated_prompts`` / ``data/skipped_prompts``."""
+
+    per_group_seed: bool = False
+    """Seed the sampling of each group from (seed, generation round, the prompt's index in the step's batch),
+    so that a group's completions do not depend on how many processes share the batch or which one samples
+    it: N processes then reproduce a 1-process run. Costs one generate call per prompt (slower sampling).
+    Off: one seeded stream per process (per round and rank when there are several)."""
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
@@ -544,7 +592,13 @@ class TrainConfig(Section):
 
 
 def _check_step_batch(config: GRPOConfig | PPOConfig) -> None:
-    """Minibatches must split the N = B*G responses of a step evenly; the overlong buffer must fit."""
+    """Minibatches must split the N = B*G responses of a step evenly; the overlong buffer must fit; a LoRA
+    reference (the base, adapters disabled) cannot be re-synced."""
+    if config.model.lora.r > 0 and config.algorithm.ref_model_sync_steps > 0:
+        raise ValueError(
+            "algorithm.ref_model_sync_steps needs a separate reference model; with model.lora the reference is "
+            "the base model with its adapters disabled, which cannot be refreshed (set ref_model_sync_steps: 0)"
+        )
     mbs = config.optim.mini_batch_size
     if mbs is not None and config.num_responses % mbs:
         raise ValueError(
