@@ -1,4 +1,4 @@
-"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``report``, ``rl``, ``version``.
+"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``report``, ``rl``, ``version``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
@@ -19,6 +19,7 @@ _COMMANDS = """commands:
             no arguments: the built-in demo)
   demo      the built-in demo: warm up a tiny model, GRPO on the addition task, before/after accuracy
   eval      accuracy and pass@k of a checkpoint on a built-in task
+  compare   GRPO vs PPO on the same model, task and budget: memory, time, reward, accuracy, KL
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
   version   print the grpokit version
@@ -63,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "eval":
             return _eval(rest)
+        if command == "compare":
+            return _compare(rest)
         return _train(rest, demo=command == "demo")
     except (ValueError, FileNotFoundError) as err:
         # Config, data and reward errors are the user's to fix: one clear message, no traceback.
@@ -231,6 +234,107 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------------------------
+
+_COMPARE_USAGE = """usage: grpokit compare [CONFIG.yaml] [--seeds S ...] [--output-dir DIR] [--eval-data FILE]
+                       [--FIELD VALUE ...] [--grpo.FIELD VALUE ...] [--ppo.FIELD VALUE ...] [--print-config]
+
+Train GRPO and PPO on the same model, task, completions per step and step budget, each run in a fresh
+process, and write a table (compare.md, compare.json), reward curves (compare.png) and the runs overlaid in
+one report (compare.html): peak memory, parameters held, time per step, training reward, held-out accuracy
+and KL to the starting policy, as mean and spread over seeds. Without CONFIG: the built-in addition task on
+the demo's warmed-up tiny model.
+
+  CONFIG.yaml           a grpokit train config (the same file mechanism); its grpo: and ppo: sections, if
+                        any, set fields for one system only
+  --FIELD VALUE         a field for both systems; a field only one trainer has goes to that one
+  --grpo.FIELD VALUE    a field for GRPO only (--ppo.FIELD VALUE: PPO only)
+  --seeds S [S ...]     one GRPO and one PPO run per seed, one after the other (default: 0 1 2)
+  --output-dir DIR      where runs and results go (default: OUTPUT_DIR/compare-<date>-<time>)
+  --eval-data FILE      held-out prompt rows for your own task, scored by the configured rewards (the
+                        built-in task uses its test split)
+  --print-config        print both resolved configs and exit
+  -h, --help            this message
+
+Matching: GRPO samples G completions for each of B prompts; PPO gets B*G prompts with one completion each
+(classic PPO), so both generate and train on the same number of completions per step.
+"""
+
+
+def _compare(argv: Sequence[str]) -> int:
+    from grpokit.config import read_config_file
+
+    seeds: list[int] = [0, 1, 2]
+    output_dir: str | None = None
+    eval_data: str | None = None
+    per_system: dict[str, dict[str, Any]] = {"grpo": {}, "ppo": {}}
+    rest: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key in ("seeds", "output-dir", "output_dir", "eval-data", "eval_data") or key.startswith(
+            ("grpo.", "ppo.")
+        ):
+            values = [value] if eq else []
+            while not eq and i < len(args) and not args[i].startswith("--"):
+                values.append(args[i])
+                i += 1
+                if key != "seeds":
+                    break
+            if key == "seeds":
+                try:
+                    seeds = [int(v) for v in values]
+                except ValueError:
+                    raise ValueError(f"--seeds takes integers, got {values}") from None
+                if not seeds:
+                    raise ValueError("--seeds needs at least one seed")
+            elif key.startswith(("grpo.", "ppo.")):
+                system, field = key.split(".", 1)
+                per_system[system][field] = values[0] if values else "true"  # a boolean given alone
+            elif not values:
+                raise ValueError(f"--{key} needs a value")
+            elif key.startswith("output"):
+                output_dir = values[0]
+            else:
+                eval_data = values[0]
+        else:
+            rest.append(arg)
+    config_path, overrides, flags = parse_train_args(rest)
+    if flags["help"]:
+        print(_COMPARE_USAGE, end="")
+        return 0
+    from grpokit.trainers.compare import (
+        CompareRunFailed,
+        build_compare_configs,
+        render_markdown,
+        run_comparison,
+    )
+
+    data = read_config_file(config_path) if config_path else {}
+    grpo, ppo = build_compare_configs(data, overrides, per_system)
+    if flags["print_config"]:
+        import yaml
+
+        for name, config in (("GRPO", grpo), ("PPO", ppo)):
+            dumped = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+            print(f"# {name}\n{dumped}", end="")
+        return 0
+    _quiet_libraries()
+    log = (lambda _: None) if grpo.logging.quiet else print
+    try:
+        summary = run_comparison(grpo, ppo, seeds=seeds, output_dir=output_dir, eval_data=eval_data, log=log)
+    except CompareRunFailed as err:
+        print(f"grpokit compare: error: {err}", file=sys.stderr)
+        return 1
+    print(render_markdown(summary), end="")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from grpokit.models.value import ValueModel, build_value_model
 @pytest.fixture(scope="module")
 def policy():
     tokenizer = build_char_tokenizer("abcdef")
-    return build_tiny_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0)
+    return build_tiny_model(
+        tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0
+    )
 
 
 def randomise_head(value_model: ValueModel, seed: int = 1) -> None:
@@ -24,7 +26,9 @@ def test_head_is_zero_initialised_and_padding_is_zero(policy):
     value_model = build_value_model(policy)
     prompt_ids = torch.tensor([[4, 5, 6]])
     completion_ids = torch.tensor([[7, 8, 0]])
-    values = value_model(prompt_ids, torch.ones_like(prompt_ids), completion_ids, torch.tensor([[1.0, 1.0, 0.0]]))
+    values = value_model(
+        prompt_ids, torch.ones_like(prompt_ids), completion_ids, torch.tensor([[1.0, 1.0, 0.0]])
+    )
     assert values.shape == (1, 3) and values.dtype == torch.float32
     assert torch.equal(values, torch.zeros(1, 3))
 
@@ -93,7 +97,12 @@ def test_a_model_without_a_body_is_refused():
     ("prompt_ids", "completion_ids", "completion_mask", "message"),
     [
         (torch.tensor([4, 5]), torch.tensor([[6]]), torch.ones(1, 1), "must be 2-D"),
-        (torch.tensor([[4, 5]]), torch.tensor([[6], [7]]), torch.ones(2, 1), "1 rows but completion_ids has 2"),
+        (
+            torch.tensor([[4, 5]]),
+            torch.tensor([[6], [7]]),
+            torch.ones(2, 1),
+            "1 rows but completion_ids has 2",
+        ),
         (torch.tensor([[4, 5]]), torch.tensor([[6, 7]]), torch.ones(1, 3), "completion_mask shape"),
         (torch.tensor([[4, 5]]), torch.zeros(1, 0, dtype=torch.long), torch.ones(1, 0), r"T = 0"),
     ],

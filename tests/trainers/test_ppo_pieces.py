@@ -24,7 +24,9 @@ from grpokit.trainers.ppo import (
 def scores_of(rewards, scored=None, step_rewards=None, step_ends=None):
     rewards = torch.tensor(rewards)
     scored = torch.ones(len(rewards), dtype=torch.bool) if scored is None else torch.tensor(scored)
-    return RewardScores(rewards=rewards, scored=scored, per_function={}, step_rewards=step_rewards, step_ends=step_ends)
+    return RewardScores(
+        rewards=rewards, scored=scored, per_function={}, step_rewards=step_rewards, step_ends=step_ends
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -41,7 +43,9 @@ def test_step_scores_land_on_each_steps_last_token():
     # Row 0: steps ending at tokens 1 and 3 score 0.2 and 0.7; row 1 has one step, padded with -1.
     step_rewards = torch.tensor([[0.2, 0.7], [1.0, 0.0]])
     step_ends = torch.tensor([[1, 3], [2, -1]])
-    out = token_scores(scores_of([0.9, 1.0], step_rewards=step_rewards, step_ends=step_ends), torch.ones(2, 4))
+    out = token_scores(
+        scores_of([0.9, 1.0], step_rewards=step_rewards, step_ends=step_ends), torch.ones(2, 4)
+    )
     assert torch.equal(out, torch.tensor([[0.0, 0.2, 0.0, 0.7], [0.0, 0.0, 1.0, 0.0]]))
 
 
@@ -70,12 +74,26 @@ def test_kl_in_the_reward_then_gae_by_hand():
     values = torch.tensor([[0.2, 0.4, 0.6], [0.0, 0.0, 5.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     rewards, kl, adv, returns = gae_targets(
-        torch.tensor([1.0, 0.0]), old, ref, values, mask, beta=0.1, kl_estimator="k1", gamma=1.0, gae_lambda=0.5
+        torch.tensor([1.0, 0.0]),
+        old,
+        ref,
+        values,
+        mask,
+        beta=0.1,
+        kl_estimator="k1",
+        gamma=1.0,
+        gae_lambda=0.5,
     )
-    torch.testing.assert_close(rewards, torch.tensor([[-0.05, 0.0, 1.05], [0.0, 0.0, 0.0]]), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        rewards, torch.tensor([[-0.05, 0.0, 1.05], [0.0, 0.0, 0.0]]), rtol=1e-6, atol=1e-7
+    )
     torch.testing.assert_close(kl, torch.tensor([[0.5, 0.0, -0.5], [0.0, 0.0, 0.0]]), rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(adv, torch.tensor([[0.3625, 0.425, 0.45], [0.0, 0.0, 0.0]]), rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(returns, torch.tensor([[0.5625, 0.825, 1.05], [0.0, 0.0, 0.0]]), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        adv, torch.tensor([[0.3625, 0.425, 0.45], [0.0, 0.0, 0.0]]), rtol=1e-6, atol=1e-7
+    )
+    torch.testing.assert_close(
+        returns, torch.tensor([[0.5625, 0.825, 1.05], [0.0, 0.0, 0.0]]), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_discount_applies_per_token():
@@ -90,7 +108,9 @@ def test_discount_applies_per_token():
 
 def test_a_kl_coefficient_without_a_reference_is_refused():
     with pytest.raises(ValueError, match=r"beta=0.1 > 0 needs ref_logprobs"):
-        gae_targets(torch.tensor([1.0]), torch.zeros(1, 2), None, torch.zeros(1, 2), torch.ones(1, 2), beta=0.1)
+        gae_targets(
+            torch.tensor([1.0]), torch.zeros(1, 2), None, torch.zeros(1, 2), torch.ones(1, 2), beta=0.1
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,7 +154,9 @@ def test_no_whitening_and_single_token_batches_keep_the_advantages():
 @pytest.fixture(scope="module")
 def tiny():
     tokenizer = build_char_tokenizer("abcdef")
-    model = build_tiny_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0)
+    model = build_tiny_model(
+        tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0
+    )
     return model
 
 
@@ -202,13 +224,23 @@ def test_one_epoch_is_exactly_on_policy_and_the_value_loss_falls(tiny):
         assert metrics["ratio_mean"] == 1.0 and metrics["ratio_min"] == 1.0 and metrics["ratio_max"] == 1.0
         losses.append(metrics["value_loss"])
     with torch.no_grad():
-        inputs = {k: getattr(rollouts, k) for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")}
-        final, _ = value_loss(value_model(**inputs), rollouts.values, rollouts.returns, rollouts.loss_mask, None)
+        inputs = {
+            k: getattr(rollouts, k)
+            for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+        }
+        final, _ = value_loss(
+            value_model(**inputs), rollouts.values, rollouts.returns, rollouts.loss_mask, None
+        )
     assert losses[0] > losses[-1] > float(final)
     assert metrics["optimizer_steps"] == 1.0 and metrics["faults/nonfinite_skipped"] == 0.0
-    assert {"policy_loss", "value_clip_fraction", "value_mean", "entropy", "grad_norm", "value_grad_norm"} <= set(
-        metrics
-    )
+    assert {
+        "policy_loss",
+        "value_clip_fraction",
+        "value_mean",
+        "entropy",
+        "grad_norm",
+        "value_grad_norm",
+    } <= set(metrics)
 
 
 def test_the_value_loss_trains_a_shared_body_but_not_a_separate_policy(tiny):
@@ -226,7 +258,9 @@ def test_the_value_loss_trains_a_shared_body_but_not_a_separate_policy(tiny):
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
 def test_gradient_accumulation_matches_one_big_minibatch(tiny, aggregation):
-    algorithm = PPOAlgorithmConfig(beta=0.0, num_iterations=1, entropy_coef=0.01, loss_aggregation=aggregation)
+    algorithm = PPOAlgorithmConfig(
+        beta=0.0, num_iterations=1, entropy_coef=0.01, loss_aggregation=aggregation
+    )
 
     def gradient(accumulation: int) -> list[torch.Tensor]:
         policy, value_model, rollouts = completed(tiny, algorithm)

@@ -49,7 +49,9 @@ def test_reward_rises_and_every_parameter_changes(make_ppo_config, ppo_rows):
     )
     trainer = PPOTrainer(config, reward_funcs=[fraction_of_a], dataset=ppo_rows)
     modules = {"policy": trainer.model, "value": trainer.value_model}
-    before = {(m, n): p.detach().clone() for m, module in modules.items() for n, p in module.named_parameters()}
+    before = {
+        (m, n): p.detach().clone() for m, module in modules.items() for n, p in module.named_parameters()
+    }
     result = trainer.train()
 
     unchanged = [key for key, p in before.items() if torch.equal(p, modules[key[0]].get_parameter(key[1]))]
@@ -109,7 +111,9 @@ def test_resume_restores_the_value_model_and_reproduces_the_run(make_ppo_config,
     shutil.copytree(reference.run_dir, resumed_run)
     shutil.rmtree(resumed_run / "checkpoints" / "step-000004")
     checkpoint = resumed_run / "checkpoints" / "step-000002"
-    resume = full.model_copy(update={"checkpoint": full.checkpoint.model_copy(update={"resume": str(resumed_run)})})
+    resume = full.model_copy(
+        update={"checkpoint": full.checkpoint.model_copy(update={"resume": str(resumed_run)})}
+    )
     trainer = PPOTrainer(resume, reward_funcs=[fraction_of_a], dataset=ppo_rows)
     assert trainer.start_step == 2
     saved = load_file(checkpoint / "value_model.safetensors")
@@ -118,11 +122,20 @@ def test_resume_restores_the_value_model_and_reproduces_the_run(make_ppo_config,
     assert saved["head.weight"].abs().sum() > 0  # trained, so not what a fresh (zero) head would hold
     assert trainer.value_optimizer.state_dict()["state"]  # the value model's Adam moments came back too
     trainer.train()
-    keys = ("reward/mean", "loss", "value_loss", "explained_variance", "kl_coef", "grad_norm", "value_grad_norm")
+    keys = (
+        "reward/mean",
+        "loss",
+        "value_loss",
+        "explained_variance",
+        "kl_coef",
+        "grad_norm",
+        "value_grad_norm",
+    )
     got = [{k: m[k] for k in keys} for m in read_metrics(resumed_run)]
     want = [{k: m[k] for k in keys} for m in read_metrics(reference.run_dir)]
     assert got == want
-    assert want[3]["kl_coef"] != want[0]["kl_coef"]  # the adaptive coefficient moved, and resumed where it was
+    # The adaptive coefficient moved, and the resumed run continued from where it was.
+    assert want[3]["kl_coef"] != want[0]["kl_coef"]
 
 
 def test_a_grpo_checkpoint_is_not_resumed_as_ppo(make_config, make_ppo_config, ppo_rows, rows):
@@ -144,7 +157,9 @@ def test_a_grpo_config_is_refused(make_config, rows):
 def test_cli_trains_ppo_from_the_trainer_field(tiny_model_dir, tmp_path, capsys):
     from grpokit.cli import main
 
-    (tmp_path / "prompts.jsonl").write_text("".join(f'{{"prompt": "{p}"}}\n' for p in ["ab", "cd", "ef", "gh"]))
+    (tmp_path / "prompts.jsonl").write_text(
+        "".join(f'{{"prompt": "{p}"}}\n' for p in ["ab", "cd", "ef", "gh"])
+    )
     config = tmp_path / "ppo.yaml"
     config.write_text(
         f"trainer: ppo\nmax_steps: 2\nmodel: {{name_or_path: {tiny_model_dir}, device: cpu}}\n"

@@ -1,0 +1,237 @@
+"""grpokit compare: matched configs, the measurement of one run, the summary table, and a full comparison."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from grpokit.config import ConfigError, GRPOConfig, PPOConfig, build_config, save_config
+from grpokit.trainers import compare
+from grpokit.trainers.compare import build_compare_configs, measure_run, render_markdown, summarize
+
+# ---------------------------------------------------------------------------------------------------------
+# Matched configs
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_ppo_gets_b_times_g_prompts_with_one_completion_each():
+    grpo, ppo = build_compare_configs({"data": {"prompts_per_step": 4}, "algorithm": {"num_generations": 6}})
+    assert (grpo.data.prompts_per_step, grpo.algorithm.num_generations) == (4, 6)
+    assert (ppo.data.prompts_per_step, ppo.algorithm.num_generations) == (24, 1)
+    assert grpo.num_responses == ppo.num_responses == 24
+
+
+def test_shared_fields_go_to_both_and_own_fields_to_one():
+    data = {
+        "max_steps": 7,
+        "trainer": "ppo",  # ignored: compare runs both
+        "optim": {"learning_rate": 2e-4},
+        "algorithm": {"beta": 0.02, "dynamic_sampling": True, "gae_lambda": 0.9},
+        "grpo": {"advantage_estimator": "rloo"},
+        "ppo": {"algorithm": {"vf_coef": 0.7}},
+    }
+    grpo, ppo = build_compare_configs(
+        data, {"num_iterations": 2, "whiten_advantages": "false"}, {"ppo": {"beta": 0.1}}
+    )
+    assert isinstance(grpo, GRPOConfig) and isinstance(ppo, PPOConfig)
+    assert grpo.max_steps == ppo.max_steps == 7
+    assert grpo.optim.learning_rate == ppo.optim.learning_rate == 2e-4
+    assert grpo.algorithm.num_iterations == ppo.algorithm.num_iterations == 2
+    assert grpo.algorithm.beta == 0.02 and ppo.algorithm.beta == 0.1  # the per-system value wins
+    assert grpo.algorithm.dynamic_sampling and grpo.algorithm.advantage_estimator == "rloo"
+    assert ppo.algorithm.gae_lambda == 0.9 and not ppo.algorithm.whiten_advantages
+    assert ppo.algorithm.vf_coef == 0.7
+
+
+def test_ppo_completions_per_prompt_can_be_set_and_must_divide():
+    grpo, ppo = build_compare_configs({}, {}, {"ppo": {"num_generations": "4"}})
+    assert (ppo.data.prompts_per_step, ppo.algorithm.num_generations) == (16, 4)
+    assert ppo.num_responses == grpo.num_responses == 64
+    with pytest.raises(ConfigError, match=r"ppo.num_generations \(5\) must be >= 1 and divide .* B\*G = 64"):
+        build_compare_configs({}, {}, {"ppo": {"num_generations": 5}})
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides", "system", "message"),
+    [
+        ({}, {"vf_coeff": 1}, {}, r"unknown option --vf_coeff; did you mean --vf_coef\?"),
+        ({"ppo": [1]}, {}, {}, r"ppo: expected a mapping of fields for the PPO run only"),
+        ({"algorithm": [1]}, {}, {}, r"algorithm: expected a mapping in the config file, got list"),
+        ({}, {}, {"ppo": {"prompts_per_step": 3}}, r"ppo.prompts_per_step is set by the comparison"),
+        ({}, {}, {"ppo": {"num_generations": "two"}}, r"ppo.num_generations must be an integer"),
+        ({}, {}, {"grpo": {"vf_coef": 1}}, r"unknown option --vf_coef"),
+        ({"optim": {"learning_rate": -1}}, {}, {}, r"(?s)compare config \(GRPO\).*learning_rate"),
+    ],
+)
+def test_bad_compare_configs_are_named(data, overrides, system, message):
+    with pytest.raises(ConfigError, match=message):
+        build_compare_configs(data, overrides, system)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One measured run (in this process; the CLI runs it in a fresh one)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def addition_model_dir(tmp_path_factory):
+    """A tiny model over the addition task's alphabet, so the built-in held-out split can score it."""
+    from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
+
+    path = tmp_path_factory.mktemp("addition-tiny")
+    tokenizer = build_char_tokenizer("0123456789+=")
+    build_tiny_model(tokenizer, path, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0)
+    return path
+
+
+def run_config(cls, model_dir, tmp_path, name, **algorithm):
+    return build_config(
+        cls,
+        {
+            "max_steps": 2,
+            "model": {"name_or_path": str(model_dir), "device": "cpu"},
+            "data": {"prompts_per_step": 2 if cls is GRPOConfig else 8, "num_train_problems": 50,
+                     "num_eval_problems": 12},
+            "generation": {"max_new_tokens": 4},
+            "algorithm": {"num_generations": 4 if cls is GRPOConfig else 1, **algorithm},
+            "logging": {"output_dir": str(tmp_path), "run_name": name, "quiet": True, "report_to": [],
+                        "report": False},
+        },
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("system", ["grpo", "ppo"])
+def test_measure_run_counts_the_model_state_exactly(addition_model_dir, tmp_path, system):
+    cls = GRPOConfig if system == "grpo" else PPOConfig
+    config = run_config(cls, addition_model_dir, tmp_path, system, beta=0.1)
+    save_config(config, tmp_path / "config.yaml")
+    result = measure_run(tmp_path / "config.yaml")
+
+    from grpokit.models.loading import load_model
+
+    P = sum(p.numel() for p in load_model(addition_model_dir).parameters())  # tied embeddings: counted once
+    H = 32
+    if system == "grpo":  # policy + frozen reference; one trainable copy
+        held, trainable = 2 * P, P
+    else:  # policy + reference + value model (the body without the tied LM head, plus a scalar head)
+        held, trainable = 3 * P + H + 1, 2 * P + H + 1
+    assert result["parameters"] == held and result["trainable_parameters"] == trainable
+    assert result["parameter_bytes"] == 4 * held  # float32
+    assert result["gradient_bytes"] == 4 * trainable
+    assert result["optimizer_bytes"] == 2 * 4 * trainable  # AdamW's two moments
+    assert result["system"] == system and result["steps"] == 2 and len(result["reward_curve"]) == 2
+    assert result["completions_per_step"] == 8
+    assert result["held_out_metric"] == "accuracy" and result["num_held_out"] == 12
+    assert 0.0 <= result["held_out"] <= 1.0
+    assert result["kl_to_initial"] >= 0.0  # k3 is non-negative
+    assert result["peak_rss_mb"] >= result["baseline_rss_mb"] > 0
+    assert result["generated_tokens"] > 0 and result["seconds_per_step"] > 0
+
+
+def test_measure_run_scores_a_users_held_out_rows_with_the_configured_rewards(addition_model_dir, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"{i}+1="}) + "\n" for i in range(8)))
+    config = run_config(GRPOConfig, addition_model_dir, tmp_path, "user")
+    data = config.model_dump(mode="json")
+    data["data"].update(path=str(prompts), task=None)
+    data["rewards"] = {
+        "reward_funcs": ["length_penalty"],
+        "reward_kwargs": {"length_penalty": {"max_chars": 4}},
+    }
+    save_config(build_config(GRPOConfig, data), tmp_path / "config.yaml")
+    result = measure_run(tmp_path / "config.yaml", eval_data=str(prompts))
+    assert result["held_out_metric"] == "mean reward" and result["num_held_out"] == 8
+    assert -1.0 <= result["held_out"] <= 0.0  # the length penalty's range
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Summary and table
+# ---------------------------------------------------------------------------------------------------------
+
+
+def fake_result(system, seed, rss, reward_curve):
+    return {
+        "system": system, "seed": seed, "run_dir": f"/runs/{system}-{seed}", "peak_rss_mb": rss,
+        "peak_rss_above_baseline_mb": rss - 400.0, "parameters": 2e6, "trainable_parameters": 1e6,
+        "parameter_bytes": 2**20, "gradient_bytes": 2**20, "optimizer_bytes": 2**21, "seconds_per_step": 0.5,
+        "generated_tokens": 100.0, "final_reward": reward_curve[-1], "reward_curve": reward_curve,
+        "held_out": 0.5, "held_out_metric": "accuracy", "kl_to_initial": 0.1,
+    }  # fmt: skip
+
+
+def test_summary_means_spreads_and_ratios():
+    results = [
+        fake_result("grpo", 0, 500.0, [0.1, 0.3]),
+        fake_result("grpo", 1, 520.0, [0.2, 0.5]),
+        fake_result("ppo", 0, 600.0, [0.0, 0.2]),
+        fake_result("ppo", 1, 700.0, [0.1, 0.2]),
+    ]
+    summary = summarize(results, *build_compare_configs({}), model_dir="/model")
+    grpo, ppo = summary["systems"]["grpo"]["stats"], summary["systems"]["ppo"]["stats"]
+    rss = grpo["peak_rss_mb"]
+    assert rss["mean"] == 510.0 and rss["std"] == pytest.approx(math.sqrt(200))  # sample std of 500, 520
+    assert (rss["min"], rss["max"], rss["n"]) == (500.0, 520.0, 2)
+    assert ppo["peak_rss_mb"]["mean"] == 650.0
+    assert summary["ratios_grpo_over_ppo"]["peak_rss_mb"] == pytest.approx(510 / 650)
+    assert summary["ratios_grpo_over_ppo"]["peak_rss_above_baseline_mb"] == pytest.approx(110 / 250)
+    assert grpo["state_mb"]["mean"] == 4.0  # (1 + 1 + 2) MiB
+    assert grpo["reward_curve_mean"] == pytest.approx([0.15, 0.4])
+    assert summary["matching"]["ppo"] == {"prompts_per_step": 64, "completions_per_prompt": 1}
+    table = render_markdown(summary)
+    assert "| peak RSS (MiB) | 510 ± 14 [500, 520] | 650 ± 71 [600, 700] | 0.78 |" in table
+    assert "| held-out accuracy after training | 0.500 ± 0.000" in table
+    assert "peak CUDA" not in table  # measured on no run: no row
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole comparison, through the CLI (fresh subprocesses)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_compare_writes_the_table_plot_and_report(addition_model_dir, tmp_path, capsys):
+    from grpokit.cli import main
+
+    out = tmp_path / "cmp"
+    status = main([
+        "compare", "--model", str(addition_model_dir), "--max_steps", "2", "--prompts_per_step", "2",
+        "--num_generations", "4", "--max_new_tokens", "4", "--num_train_problems", "50",
+        "--num_eval_problems", "8", "--device", "cpu", "--ppo.num_iterations", "1", "--seeds", "3",
+        "--output-dir", str(out),
+    ])  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| peak RSS (MiB) |" in printed and "GRPO: 2 prompts x 4; PPO: 8 prompts x 1" in printed
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["seeds"] == [3] and summary["held_out_metric"] == "accuracy"
+    for name in ("grpo", "ppo"):
+        (run,) = summary["systems"][name]["runs"]
+        assert run["seed"] == 3 and run["steps"] == 2 and (out / f"{name}-seed3" / "final").is_dir()
+    runs = {name: summary["systems"][name]["runs"][0] for name in ("grpo", "ppo")}
+    assert runs["ppo"]["parameters"] > runs["grpo"]["parameters"]  # the value model
+    assert (out / "compare.png").stat().st_size > 0
+    page = (out / "compare.html").read_text()
+    assert "grpo-seed3" in page and "ppo-seed3" in page
+
+
+def test_a_failing_run_names_itself_and_quotes_its_log(tmp_path, monkeypatch):
+    class Finished:
+        returncode = 3
+
+    def fake_run(command, stdout, **kwargs):
+        stdout.write("Traceback ...\nValueError: boom\n")
+        return Finished()
+
+    monkeypatch.setattr(compare.subprocess, "run", fake_run)
+    with pytest.raises(
+        compare.CompareRunFailed, match=r"(?s)ppo-seed0 failed \(exit status 3\).*ValueError: boom"
+    ):
+        compare._run_subprocess(tmp_path / "ppo-seed0.yaml", tmp_path / "r.json", tmp_path / "log.txt", None)
+
+
+def test_torch_threads_are_left_alone():
+    # The comparison runs systems one after the other; it must not change the caller's thread setting.
+    before = torch.get_num_threads()
+    build_compare_configs({})
+    assert torch.get_num_threads() == before
