@@ -116,12 +116,13 @@ def test_generate_shapes_grouping_eos_and_masks(engine, policy, vtok):
 
 
 def test_call_larger_than_one_engine_step(engine, policy):
-    # 20 prompts x G=4 x 60 prompt tokens = 4800 > the 4096-token step budget: with chunked prefill on,
-    # vLLM 0.32's CPU worker died here on its seeded requests ("CPU Generator does not use offset").
+    # The first step schedules max_num_seqs=64 requests x 70 prompt tokens = 4480 > the 4096-token step
+    # budget: with chunked prefill on, vLLM 0.32's CPU worker died here on its seeded requests ("CPU
+    # Generator does not use offset").
     engine.update_weights(policy)
-    prompts = [("1+2=" * 15)[i:] + "9" * i for i in range(20)]
+    prompts = [("1+2=" * 18)[: 70 - i] + "9" * i for i in range(17)]
     batch = engine.generate(prompts, 4)
-    assert batch.num_responses == 80 and batch.prompt_ids.shape[1] == 60
+    assert batch.num_responses == 68 and batch.prompt_ids.shape[1] == 70
     assert _max_gap(batch.old_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
 
 
