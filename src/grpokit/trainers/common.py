@@ -131,6 +131,10 @@ class ReferencePolicy:
             return True
         return False
 
+    def checkpoint_module(self) -> torch.nn.Module:
+        """What a checkpoint keeps of the reference (``reference.safetensors``): its weights."""
+        return self.model
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Minibatches and log-prob passes

@@ -57,13 +57,13 @@ from grpokit.trainers.common import (
     build_optimizer,
     build_scheduler,
     iterate_minibatches,
-    micro_weight,
     policy_forward,
     prepare_run_dir,
     resolve_device,
     seed_everything,
     sequence_logprobs,
 )
+from grpokit.trainers.distributed import DataParallel, ShardedSampler, gather_group_advantages, gather_step
 from grpokit.trainers.run_logging import finish_run_report, open_run_logger
 
 __all__ = [
@@ -142,7 +142,10 @@ def informative_groups(scores: RewardScores, group_ids: torch.Tensor) -> torch.T
 
 
 def compute_advantages(
-    batch: RolloutBatch, scores: RewardScores, algorithm: GRPOAlgorithmConfig
+    batch: RolloutBatch,
+    scores: RewardScores,
+    algorithm: GRPOAlgorithmConfig,
+    parallel: DataParallel | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-relative advantages and the loss mask.
 
@@ -153,7 +156,7 @@ def compute_advantages(
     Returns:
         ``(advantages, loss_mask)``: (N,) or (N, T) float32, and (N, T) float32.
     """
-    from grpokit.algorithms import group_advantages, process_advantages
+    from grpokit.algorithms import process_advantages
 
     scored = scores.scored  # (N,)
     completion_mask = batch.completion_mask.cpu().float()  # (N, T)
@@ -174,9 +177,12 @@ def compute_advantages(
             )  # (N', T)
     else:
         advantages = torch.zeros(batch.num_responses)  # (N,)
-        if rows.numel():
-            advantages[rows] = group_advantages(
-                scores.rewards[rows], group_ids[rows], algorithm.advantage_estimator, algorithm.advantage_eps
+        # With several processes the estimator runs on every process's rewards (groups are whole anyway, but
+        # batch-level estimators need the whole batch), so each process joins the gather.
+        if rows.numel() or (parallel is not None and parallel.is_distributed):
+            advantages[rows] = gather_group_advantages(
+                scores.rewards[rows], group_ids[rows], algorithm.advantage_estimator, algorithm.advantage_eps,
+                parallel=parallel,
             )  # (N',)
     return advantages, loss_mask
 
@@ -192,16 +198,21 @@ def update_policy(
     optim: OptimConfig,
     max_new_tokens: int,
     reference: ReferencePolicy | None = None,
+    parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """``num_iterations`` passes of clipped-loss minibatch updates on one rollout batch.
 
     Each minibatch of ``mini_batch_size`` responses is one optimizer step, its gradient accumulated over
-    ``gradient_accumulation_steps`` micro-batches weighted so the sum equals the full-minibatch loss.
+    ``gradient_accumulation_steps`` micro-batches weighted so the sum equals the full-minibatch loss. With
+    several processes (``parallel``) the weights use the global token / response counts, so the averaged
+    gradient is the one of the global minibatch (``trainers/distributed.py``).
 
     Args:
         batch: the N rollouts; ``temperatures`` (N,) give the distribution each row was sampled from.
         advantages: (N,) or (N, T) detached advantages.
         loss_mask: (N, T) 1 on tokens that enter the loss.
+        parallel: the process group (``model`` and ``optimizer`` then being accelerate's wrappers); None for
+            one process.
     Returns:
         Metrics averaged over micro-batches (token-weighted): the policy-loss metrics, ``loss``,
         ``grad_norm`` (mean over applied optimizer steps, before clipping), ``optimizer_steps`` (applied),
@@ -221,6 +232,7 @@ def update_policy(
     )  # (N, T)
     params = [p for p in model.parameters() if p.requires_grad]
 
+    dp = parallel if parallel is not None else DataParallel()
     means = TokenWeightedMetrics()
     gap_sum, gap_tokens = 0.0, 0.0  # |log pi_old - sampler log-probs| over tokens seen before the first step
     grad_norms: list[float] = []
@@ -229,13 +241,14 @@ def update_policy(
     for _ in range(algorithm.num_iterations):  # mu passes over the same rollouts
         for minibatch in iterate_minibatches(N, optim.mini_batch_size, optim.gradient_accumulation_steps):
             mini_mask = loss_mask[torch.cat(minibatch)]  # (m, T)
-            if mini_mask.sum() == 0:  # every row unscored or filtered: nothing to learn from
+            norm = dp.minibatch_norm(algorithm.loss_aggregation, mini_mask)  # global counts: one all-reduce
+            if norm.empty:  # every row (of every process) unscored or filtered: nothing to learn from
                 continue
             optimizer.zero_grad(set_to_none=True)
             finite = True
-            for rows in minibatch:
+            for rows in dp.micro_batches(model, minibatch):
                 mask = loss_mask[rows]  # (n, T)
-                if mask.sum() == 0:
+                if mask.sum() == 0 and not dp.runs_empty_micro_batches:
                     continue
                 inputs = batch_to(batch, rows, device)
                 T = inputs["completion_ids"].shape[1]
@@ -243,6 +256,9 @@ def update_policy(
                 logprobs, logits, entropy = policy_forward(
                     model, inputs, batch.temperatures[rows].to(device), need_logits=algorithm.entropy_coef > 0
                 )  # (n, T'), (n, T', V) | None, (n, T') | None
+                if mask.sum() == 0:  # another process has loss tokens here: join its gradient sync with zeros
+                    dp.backward(logprobs.sum() * 0.0)
+                    continue
                 old = logprobs.detach() if old_all is None else old_all[rows, :T].to(device)  # (n, T')
                 adv = advantages[rows] if advantages.dim() == 1 else advantages[rows, :T]
                 loss, metrics = policy_loss(
@@ -261,8 +277,7 @@ def update_policy(
                     logits=logits,
                     entropy_coef=algorithm.entropy_coef,
                 )
-                weight = micro_weight(algorithm.loss_aggregation, mask, mini_mask)
-                (loss * weight).backward()
+                dp.backward(loss * norm.weight(mask))
                 metrics["loss"] = loss.item()
                 finite = finite and math.isfinite(metrics["loss"])
                 if entropy is not None:
@@ -274,11 +289,12 @@ def update_policy(
                     gap_tokens += n_tokens
                 means.add(metrics, n_tokens)
                 tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
-            norm = faults.guarded_optimizer_step(optimizer, params, optim.max_grad_norm, finite)
-            if norm is None:
+            finite = dp.all_true(finite)  # every process skips the step, or none does
+            grad_norm = faults.guarded_optimizer_step(optimizer, params, optim.max_grad_norm, finite)
+            if grad_norm is None:
                 skipped += 1
             else:
-                grad_norms.append(norm)
+                grad_norms.append(grad_norm)
     out = means.result()
     if gap_tokens:
         out["logprobs/sampler_mismatch"] = gap_sum / gap_tokens
@@ -402,14 +418,15 @@ class GRPOTrainer:
         self.dataset = _load_dataset(cfg, dataset, config_rewards=reward_funcs is None)
 
         seed_everything(cfg.seed)
-        self.device = resolve_device(cfg.model.device)
+        # One process, or one of several started by accelerate launch (trainers/distributed.py).
+        self.parallel = DataParallel.from_config(cfg)
+        self.device = self.parallel.device or resolve_device(cfg.model.device)
         from grpokit.models.loading import load_model, load_tokenizer
+        from grpokit.models.lora import AdapterDisabledReference, is_lora_model, load_policy
 
         self.tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.name_or_path)
         self.dataset, self.data_counts = self._screen_prompt_lengths(self.dataset)
-        self.model = load_model(
-            resume_from or cfg.model.name_or_path, dtype=cfg.model.dtype, device=self.device
-        )
+        self.model = load_policy(cfg.model, resume_from, device=self.device)  # LoRA-wrapped when model.lora.r
         if reward_funcs is not None:
             policy = RewardFailurePolicy(
                 cfg.rewards.reward_failure, cfg.rewards.reward_fallback_value, cfg.rewards.reward_timeout_s
@@ -426,7 +443,10 @@ class GRPOTrainer:
                 device=self.device,
             )
         self.reference = None
-        if cfg.algorithm.beta > 0:
+        if cfg.algorithm.beta > 0 and is_lora_model(self.model):
+            # The initial policy is the base model: the policy itself with its adapters disabled, no copy.
+            self.reference = AdapterDisabledReference(self.model)
+        elif cfg.algorithm.beta > 0:
             # The reference is the *initial* policy: on resume it comes from the checkpoint, not the weights.
             self.reference = ReferencePolicy(self.model, cfg.algorithm.ref_model_sync_steps)
             if resume_from is not None and not ckpt.load_reference(self.reference.model, resume_from):
@@ -442,7 +462,7 @@ class GRPOTrainer:
             self.dataset, cfg.data.prompts_per_step, seed=cfg.seed, shuffle=cfg.data.shuffle
         )
         gen = cfg.generation
-        self.sampler = TransformersSampler(
+        sampler = TransformersSampler(
             self.model,
             self.tokenizer,
             max_new_tokens=gen.max_new_tokens,
@@ -456,20 +476,26 @@ class GRPOTrainer:
             prompt_truncation="error" if gen.prompt_truncation == "skip" else gen.prompt_truncation,
             seed=cfg.seed,
         )
+        # Samples this process's groups of each batch (all of them with one process).
+        self.sampler = ShardedSampler(sampler, self.parallel, seed=cfg.seed, per_group_seed=gen.per_group_seed)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
         self.nonfinite = faults.NonFiniteTracker(cfg.optim.max_consecutive_nonfinite)
         # Counts optimizer steps, so an out-of-memory error knows whether the weights changed in its step.
         self.optimizer_steps_taken = 0
         self.optimizer.register_step_post_hook(self._count_optimizer_step)
+        # Gradients flow through the (DDP / DeepSpeed) wrappers; sampling and saving use the plain model.
+        self.train_model, self.train_optimizer = self.parallel.prepare(self.model, self.optimizer)
         self.start_step = 0
         self.resumed_from = resume_from  # the checkpoint this run continues, for subclasses' own state
         if resume_from is not None:
             self._restore(resume_from)
-            self.run_dir = prepare_run_dir(cfg, self.run_prefix, ckpt.run_dir_of(resume_from))
-            faults.rewind_run_dir(self.run_dir, self.start_step)  # drop what was logged after the checkpoint
+            run_dir = ckpt.run_dir_of(resume_from)
+            self.run_dir = self.parallel.on_main(lambda: prepare_run_dir(cfg, self.run_prefix, run_dir))
+            # Drop what was logged after the checkpoint.
+            self.parallel.on_main(lambda: faults.rewind_run_dir(self.run_dir, self.start_step))
         else:
-            self.run_dir = prepare_run_dir(cfg, self.run_prefix)
+            self.run_dir = self.parallel.on_main(lambda: prepare_run_dir(cfg, self.run_prefix))
         self.checkpointer = ckpt.Checkpointer(
             self.run_dir,
             save_steps=cfg.checkpoint.save_steps,
@@ -488,10 +514,12 @@ class GRPOTrainer:
                 ``max_consecutive_nonfinite`` skipped updates in a row.
         """
         cfg = self.config
-        logger = open_run_logger(self.run_dir, cfg)
+        main = self.parallel.is_main  # only rank 0 writes logs, reports and checkpoints
+        logger = open_run_logger(self.run_dir, cfg) if main else RunLogger(self.run_dir, enabled=False)
         progress = ProgressBar(
-            cfg.max_steps, initial=self.start_step, enabled=not cfg.logging.quiet, json_lines=cfg.logging.json_logs
-        )
+            cfg.max_steps, initial=self.start_step, enabled=main and not cfg.logging.quiet,
+            json_lines=cfg.logging.json_logs,
+        )  # fmt: skip
         metrics: dict[str, Any] = {}
         try:
             with faults.StopSignals() as stop:
@@ -512,9 +540,12 @@ class GRPOTrainer:
                     if self.reference is not None:
                         self.reference.maybe_sync(self.model, step)
                     # 5. Log and checkpoint; stop after too many non-finite updates, or on a signal.
-                    metrics = self.log(
-                        logger, step, StepRecord(batch, scores, generated, advantages, loss_mask, update, timer)
-                    )
+                    # The step as one process would see it: every process's rows, pooled metrics.
+                    step_view = gather_step(
+                        self.parallel, batch, scores, generated, advantages, loss_mask, update,
+                        self.tokenizer.pad_token_id,
+                    )  # fmt: skip
+                    metrics = self.log(logger, step, StepRecord(*step_view, timer))
                     progress.update(metrics)
                     self.nonfinite.update(
                         int(update.get("faults/nonfinite_skipped", 0)), int(update.get("optimizer_steps", 0))
@@ -528,14 +559,15 @@ class GRPOTrainer:
         finally:
             progress.close()
             logger.close()
-        finish_run_report(self.run_dir, cfg)
+        if main:
+            finish_run_report(self.run_dir, cfg)
         return TrainResult(self.run_dir, final_dir, metrics)
 
     def compute_advantages(
         self, batch: RolloutBatch, scores: RewardScores
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`compute_advantages` with this trainer's algorithm (PPO's trainer overrides it with GAE)."""
-        return compute_advantages(batch, scores, self.config.algorithm)
+        return compute_advantages(batch, scores, self.config.algorithm, self.parallel)
 
     def update_policy(
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
@@ -543,8 +575,9 @@ class GRPOTrainer:
         """:func:`update_policy` with this trainer's model, optimizer and reference; then the schedule steps."""
         cfg = self.config
         update = update_policy(
-            self.model, self.optimizer, batch, advantages, loss_mask, algorithm=cfg.algorithm, optim=cfg.optim,
-            max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
+            self.train_model, self.train_optimizer, batch, advantages, loss_mask, algorithm=cfg.algorithm,
+            optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
+            parallel=self.parallel,
         )  # fmt: skip
         update["lr"] = self.scheduler.get_last_lr()[0]  # the rate this step's updates used
         self.scheduler.step()
@@ -703,12 +736,15 @@ class GRPOTrainer:
 
     def save_checkpoint(self, step: int, resume_point: dict[str, Any] | None = None) -> Path:
         """Checkpoint ``step``; ``resume_point`` (taken right after that step) replaces the moving state."""
-        reference = self.reference.model if self.reference is not None else None
+        reference = self.reference.checkpoint_module() if self.reference is not None else None
         state = self.state_dict(step)
         state.update(resume_point or {})
-        return self.checkpointer.save(
-            step, self.model, self.tokenizer, state, reference, self.checkpoint_modules()
+        modules = self.checkpoint_modules()
+        saved = self.parallel.on_main(  # every process has the same state; rank 0 writes it
+            lambda: self.checkpointer.save(step, self.model, self.tokenizer, state, reference, modules)
         )
+        self.checkpointer.mark_saved(saved)
+        return saved
 
     def abort_out_of_memory(self, step: int, error: str, phase: str | None, before: dict[str, Any]) -> None:
         """Checkpoint step - 1 if no optimizer step of ``step`` ran (weights, optimizer and schedule are still
@@ -742,8 +778,12 @@ class GRPOTrainer:
     def save_final(self) -> Path:
         """The trained policy and tokenizer in ``RUN_DIR/final`` (written aside, fsynced, then renamed)."""
         final = self.run_dir / "final"
-        with ckpt.atomic_directory(final) as tmp:
-            ckpt.save_pretrained(self.model, self.tokenizer, tmp)
+
+        def save() -> None:
+            with ckpt.atomic_directory(final) as tmp:
+                ckpt.save_pretrained(self.model, self.tokenizer, tmp)
+
+        self.parallel.on_main(save)  # rank 0 writes; the others wait for it
         return final
 
     def _screen_prompt_lengths(self, rows: Sequence[dict[str, Any]]) -> tuple[Sequence[dict[str, Any]], dict]:

@@ -1,0 +1,726 @@
+"""Data-parallel GRPO on accelerate: whole groups per process, global loss normalisation, rank-0 I/O.
+
+Launch with ``accelerate launch -m grpokit train CONFIG.yaml`` (or ``grpokit train --num_processes N``): the
+engine (DDP by default; DeepSpeed ZeRO or FSDP2 from an accelerate config file) is accelerate's, never a
+process group of grpokit's own. One step on W processes, for B prompts and G completions each::
+
+    rows          = next(prompts)                    every process draws the same B rows (same seed, same state)
+    local rows    = rows[r*B/W : (r+1)*B/W]          process r samples the G completions of its B/W prompts
+    advantages    = gather_group_advantages(...)     rewards and group ids all-gathered; estimator run globally
+    loss weight   = W * count_local / count_global   DDP's mean of gradients = the one-process gradient
+    log, save     rank 0 only                        metrics from the gathered batch; a full HF checkpoint
+
+What makes W processes equal to one (the 2-process CPU test checks the parameters after a few steps):
+
+1. The same prompts: the prompt iterator is replicated, so its state (and the checkpoint) does not depend
+   on W; a resumed run may use another number of processes.
+2. The same samples: with ``generation.per_group_seed`` each group's sampling generator is seeded from
+   (seed, generation round, the prompt's index in the global batch), so a group's completions do not
+   depend on which process sampled it. That costs one ``generate`` call per prompt; without it each
+   process seeds one stream per round from (seed, round, rank), which is as random but depends on W.
+3. The same loss: ``token_mean`` divides by the global number of loss tokens, ``sequence_mean`` by the
+   global number of non-empty responses, ``constant`` by the global number of rows. Each process scales its
+   local loss by ``W * count_local / count_global``, so DDP's average of the W gradients is exactly the
+   gradient of the one-process loss (up to float summation order).
+4. The same advantages: groups never straddle processes, and the advantage estimator still runs on the
+   all-gathered rewards, so batch-level estimators (``grpo_batch_norm``) see the whole batch too.
+
+Limits, checked when the trainer starts: ``prompts_per_step`` and each minibatch must divide evenly across
+the processes (and each process's minibatch across ``gradient_accumulation_steps``); dynamic sampling
+(DAPO) and the PPO trainer run in one process only. Minibatches are shuffled within each process, so with
+several minibatches per step the partition differs from a one-process run (same distribution).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import torch
+
+from grpokit.trainers.common import micro_weight
+
+if TYPE_CHECKING:
+    from grpokit.config import TrainConfig
+    from grpokit.rewards import RewardScores
+    from grpokit.rollout.batch import RolloutBatch
+
+__all__ = [
+    "DataParallel",
+    "MinibatchNorm",
+    "ShardedSampler",
+    "aggregation_count",
+    "derive_seed",
+    "gather_group_advantages",
+    "launched_distributed",
+    "reduce_reward_metrics",
+    "reduce_update_metrics",
+    "shard_bounds",
+]
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def launched_distributed(environ: dict[str, str] | None = None) -> bool:
+    """True when a launcher (accelerate, torchrun) started this process as one of several, or asked for
+    DeepSpeed / FSDP (which need accelerate even on one process)."""
+    env = os.environ if environ is None else environ
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    engines = ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP")
+    return world > 1 or any(env.get(name, "false").lower() == "true" for name in engines)
+
+
+def shard_bounds(
+    num_items: int, rank: int, world_size: int, *, what: str = "data.prompts_per_step"
+) -> tuple[int, int]:
+    """``(start, stop)`` of process ``rank``'s contiguous share of ``num_items``; they must divide evenly.
+
+    Raises:
+        ValueError: ``num_items`` is not a multiple of ``world_size`` (the message names ``what``).
+    """
+    if num_items % world_size:
+        raise ValueError(
+            f"{what} ({num_items}) must be divisible by the number of processes ({world_size}) so that "
+            "every process gets the same number of whole groups"
+        )
+    share = num_items // world_size
+    return rank * share, (rank + 1) * share
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys, well mixed (``numpy.random.SeedSequence``), e.g. (seed, round, index)."""
+    if any(k < 0 for k in keys):
+        raise ValueError(f"seed keys must be non-negative integers, got {keys}")
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def aggregation_count(aggregation: str, mask: torch.Tensor) -> float:
+    """What ``aggregation`` divides by, on these rows: loss tokens (``token_mean``), non-empty responses
+    (``sequence_mean``) or rows (``constant``, whose per-row constant is the same everywhere).
+
+    Args:
+        mask: (n, T) loss mask.
+    """
+    if aggregation == "token_mean":
+        return float(mask.sum())
+    if aggregation == "sequence_mean":
+        return float((mask.sum(1) > 0).sum())
+    if aggregation == "constant":
+        return float(mask.shape[0])
+    raise ValueError(f"unknown loss aggregation {aggregation!r}; valid: token_mean, sequence_mean, constant")
+
+
+@dataclass(frozen=True)
+class MinibatchNorm:
+    """How each micro-batch's loss is weighted so that W processes' averaged gradient is the global one.
+
+    With one process ``weight`` is :func:`~grpokit.trainers.common.micro_weight` (the micro-batch's share of
+    the minibatch). With W, process r's micro-batch m gets ``W * count(m) / sum_r count(minibatch_r)``: DDP
+    divides the summed gradients by W, leaving ``sum_{r,m} count(m) * grad(loss_m) / count_global``, the
+    gradient of the global minibatch's aggregated loss.
+    """
+
+    aggregation: str
+    mini_mask: torch.Tensor  # (m, T) this process's minibatch loss mask
+    global_count: float  # the aggregation's denominator over every process's minibatch
+    world_size: int
+
+    @property
+    def empty(self) -> bool:
+        """No process has a loss token in this minibatch: nothing to learn, skip the optimizer step."""
+        return self.global_count == 0
+
+    def weight(self, micro_mask: torch.Tensor) -> float:
+        if self.world_size == 1:
+            return micro_weight(self.aggregation, micro_mask, self.mini_mask)
+        return self.world_size * aggregation_count(self.aggregation, micro_mask) / self.global_count
+
+
+def reduce_update_metrics(parts: Sequence[tuple[dict[str, float], float]]) -> dict[str, float]:
+    """Combine each process's :func:`~grpokit.trainers.grpo.update_policy` metrics into the global ones.
+
+    Args:
+        parts: per process, ``(metrics, weight)`` with ``weight`` its number of loss tokens (the token
+            weighting ``update_policy`` uses inside a process).
+    Returns:
+        Token-weighted means of the loss metrics; min of ``*_min`` and max of ``*_max``; sums of counts
+        (``train_tokens``, ``faults/*``); the mean of what is the same on every process (``grad_norm`` after
+        DDP's all-reduce, ``optimizer_steps``, ``lr``).
+    """
+    summed = ("train_tokens",)
+    same = ("grad_norm", "optimizer_steps", "lr")
+    keys = list(dict.fromkeys(k for metrics, _ in parts for k in metrics))
+    out: dict[str, float] = {}
+    for key in keys:
+        present = [(m[key], w) for m, w in parts if key in m]
+        values = [v for v, _ in present]
+        if key.endswith("_min"):
+            out[key] = min(values)
+        elif key.endswith("_max"):
+            out[key] = max(values)
+        elif key in summed or key.startswith("faults/"):
+            out[key] = float(sum(values))
+        elif key in same:
+            out[key] = sum(values) / len(values)
+        else:
+            total = sum(w for _, w in present)
+            out[key] = sum(v * w for v, w in present) / total if total else sum(values) / len(values)
+    return out
+
+
+def reduce_reward_metrics(parts: Sequence[tuple[dict[str, float], int]]) -> dict[str, float]:
+    """Pool the reward pipeline's per-process metrics (``RewardScores.metrics``) into the global ones.
+
+    ``<name>/mean``, ``<name>/std`` and ``<name>/none_fraction`` describe the n = N_r (1 - none_fraction)
+    applicable values of process r; pooling them is exact: the mean weighted by n, and the unbiased variance
+    ``(sum (n_r - 1) s_r^2 + sum n_r (m_r - m)^2) / (n - 1)``. Failure counts add up; any other metric is
+    averaged weighted by the N_r responses.
+
+    Args:
+        parts: per process, ``(metrics, N_r)``.
+    """
+    keys = list(dict.fromkeys(k for metrics, _ in parts for k in metrics))
+    out: dict[str, float] = {}
+    pooled_prefixes = {k.removesuffix("/mean") for k in keys if k.endswith("/mean")}
+    for key in keys:
+        prefix = key.rsplit("/", 1)[0]
+        if prefix in pooled_prefixes and key.rsplit("/", 1)[1] in ("mean", "std"):
+            continue  # pooled below
+        present = [(m[key], n) for m, n in parts if key in m]
+        if key.endswith("/failures"):
+            out[key] = float(sum(v for v, _ in present))
+        else:
+            total = sum(n for _, n in present)
+            out[key] = sum(v * n for v, n in present) / total if total else math.nan
+    for prefix in pooled_prefixes:
+        stats = []
+        for metrics, n_rows in parts:
+            if f"{prefix}/mean" not in metrics:
+                continue
+            none = metrics.get(f"{prefix}/none_fraction", 0.0)
+            n = round(n_rows * (1.0 - none))
+            if n:
+                stats.append((n, metrics[f"{prefix}/mean"], metrics.get(f"{prefix}/std", 0.0)))
+        n_total = sum(n for n, _, _ in stats)
+        if not n_total:
+            out[f"{prefix}/mean"], out[f"{prefix}/std"] = math.nan, math.nan
+            continue
+        mean = sum(n * m for n, m, _ in stats) / n_total
+        out[f"{prefix}/mean"] = mean
+        if n_total < 2:
+            out[f"{prefix}/std"] = 0.0
+        else:
+            within = sum((n - 1) * s * s for n, _, s in stats if n > 1)
+            between = sum(n * (m - mean) ** 2 for n, m, _ in stats)
+            out[f"{prefix}/std"] = math.sqrt((within + between) / (n_total - 1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The process group, as the trainer sees it
+# ---------------------------------------------------------------------------------------------------------
+
+
+class DataParallel:
+    """This process's place among the W training processes, and the few collectives a GRPO step needs.
+
+    ``DataParallel()`` is the single-process case: every method is the local operation and accelerate is not
+    imported. :meth:`from_config` builds an ``accelerate.Accelerator`` when a launcher started several
+    processes (or asked for DeepSpeed / FSDP).
+
+    Args:
+        accelerator: an ``accelerate.Accelerator``, or None for one process.
+    """
+
+    def __init__(self, accelerator: Any = None):
+        self.accelerator = accelerator
+        if accelerator is None:
+            self.rank, self.world_size, self.device = 0, 1, None
+            self.engine = "single"
+        else:
+            self.rank = accelerator.process_index
+            self.world_size = accelerator.num_processes
+            self.device = accelerator.device
+            self.engine = str(accelerator.distributed_type).rsplit(".", 1)[-1].lower()
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, environ: dict[str, str] | None = None) -> DataParallel:
+        """The process group a launcher set up (accelerate reads the environment), or the single process.
+
+        Raises:
+            ValueError: the config cannot be split across the launched processes (see :meth:`check_config`).
+        """
+        if not launched_distributed(environ):
+            return cls()
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
+
+        device = config.model.device
+        cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        if not cpu and device not in ("auto", "cuda"):
+            raise ValueError(
+                f"model.device {device!r}: with several processes each one uses its own GPU (cuda:LOCAL_RANK); "
+                "set model.device to auto or cuda"
+            )
+        # gradient_accumulation_steps: accelerate's accumulate() then syncs gradients (DDP all-reduce,
+        # DeepSpeed step) exactly on the last micro-batch of each minibatch.
+        accelerator = Accelerator(
+            cpu=cpu, gradient_accumulation_steps=config.optim.gradient_accumulation_steps
+        )
+        parallel = cls(accelerator)
+        if (
+            accelerator.distributed_type == DistributedType.DEEPSPEED
+            and config.optim.max_grad_norm is not None
+        ):
+            plugin = accelerator.state.deepspeed_plugin
+            clipping = plugin.deepspeed_config.get("gradient_clipping") if plugin is not None else None
+            if clipping not in (None, "auto", config.optim.max_grad_norm):
+                raise ValueError(
+                    f"optim.max_grad_norm ({config.optim.max_grad_norm}) differs from DeepSpeed's gradient_clipping "
+                    f"({clipping}); DeepSpeed clips, so set them equal (or gradient_clipping: auto)"
+                )
+        parallel.check_config(config)
+        return parallel
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes logs, reports and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.accelerator is not None and self.world_size > 1
+
+    def check_config(self, config: TrainConfig) -> None:
+        """Reject what cannot be split across ``world_size`` processes, naming the field."""
+        from grpokit.config import GRPOConfig
+
+        W = self.world_size
+        if W == 1:
+            return
+        if not isinstance(config, GRPOConfig):
+            raise ValueError(
+                f"trainer {getattr(config, 'trainer', '?')!r}: multi-process training supports the GRPO trainer "
+                "only; run PPO in one process"
+            )
+        if config.algorithm.dynamic_sampling:
+            raise ValueError(
+                "algorithm.dynamic_sampling draws a data-dependent number of rounds per process; it runs in one "
+                "process only"
+            )
+        shard_bounds(config.data.prompts_per_step, 0, W)
+        N = config.num_responses
+        mini = config.optim.mini_batch_size or N
+        local_mini = shard_bounds(mini, 0, W, what="optim.mini_batch_size (default N = B*G)")[1]
+        if local_mini % config.optim.gradient_accumulation_steps:
+            raise ValueError(
+                f"each process's minibatch ({mini} / {W} processes = {local_mini} responses) must be divisible "
+                f"by optim.gradient_accumulation_steps ({config.optim.gradient_accumulation_steps})"
+            )
+
+    # -- collectives -----------------------------------------------------------------------------------
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over processes (float64 on this process's device, returned on CPU)."""
+        if not self.is_distributed:
+            return values.double().cpu()
+        from accelerate.utils import reduce
+
+        return reduce(values.double().to(self.device), reduction="sum").cpu()
+
+    def all_true(self, flag: bool) -> bool:
+        """True when ``flag`` holds on every process (so they all take the same branch)."""
+        if not self.is_distributed:
+            return bool(flag)
+        return bool(self.all_reduce_sum(torch.tensor([0.0 if flag else 1.0]))[0] == 0)
+
+    def all_gather(self, values: torch.Tensor) -> torch.Tensor:
+        """Concatenate each process's ``values`` along dim 0, in rank order (sizes may differ).
+
+        Returns:
+            (sum_r n_r, ...) on CPU.
+        """
+        if not self.is_distributed:
+            return values.cpu()
+        from accelerate.utils import gather, pad_across_processes
+
+        local = values.to(self.device)
+        sizes = gather(torch.tensor([local.shape[0]], device=self.device)).cpu().tolist()  # (W,)
+        padded = gather(pad_across_processes(local, dim=0)).cpu()  # (W * max_n, ...)
+        width = max(sizes)
+        return torch.cat([padded[r * width : r * width + n] for r, n in enumerate(sizes)])
+
+    def gather_object(self, obj: T) -> list[T]:
+        """Every process's (picklable) ``obj``, in rank order, on every process."""
+        if not self.is_distributed:
+            return [obj]
+        from accelerate.utils import gather_object
+
+        return gather_object([obj])
+
+    def broadcast_object(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every process."""
+        if not self.is_distributed:
+            return obj
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([obj], from_process=0)[0]
+
+    def barrier(self) -> None:
+        if self.is_distributed:
+            self.accelerator.wait_for_everyone()
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on rank 0 only; every process returns its result, or raises its error.
+
+        An exception on rank 0 is sent to the others and raised there too, so no process is left waiting
+        in a collective for a rank that already failed.
+        """
+        if not self.is_distributed:
+            return fn()
+        outcome: tuple[bool, Any] = (True, None)
+        if self.is_main:
+            try:
+                outcome = (True, fn())
+            except Exception as err:  # noqa: BLE001  (re-raised below, on every process)
+                outcome = (False, err)
+        ok, value = self.broadcast_object(outcome)
+        if not ok:
+            raise value
+        return value
+
+    # -- training --------------------------------------------------------------------------------------
+
+    def prepare(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[torch.nn.Module, Any]:
+        """The model and optimizer to train with: DDP / DeepSpeed / FSDP2-wrapped by accelerate, or as given.
+
+        Keep using the unwrapped model for sampling, no-grad passes and saving; gradients flow through the
+        wrapped one. The learning-rate scheduler stays on the plain optimizer (accelerate's scheduler wrapper
+        would step it once per process).
+        """
+        if self.accelerator is None:
+            return model, optimizer
+        return self.accelerator.prepare(model, optimizer)
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model if self.accelerator is None else self.accelerator.unwrap_model(model)
+
+    def minibatch_norm(self, aggregation: str, mini_mask: torch.Tensor) -> MinibatchNorm:
+        """The loss weighting of one minibatch (one all-reduce of its aggregation count with W processes).
+
+        Args:
+            mini_mask: (m, T) this process's minibatch loss mask.
+        """
+        count = aggregation_count(aggregation, mini_mask)
+        if self.is_distributed:
+            count = float(self.all_reduce_sum(torch.tensor([count]))[0])
+        return MinibatchNorm(aggregation, mini_mask, count, self.world_size)
+
+    def micro_batches(self, model: torch.nn.Module, minibatch: Sequence[T]) -> Iterator[T]:
+        """Iterate a minibatch's micro-batches; with accelerate each one runs inside ``accumulate(model)``.
+
+        The loop body (forward and backward) executes while the generator is suspended inside the context,
+        so DDP all-reduces (and DeepSpeed steps) only after the last micro-batch. Every process must run the
+        body for every micro-batch, even one without loss tokens (see :meth:`backward`).
+        """
+        if self.accelerator is None:
+            yield from minibatch
+            return
+        for item in minibatch:
+            with self.accelerator.accumulate(model):
+                yield item
+
+    @property
+    def runs_empty_micro_batches(self) -> bool:
+        """With several processes a micro-batch without loss tokens still runs forward and backward (with a
+        zero loss), because the others' gradient synchronisation waits for this one."""
+        return self.is_distributed
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, through accelerate when it manages the model.
+
+        accelerate divides by its ``gradient_accumulation_steps`` (and DeepSpeed by its own, equal one); the
+        micro-batch weights already make the sum the minibatch loss, so that division is undone here.
+        """
+        if self.accelerator is None:
+            loss.backward()
+            return
+        self.accelerator.backward(loss * self.accelerator.gradient_accumulation_steps)
+
+    @contextmanager
+    def generation(self, model: torch.nn.Module) -> Iterator[None]:
+        """Make ``model``'s full weights available to a local (collective-free) decode loop.
+
+        DDP and ZeRO-1/2 keep full weights on every process already. ZeRO-3 partitions them: they are gathered
+        for the duration of sampling (as TRL does), since the processes' decode loops stop at different
+        lengths and must not issue per-layer collectives. FSDP2 is not supported by this sampler (its forward
+        all-gathers per layer; see ``docs/distributed.md``).
+        """
+        if self.accelerator is None:
+            yield
+            return
+        from accelerate.utils import DistributedType
+
+        kind = self.accelerator.distributed_type
+        if kind == DistributedType.DEEPSPEED and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(model.parameters())):
+                yield
+            return
+        if kind == DistributedType.FSDP:
+            raise ValueError(
+                "FSDP shards the weights that the transformers sampler needs whole on every process; use DDP, "
+                "DeepSpeed ZeRO-2 or ZeRO-3 (examples/accelerate/)"
+            )
+        yield
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """The model's full state dict on rank 0 (None elsewhere); every process must call it (ZeRO-3 gathers).
+
+        With DDP / ZeRO-1/2 rank 0 already holds the full weights, so this returns None there too and the
+        caller saves the unwrapped model as it is.
+        """
+        if self.accelerator is None:
+            return None
+        from accelerate.utils import DistributedType
+
+        if (
+            self.accelerator.distributed_type == DistributedType.DEEPSPEED
+            and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        ):
+            state = self.accelerator.get_state_dict(model)
+            return state if self.is_main else None
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling and advantages across processes
+# ---------------------------------------------------------------------------------------------------------
+
+
+class ShardedSampler:
+    """Samples this process's share of each batch of prompts, seeded so that the result does not depend on
+    the number of processes when ``per_group_seed`` is on (see the module docstring, item 2).
+
+    ``generate(prompts, G, columns)`` takes the *global* B prompts and returns the N/W rollouts of prompts
+    ``[r*B/W, (r+1)*B/W)``, their ``group_ids`` being those prompts' global indices. With one process and
+    ``per_group_seed`` off it is the wrapped sampler unchanged. Other attributes are the wrapped sampler's.
+
+    Args:
+        sampler: any sampler with ``generate``, ``set_seed``, ``state_dict``, ``load_state_dict``.
+        parallel: the process group.
+        seed: the run's seed.
+        per_group_seed: seed every group's generator from (seed, round, global prompt index).
+    """
+
+    def __init__(self, sampler: Any, parallel: DataParallel, *, seed: int, per_group_seed: bool = False):
+        self.sampler = sampler
+        self.parallel = parallel
+        self.seed = int(seed)
+        self.per_group_seed = per_group_seed
+        self.rounds = 0  # generate calls so far; part of every derived seed, saved for resume
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "sampler":  # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.sampler, name)
+
+    def generate(
+        self, prompts: Sequence[Any], num_generations: int, columns: dict[str, list[Any]] | None = None
+    ) -> RolloutBatch:
+        """This process's rollouts of the global batch ``prompts`` (B prompts, G = ``num_generations``)."""
+        prompts = list(prompts)
+        columns = dict(columns or {})
+        B, rank, W = len(prompts), self.parallel.rank, self.parallel.world_size
+        start, stop = shard_bounds(B, rank, W)
+        round_index = self.rounds
+        self.rounds += 1
+        model = getattr(self.sampler, "model", None)
+        context = self.parallel.generation(model) if model is not None else nullcontext()
+        with context:
+            if self.per_group_seed:
+                parts = []
+                for i in range(start, stop):
+                    self.sampler.set_seed(derive_seed(self.seed, round_index, 0, i))
+                    parts.append(
+                        self.sampler.generate(
+                            [prompts[i]], num_generations, {k: [v[i]] for k, v in columns.items()}
+                        )
+                    )
+                from grpokit.trainers.grpo import concat_batches
+
+                batch = concat_batches(parts, self.sampler.pad_id)
+            else:
+                if W > 1:
+                    self.sampler.set_seed(derive_seed(self.seed, round_index, 1, rank))
+                local = {k: v[start:stop] for k, v in columns.items()}
+                batch = self.sampler.generate(prompts[start:stop], num_generations, local)
+        if start:
+            batch.group_ids = batch.group_ids - batch.group_ids.min() + start
+        return batch
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.sampler.set_seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.sampler.state_dict(), "rounds": self.rounds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.rounds = int(state.pop("rounds", 0))  # absent in checkpoints of unwrapped samplers
+        self.sampler.load_state_dict(state)
+
+
+def gather_group_advantages(
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    estimator: str = "grpo",
+    eps: float = 1e-6,
+    *,
+    parallel: DataParallel | None = None,
+) -> torch.Tensor:
+    """Group-relative advantages of this process's rows, computed over every process's rows.
+
+    The rewards and group ids of all W processes are all-gathered (in rank order), the estimator of
+    :func:`grpokit.algorithms.group_advantages` runs on the whole batch, and this process's slice is
+    returned. A group whose members sit on several processes therefore gets the baseline of all its
+    members, exactly as in one process; so do batch-level estimators (``grpo_batch_norm``).
+
+    Args:
+        rewards: (n_r,) this process's scored rewards.
+        group_ids: (n_r,) their group ids, global (the same id on two processes is the same group).
+        estimator: a registered advantage estimator.
+        eps: added to the standard deviation.
+        parallel: the process group; None or one process computes locally.
+    Returns:
+        (n_r,) float32 advantages, on ``rewards``' device.
+    """
+    from grpokit.algorithms import group_advantages
+
+    if rewards.shape != group_ids.shape or rewards.ndim != 1:
+        raise ValueError(
+            f"rewards and group_ids must be 1-D of the same length, got {tuple(rewards.shape)} and "
+            f"{tuple(group_ids.shape)}"
+        )
+    if parallel is None or not parallel.is_distributed:
+        return group_advantages(rewards, group_ids, estimator, eps)
+    all_rewards = parallel.all_gather(rewards.float())  # (N,)
+    all_ids = parallel.all_gather(group_ids.long())  # (N,)
+    sizes = parallel.gather_object(int(rewards.shape[0]))  # (W,)
+    start = sum(sizes[: parallel.rank])
+    advantages = group_advantages(all_rewards, all_ids, estimator, eps)  # (N,)
+    return advantages[start : start + rewards.shape[0]].to(rewards.device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Logging the global step
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _loggable(batch: RolloutBatch) -> RolloutBatch:
+    """The fields the step log reads, on CPU (prompt ids and log-probs stay home: they are not logged)."""
+    N = batch.num_responses
+    return replace(
+        batch,
+        prompt_ids=torch.zeros(N, 0, dtype=torch.long),
+        prompt_mask=torch.zeros(N, 0, dtype=torch.long),
+        completion_ids=batch.completion_ids.cpu(),
+        completion_mask=batch.completion_mask.cpu(),
+        group_ids=batch.group_ids.cpu(),
+        temperatures=batch.temperatures.cpu(),
+        truncated=batch.truncated.cpu(),
+        old_logprobs=None,
+        ref_logprobs=None,
+    )
+
+
+def _pad_right_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    if tensors[0].dim() == 1:
+        return torch.cat(list(tensors))
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors])
+
+
+def _cat_scores(parts: Sequence[RewardScores], sizes: Sequence[int]) -> RewardScores:
+    from grpokit.rewards import RewardScores
+
+    step_rewards = step_ends = None
+    if parts[0].step_rewards is not None:
+        S = max(p.step_rewards.shape[1] for p in parts)
+        step_rewards = torch.cat(
+            [torch.nn.functional.pad(p.step_rewards, (0, S - p.step_rewards.shape[1])) for p in parts]
+        )
+        step_ends = torch.cat(
+            [torch.nn.functional.pad(p.step_ends, (0, S - p.step_ends.shape[1]), value=-1) for p in parts]
+        )
+    return RewardScores(
+        rewards=torch.cat([p.rewards for p in parts]),
+        scored=torch.cat([p.scored for p in parts]),
+        per_function={k: [v for p in parts for v in p.per_function[k]] for k in parts[0].per_function},
+        metrics=reduce_reward_metrics([(p.metrics, n) for p, n in zip(parts, sizes)]),
+        step_rewards=step_rewards,
+        step_ends=step_ends,
+    )
+
+
+def gather_step(
+    parallel: DataParallel,
+    batch: RolloutBatch,
+    scores: RewardScores,
+    generated: dict[str, Any],
+    advantages: torch.Tensor,
+    loss_mask: torch.Tensor,
+    update: dict[str, float],
+    pad_id: int,
+) -> tuple[RolloutBatch, RewardScores, dict[str, Any], torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The step as one process would have seen it: every process's rows concatenated in rank order (the
+    global batch order), reward and update metrics pooled. One ``gather_object`` of the logged fields.
+
+    Returns:
+        ``(batch, scores, generated, advantages, loss_mask, update)``, global, on CPU; unchanged with one
+        process.
+    """
+    if not parallel.is_distributed:
+        return batch, scores, generated, advantages, loss_mask, update
+    from grpokit.trainers.grpo import concat_batches
+
+    local = (
+        _loggable(batch),
+        scores,
+        advantages.cpu(),
+        loss_mask.cpu(),
+        update,
+        float(loss_mask.sum()),
+    )
+    parts = parallel.gather_object(local)
+    batches = [p[0] for p in parts]
+    sizes = [b.num_responses for b in batches]
+    # Group ids are global already; concat_batches keeps them distinct (it renumbers from 0 in order).
+    global_batch = concat_batches(batches, pad_id)
+    global_scores = _cat_scores([p[1] for p in parts], sizes)
+    global_generated = {**generated, "batch": global_batch, "scores": global_scores}
+    return (
+        global_batch,
+        global_scores,
+        global_generated,
+        _pad_right_cat([p[2] for p in parts]),
+        _pad_right_cat([p[3] for p in parts]),
+        reduce_update_metrics([(p[4], p[5]) for p in parts]),
+    )
