@@ -285,7 +285,7 @@ def test_grpo_steps_with_weight_sync_and_truncated_importance_sampling(engine, p
     optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
     prompts = ["1+1=", "2+2=", "12=", "3+4="]
 
-    rewards_per_step, gaps = [], []
+    rewards_per_step, gaps, drifts = [], [], []
     for _ in range(4):
         batch = sampler.generate(prompts, 8)
         rewards = torch.tensor([text.count("1") / 8 for text in batch.completions])  # (N,)
@@ -303,7 +303,9 @@ def test_grpo_steps_with_weight_sync_and_truncated_importance_sampling(engine, p
         loss.backward()
         optimizer.step()
         policy.eval()
+        drifts.append(_max_gap(_trainer_logprobs(policy, batch), batch.old_logprobs, mask))  # what a stale engine costs
         engine.update_weights(policy)
-    # Each step's rollouts came from the weights of the step before: the gap stays at rounding level.
-    assert max(gaps) < ATOL
+    # Each step moves the policy well past rounding, yet each step's rollouts match the trainer's weights:
+    # the engine was synced after every step.
+    assert min(drifts) > 10 * ATOL and max(gaps) < ATOL
     assert rewards_per_step[-1] > rewards_per_step[0]
