@@ -300,15 +300,35 @@ def test_disk_full_while_saving_is_a_clear_error_and_keeps_the_last_checkpoint(
     assert ckpt.load_trainer_state(root / "step-000001")["step"] == 1
 
 
-def test_kill_between_the_two_renames_puts_the_checkpoint_back(tmp_path):
-    # Simulate: step-000003 renamed aside to .old-step-000003, the new one never renamed in.
+class Linear(torch.nn.Linear):
+    def save_pretrained(self, path, safe_serialization=True):
+        from safetensors.torch import save_model
+
+        os.makedirs(path, exist_ok=True)
+        save_model(self, os.path.join(path, "model.safetensors"))
+
+
+def test_next_save_cleans_what_a_kill_mid_save_left(tmp_path):
     root = tmp_path / "checkpoints"
+    # Killed between the two renames of a re-save of step 3: the old one aside, the new one not in place.
     (root / ".old-step-000003").mkdir(parents=True)
     torch.save({"step": 3}, root / ".old-step-000003" / ckpt.STATE_FILE)
     (root / ".tmp-step-000003").mkdir()
-    ckpt._remove_stale_temporaries(root)
-    assert sorted(p.name for p in root.iterdir()) == ["step-000003"]
+    # Killed while writing step 5 (a later run saves on another schedule, so step 5 is never written again).
+    (root / ".tmp-step-000005").mkdir()
+    ckpt.Checkpointer(tmp_path).save(4, Linear(1, 1), None, {"step": 4})
+    assert sorted(p.name for p in root.iterdir()) == ["step-000003", "step-000004"]
     assert ckpt.load_trainer_state(root / "step-000003") == {"step": 3}
+
+
+def test_a_directory_without_trainer_state_is_not_a_checkpoint(tmp_path):
+    """A step directory copied by hand and cut short (no trainer_state.pt) is never resumed from."""
+    good = tmp_path / "checkpoints" / "step-000002"
+    good.mkdir(parents=True)
+    torch.save({"step": 2}, good / ckpt.STATE_FILE)
+    (tmp_path / "checkpoints" / "step-000004").mkdir()
+    assert ckpt.list_checkpoints(tmp_path) == [good]
+    assert ckpt.find_checkpoint(str(tmp_path), "unused") == good
 
 
 def test_atomic_directory_replaces_an_existing_one_and_cleans_up_on_error(tmp_path):
