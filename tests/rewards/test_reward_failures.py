@@ -219,6 +219,19 @@ def test_policy_rejects_bad_values(kwargs, message):
         RewardFailurePolicy(**kwargs)
 
 
+def test_arrays_are_results_but_a_2d_array_is_named():
+    import numpy as np
+
+    policy = RewardFailurePolicy()
+    assert guarded_call(lambda p, c: np.array([0.5] * 4), "np", PROMPTS, COMPLETIONS, {}, policy) == (
+        [0.5] * 4,
+        0,
+    )
+    assert guarded_call(lambda p, c: torch.ones(4), "t", PROMPTS, COMPLETIONS, {}, policy) == ([1.0] * 4, 0)
+    with pytest.raises(RewardFunctionError, match="'t2' returned Tensor; expected a list of 4 floats"):
+        guarded_call(lambda p, c: torch.ones(4, 1), "t2", PROMPTS, COMPLETIONS, {}, policy)
+
+
 def test_code_tests_reward_is_registered_by_name():
     reward = resolve_reward("code_tests", {"wall_time_s": 2.0, "tests_column": "checks"})
     assert reward.limits.wall_time_s == 2.0 and reward.tests_column == "checks"

@@ -126,8 +126,8 @@ def validate_rewards(values: Any, n: int, entries: str = "floats") -> tuple[list
 
     Per-value problems are left for :func:`guarded_call`: it needs the index to name the completion.
     """
-    if isinstance(values, torch.Tensor):
-        values = values.tolist() if values.dim() == 1 else values
+    if getattr(values, "ndim", None) == 1 and hasattr(values, "tolist"):  # a 1-D tensor or NumPy array
+        values = values.tolist()
     if not isinstance(values, (list, tuple)):
         return None, f"returned {type(values).__name__}; expected a list of {n} {entries}"
     if len(values) != n:
