@@ -171,3 +171,19 @@ def test_cli_trains_ppo_from_the_trainer_field(tiny_model_dir, tmp_path, capsys)
     saved = (tmp_path / "runs" / "cli" / "config.yaml").read_text()
     assert "trainer: ppo" in saved and "adaptive_kl: true" in saved and "vf_coef: 0.5" in saved
     assert (tmp_path / "runs" / "cli" / "final" / "value_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("value_model", ["separate", "shared"])
+def test_lora_policy_trains_with_either_value_model(make_ppo_config, ppo_rows, value_model):
+    config = make_ppo_config(
+        max_steps=2,
+        model={"lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}},
+        algorithm={"value_model": value_model, "num_iterations": 2},
+    )
+    trainer = PPOTrainer(config, reward_funcs=[fraction_of_a], dataset=ppo_rows)
+    adapters = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert adapters and all("lora_" in n for n in adapters)
+    owned = sum(p.numel() for p in trainer.value_model.owned.parameters())
+    assert (owned == 33) == (value_model == "shared")  # a head on the 32-wide body, or a whole copy
+    trainer.train()
+    assert all(not torch.equal(p, adapters[n]) for n, p in trainer.model.named_parameters() if n in adapters)

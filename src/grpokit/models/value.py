@@ -109,6 +109,8 @@ class ValueModel(nn.Module):
 
 
 def _body_of(policy: nn.Module) -> nn.Module:
+    if callable(getattr(policy, "get_base_model", None)):  # peft: the causal LM under the adapters
+        policy = policy.get_base_model()
     body = getattr(policy, "base_model", None)
     if body is None or body is policy:
         raise ValueError(
@@ -122,7 +124,9 @@ def build_value_model(policy: Any, *, shared: bool = False) -> ValueModel:
     """PPO's value model for a transformers causal LM ``policy``.
 
     Args:
-        policy: e.g. ``Qwen2ForCausalLM``; its ``base_model`` is the body.
+        policy: e.g. ``Qwen2ForCausalLM``; its ``base_model`` is the body. For a LoRA (peft) policy the body
+            holds the adapters: a separate copy trains all its weights (a full critic), a shared one trains
+            the head and, through the value loss, the policy's adapters.
         shared: False copies the body (separate weights), True puts the head on the policy's own body.
 
     Returns:

@@ -776,12 +776,19 @@ class GRPOTrainer:
         self.start_step = int(state["step"])
 
     def save_final(self) -> Path:
-        """The trained policy and tokenizer in ``RUN_DIR/final`` (written aside, fsynced, then renamed)."""
+        """The trained policy and tokenizer in ``RUN_DIR/final`` (written aside, fsynced, then renamed), with
+        :meth:`checkpoint_modules` as ``<name>.safetensors`` (PPO's value model)."""
         final = self.run_dir / "final"
+        modules = self.checkpoint_modules()
 
         def save() -> None:
             with ckpt.atomic_directory(final) as tmp:
                 ckpt.save_pretrained(self.model, self.tokenizer, tmp)
+                if modules:
+                    from safetensors.torch import save_model
+
+                    for name, module in modules.items():
+                        save_model(module, str(tmp / f"{name}.safetensors"))
 
         self.parallel.on_main(save)  # rank 0 writes; the others wait for it
         return final

@@ -26,7 +26,8 @@ Choices and deviations, numbered:
    whose rounding differs); with ``num_iterations == 1`` the ratio's pi_old is the current log-probs
    detached, so the ratio is exactly 1 on the single pass (as in the GRPO trainer).
 2. The KL in the reward uses ``kl_estimator`` (k1 by default) on pi_old vs pi_ref; the loss itself has no KL
-   term (``policy_loss(beta=0)``), and its ``kl`` metric still reports KL(pi_theta || pi_ref).
+   term (``policy_loss(beta=0)``). Its logged ``kl`` metric is KL(pi_theta || pi_ref) with k3 whatever the
+   reward's estimator: non-negative, and the same quantity GRPO logs by default.
 3. A completion cut at ``max_new_tokens`` is treated as finished (V = 0 after its last token), as GRPO
    scores it; unscored completions (every reward None) are masked out of both losses and of whitening.
 4. Process rewards (``rewards.process_reward_func``) put each step's score on its last token; the KL
@@ -313,7 +314,7 @@ def update_policy_and_value(
                 ref = None if rollouts.ref_logprobs is None else rollouts.ref_logprobs[rows, :T].to(device)
                 pg_loss, metrics = policy_loss(
                     logprobs, old, advantages[rows, :T].to(device), mask,
-                    ref_logprobs=ref, beta=0.0, kl_estimator=algorithm.kl_estimator,  # note 2
+                    ref_logprobs=ref, beta=0.0, kl_estimator="k3",  # note 2: the kl metric only
                     epsilon_low=algorithm.epsilon_low, epsilon_high=algorithm.epsilon_high,
                     ratio_level=algorithm.ratio_level, aggregation=algorithm.loss_aggregation,
                     max_length=max_new_tokens, logits=logits, entropy_coef=algorithm.entropy_coef,
@@ -381,6 +382,11 @@ class PPOTrainer(GRPOTrainer):
                     "not a PPO checkpoint; resume it with the trainer that wrote it"
                 )
         super().__init__(config, reward_funcs=reward_funcs, dataset=dataset)
+        if self.parallel.is_distributed:
+            raise ValueError(
+                "PPO runs in one process: its value model, whitening and KL controller are not split across "
+                f"the {self.parallel.world_size} processes of this launch (data-parallel training is GRPO's)"
+            )
         from grpokit.algorithms import AdaptiveKLController, FixedKLController
 
         algo = config.algorithm
@@ -402,12 +408,8 @@ class PPOTrainer(GRPOTrainer):
     def micro_batch_size(self) -> int:
         """Rows per forward pass: a minibatch split into its gradient-accumulation micro-batches."""
         optim = self.config.optim
-        return max(
-            1,
-            math.ceil(
-                (optim.mini_batch_size or self.config.num_responses) / optim.gradient_accumulation_steps
-            ),
-        )
+        minibatch = optim.mini_batch_size or self.config.num_responses
+        return max(1, math.ceil(minibatch / optim.gradient_accumulation_steps))
 
     # -- the phases ----------------------------------------------------------------------------------------
 
@@ -488,14 +490,6 @@ class PPOTrainer(GRPOTrainer):
         self.value_optimizer.load_state_dict(state["value_optimizer"])
         self.value_scheduler.load_state_dict(state["value_scheduler"])
         self.kl_controller.load_state_dict(state["kl_controller"])
-
-    def save_final(self) -> Path:
-        """The policy and tokenizer in ``RUN_DIR/final``, plus ``value_model.safetensors``."""
-        from safetensors.torch import save_model
-
-        final = super().save_final()
-        save_model(self.value_model.owned, str(final / f"{VALUE_MODEL_FILE}.safetensors"))
-        return final
 
 
 def train(config: PPOConfig, **kwargs: Any) -> TrainResult:
