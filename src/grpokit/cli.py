@@ -1,4 +1,5 @@
-"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``report``, ``rl``, ``version``.
+"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``merge``, ``report``, ``rl``,
+``version``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
@@ -20,6 +21,7 @@ _COMMANDS = """commands:
   demo      the built-in demo: warm up a tiny model, GRPO on the addition task, before/after accuracy
   eval      accuracy and pass@k of a checkpoint on a built-in task
   compare   GRPO vs PPO on the same model, task and budget: memory, time, reward, accuracy, KL
+  merge     fold a LoRA run's adapters into the base model: a full model that plain transformers loads
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
   version   print the grpokit version
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(rest)
         if command == "compare":
             return _compare(rest)
+        if command == "merge":
+            return _merge(rest)
         return _train(rest, demo=command == "demo")
     except (ValueError, FileNotFoundError) as err:
         # Config, data and reward errors are the user's to fix: one clear message, no traceback.
@@ -99,6 +103,9 @@ addition task).
                         A boolean field given alone (--quiet, --dynamic_sampling) is set to true.
   --resume RUN|latest   continue a run from its newest checkpoint (a run or checkpoint directory, or the
                         newest run in output_dir); without CONFIG the run's own config.yaml is reused
+  --num_processes N     train on N local processes (DDP, one per GPU, or gloo on CPU): shorthand for
+                        accelerate launch --multi_gpu --num_processes N -m grpokit train ...; for DeepSpeed,
+                        FSDP or several machines use accelerate launch itself (docs/distributed.md)
   --print-config        print the resolved config as YAML and exit
   -h, --help            this message
 
@@ -181,7 +188,9 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
 
 def _train(argv: Sequence[str], *, demo: bool) -> int:
     from grpokit.config import PPOConfig, load_config, read_config_file, trainer_config_class
+    from grpokit.trainers.distributed import split_num_processes
 
+    argv, num_processes = split_num_processes(argv)
     config_path, overrides, flags = parse_train_args(argv)
     if flags["help"]:
         cls = trainer_config_class(read_config_file(config_path) if config_path else {}, overrides)
@@ -204,6 +213,8 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
             yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None), end=""
         )
         return 0
+    if num_processes is not None and num_processes > 1:
+        return _launch_processes(num_processes, config, argv, demo=demo)
     _quiet_libraries()
     if isinstance(config, PPOConfig):
         from grpokit.trainers.ppo import train
@@ -214,6 +225,20 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
     if not config.logging.quiet:
         print(f"final model: {result.final_dir}")
     return 0
+
+
+def _launch_processes(num_processes: int, config: Any, argv: Sequence[str], *, demo: bool) -> int:
+    """Re-run this command under ``accelerate launch`` on ``num_processes`` processes; returns its status."""
+    import subprocess
+
+    from grpokit.trainers.distributed import accelerate_launch_command, check_splittable, launched_distributed
+
+    if demo:
+        raise ValueError("--num_processes applies to grpokit train (the demo runs in one process)")
+    if launched_distributed():
+        raise ValueError("--num_processes: this process was already started by a launcher (accelerate)")
+    check_splittable(config, num_processes)  # a config error is reported once, before any process starts
+    return subprocess.call(accelerate_launch_command(num_processes, ["train", *argv]))
 
 
 def _resumed_config(resume: str, overrides: dict[str, Any]) -> str | None:
@@ -334,6 +359,30 @@ def _compare(argv: Sequence[str]) -> int:
         print(f"grpokit compare: error: {err}", file=sys.stderr)
         return 1
     print(render_markdown(summary), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# merge
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _merge(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="grpokit merge",
+        description="Fold the LoRA adapters of a checkpoint (RUN_DIR/final or RUN_DIR/checkpoints/step-N) "
+        "into their base model and save a full model with its tokenizer, loadable by plain transformers.",
+    )
+    parser.add_argument("--adapter", required=True, help="LoRA checkpoint directory (adapter_config.json)")
+    parser.add_argument("--output", required=True, help="directory of the merged model (new or empty)")
+    parser.add_argument("--base", default=None, help="base model directory (default: the run's own)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args(list(argv))
+    _quiet_libraries()
+    from grpokit.models.lora import merge_adapter
+
+    output = merge_adapter(args.adapter, args.output, base=args.base, dtype=args.dtype)
+    print(f"merged model: {output}")
     return 0
 
 

@@ -54,13 +54,16 @@ __all__ = [
     "DataParallel",
     "MinibatchNorm",
     "ShardedSampler",
+    "accelerate_launch_command",
     "aggregation_count",
+    "check_splittable",
     "derive_seed",
     "gather_group_advantages",
     "launched_distributed",
     "reduce_reward_metrics",
     "reduce_update_metrics",
     "shard_bounds",
+    "split_num_processes",
 ]
 
 T = TypeVar("T")
@@ -229,6 +232,39 @@ def reduce_reward_metrics(parts: Sequence[tuple[dict[str, float], int]]) -> dict
     return out
 
 
+def check_splittable(config: TrainConfig, world_size: int) -> None:
+    """Reject a config that cannot run on ``world_size`` processes, naming the field (nothing to check for 1).
+
+    Raises:
+        ValueError: a batch or minibatch that does not split evenly, dynamic sampling, or a trainer other
+            than GRPO.
+    """
+    from grpokit.config import GRPOConfig
+
+    W = world_size
+    if W == 1:
+        return
+    if not isinstance(config, GRPOConfig):
+        raise ValueError(
+            f"trainer {getattr(config, 'trainer', '?')!r}: multi-process training supports the GRPO trainer "
+            "only; run PPO in one process"
+        )
+    if config.algorithm.dynamic_sampling:
+        raise ValueError(
+            "algorithm.dynamic_sampling draws a data-dependent number of rounds per process; it runs in one "
+            "process only"
+        )
+    shard_bounds(config.data.prompts_per_step, 0, W)
+    N = config.num_responses
+    mini = config.optim.mini_batch_size or N
+    local_mini = shard_bounds(mini, 0, W, what="optim.mini_batch_size (default N = B*G)")[1]
+    if local_mini % config.optim.gradient_accumulation_steps:
+        raise ValueError(
+            f"each process's minibatch ({mini} / {W} processes = {local_mini} responses) must be divisible "
+            f"by optim.gradient_accumulation_steps ({config.optim.gradient_accumulation_steps})"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The process group, as the trainer sees it
 # ---------------------------------------------------------------------------------------------------------
@@ -306,30 +342,7 @@ class DataParallel:
 
     def check_config(self, config: TrainConfig) -> None:
         """Reject what cannot be split across ``world_size`` processes, naming the field."""
-        from grpokit.config import GRPOConfig
-
-        W = self.world_size
-        if W == 1:
-            return
-        if not isinstance(config, GRPOConfig):
-            raise ValueError(
-                f"trainer {getattr(config, 'trainer', '?')!r}: multi-process training supports the GRPO trainer "
-                "only; run PPO in one process"
-            )
-        if config.algorithm.dynamic_sampling:
-            raise ValueError(
-                "algorithm.dynamic_sampling draws a data-dependent number of rounds per process; it runs in one "
-                "process only"
-            )
-        shard_bounds(config.data.prompts_per_step, 0, W)
-        N = config.num_responses
-        mini = config.optim.mini_batch_size or N
-        local_mini = shard_bounds(mini, 0, W, what="optim.mini_batch_size (default N = B*G)")[1]
-        if local_mini % config.optim.gradient_accumulation_steps:
-            raise ValueError(
-                f"each process's minibatch ({mini} / {W} processes = {local_mini} responses) must be divisible "
-                f"by optim.gradient_accumulation_steps ({config.optim.gradient_accumulation_steps})"
-            )
+        check_splittable(config, self.world_size)
 
     # -- collectives -----------------------------------------------------------------------------------
 
@@ -724,3 +737,60 @@ def gather_step(
         _pad_right_cat([p[3] for p in parts]),
         reduce_update_metrics([(p[4], p[5]) for p in parts]),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# grpokit train --num_processes N
+# ---------------------------------------------------------------------------------------------------------
+
+
+def split_num_processes(argv: Sequence[str]) -> tuple[list[str], int | None]:
+    """Take ``--num_processes N`` (``--num-processes``, ``=N``) out of ``argv``; returns (rest, N or None)."""
+    rest: list[str] = []
+    found: int | None = None
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, value = arg.partition("=")
+        if key in ("--num_processes", "--num-processes"):
+            if not eq:
+                if i + 1 >= len(args):
+                    raise ValueError(f"{key} needs a value")
+                value = args[i + 1]
+                i += 1
+            try:
+                found = int(value)
+            except ValueError:
+                raise ValueError(f"{key} must be an integer, got {value!r}") from None
+            if found < 1:
+                raise ValueError(f"{key} must be >= 1, got {found}")
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, found
+
+
+def accelerate_launch_command(
+    num_processes: int, grpokit_args: Sequence[str], port: int | None = None
+) -> list[str]:
+    """``accelerate launch`` of ``python -m grpokit ARGS`` on ``num_processes`` local processes (DDP).
+
+    ``--multi_gpu`` is accelerate's launcher for several local processes (torchrun); without a GPU each one
+    runs on the CPU with the gloo backend (the trainer asks accelerate for the CPU). ``port`` (default: a
+    free one) is the rendezvous port, so that concurrent runs do not collide on accelerate's 29500.
+    """
+    import sys
+
+    if port is None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(port)]
+    if num_processes > 1:
+        launch.append("--multi_gpu")
+    return [*launch, "-m", "grpokit", *grpokit_args]
