@@ -156,7 +156,7 @@ def fake_result(system, seed, rss, reward_curve):
         "peak_rss_above_baseline_mb": rss - 400.0, "parameters": 2e6, "trainable_parameters": 1e6,
         "parameter_bytes": 2**20, "gradient_bytes": 2**20, "optimizer_bytes": 2**21, "seconds_per_step": 0.5,
         "generated_tokens": 100.0, "final_reward": reward_curve[-1], "reward_curve": reward_curve,
-        "held_out": 0.5, "held_out_metric": "accuracy", "kl_to_initial": 0.1,
+        "held_out": 0.5, "held_out_metric": "accuracy", "kl_to_initial": 0.1, "kl_curve": [0.0, 0.2],
     }  # fmt: skip
 
 
@@ -177,6 +177,7 @@ def test_summary_means_spreads_and_ratios():
     assert summary["ratios_grpo_over_ppo"]["peak_rss_above_baseline_mb"] == pytest.approx(110 / 250)
     assert grpo["state_mb"]["mean"] == 4.0  # (1 + 1 + 2) MiB
     assert grpo["reward_curve_mean"] == pytest.approx([0.15, 0.4])
+    assert grpo["kl_mean"]["mean"] == pytest.approx(0.1)  # mean over steps of each run, then over seeds
     assert summary["matching"]["ppo"] == {"prompts_per_step": 64, "completions_per_prompt": 1}
     table = render_markdown(summary)
     assert "| peak RSS (MiB) | 510 ± 14 [500, 520] | 650 ± 71 [600, 700] | 0.78 |" in table
@@ -235,3 +236,9 @@ def test_torch_threads_are_left_alone():
     before = torch.get_num_threads()
     build_compare_configs({})
     assert torch.get_num_threads() == before
+
+
+def test_moving_average_is_trailing():
+    # Windows of 2: [1], [1, 2], [2, 3], [3, 4].
+    assert compare._moving_average([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    assert compare._moving_average([5.0], 3) == [5.0]

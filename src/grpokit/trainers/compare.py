@@ -515,7 +515,8 @@ _ROWS: tuple[tuple[str, str, float, str], ...] = (
     ("generated_tokens", "generated tokens", 1.0, "{:.0f}"),
     ("final_reward", f"training reward, last {LAST_STEPS} steps", 1.0, "{:.3f}"),
     ("held_out", "held-out {metric} after training", 1.0, "{:.3f}"),
-    ("kl_to_initial", "KL to the starting policy (nats per completion)", 1.0, "{:.4f}"),
+    ("kl_to_initial", "held-out KL to the starting policy (nats per completion)", 1.0, "{:.4f}"),
+    ("kl_mean", "training KL to the reference (k3 per token, mean over steps)", 1.0, "{:.4f}"),
 )
 
 
@@ -537,6 +538,9 @@ def summarize(
         runs = [r for r in results if r["system"] == name]
         for r in runs:
             r["state_mb"] = (r["parameter_bytes"] + r["gradient_bytes"] + r["optimizer_bytes"]) / 2**20
+            kl = [v for v in r.get("kl_curve", []) if v is not None and not math.isnan(v)]
+            if kl:  # logged only with a reference model (beta > 0)
+                r["kl_mean"] = sum(kl) / len(kl)
         stats = {}
         for key, *_ in _ROWS:
             values = [r[key] for r in runs if key in r and r[key] is not None and not math.isnan(r[key])]
@@ -610,8 +614,21 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values (fewer at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_curves(summary: dict[str, Any], path: Path) -> Path | None:
-    """Reward per step (mean over seeds, min-max band) of both systems as a PNG; None without matplotlib."""
+    """Training reward and KL to the reference per step, both systems, as a PNG; None without matplotlib.
+
+    Each curve is a trailing moving average (a step's reward is the mean of only N completions), the line
+    the mean over seeds and the band the seeds' min and max.
+    """
     try:
         import matplotlib
 
@@ -619,25 +636,34 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, color in (("grpo", "tab:blue"), ("ppo", "tab:orange")):
-        curves = [r["reward_curve"] for r in summary["systems"][name]["runs"]]
-        if not curves:
-            continue
-        length = min(len(c) for c in curves)
-        steps = list(range(1, length + 1))
-        mean = summary["systems"][name]["stats"]["reward_curve_mean"]
-        ax.plot(steps, mean, color=color, label=f"{name.upper()} (mean of {len(curves)} seeds)")
-        ax.fill_between(
-            steps, [min(c[i] for c in curves) for i in range(length)], [max(c[i] for c in curves) for i in range(length)],
-            color=color, alpha=0.2, linewidth=0,
-        )  # fmt: skip
-    match = summary["matching"]
-    ax.set_xlabel(f"step ({match['completions_per_step']} completions each)")
-    ax.set_ylabel("training reward (mean per step)")
-    ax.set_title("GRPO vs PPO: reward per step")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    length = min(len(r["reward_curve"]) for name in SYSTEMS for r in summary["systems"][name]["runs"])
+    window = max(1, length // 20)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, ylabel in (
+        (axes[0], "reward_curve", "training reward"),
+        (axes[1], "kl_curve", "KL(π ‖ π_ref), k3 per token"),
+    ):
+        for name, color in (("grpo", "tab:blue"), ("ppo", "tab:orange")):
+            runs = summary["systems"][name]["runs"]
+            curves = [_moving_average(r[key][:length], window) for r in runs if key in r]
+            if not curves or any(math.isnan(v) for c in curves for v in c):
+                continue
+            steps = list(range(1, length + 1))
+            seeds = "seed" if len(curves) == 1 else "seeds"
+            mean = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
+            ax.plot(steps, mean, color=color, label=f"{name.upper()} (mean of {len(curves)} {seeds})")
+            low = [min(c[i] for c in curves) for i in range(length)]
+            high = [max(c[i] for c in curves) for i in range(length)]
+            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+        match = summary["matching"]
+        ax.set_xlabel(f"step ({match['completions_per_step']} completions each)")
+        ax.set_ylabel(ylabel + (f", mean of the last {window} steps" if window > 1 else ""))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    axes[0].set_title("reward")
+    axes[1].set_title("KL to the reference (logged with beta > 0)")
+    fig.suptitle("GRPO vs PPO")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
