@@ -119,7 +119,9 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+                previous = signal.signal(signum, self._handle)
+                # None: a handler set outside Python (it cannot be put back from Python); use the default.
+                self._previous[signum] = signal.SIG_DFL if previous is None else previous
         return self
 
     def __exit__(self, *exc: object) -> None:
