@@ -105,9 +105,14 @@ def fraction_of_a(prompts, completions, **columns):
     return [c.count("a") / max(len(c), 1) for c in completions]
 
 
-def _sections(output_dir: str, run_name: str, aggregation: str, resume: str | None = None) -> dict:
+def _sections(output_dir: str, run_name: str, policy: str, resume: str | None = None) -> dict:
+    aggregation, lora_rank = {
+        "full, token_mean": ("token_mean", 0),
+        "lora, sequence_mean": ("sequence_mean", 4),
+    }[policy]
     return {
         "max_steps": 3,
+        "model": {"lora": {"r": lora_rank}},
         "data": {"prompts_per_step": 4, "shuffle": True},
         "generation": {"max_new_tokens": 6, "per_group_seed": True},
         "algorithm": {"num_generations": 4, "loss_aggregation": aggregation, "beta": 0.05},
@@ -128,25 +133,29 @@ def _train_worker(rank: int, config, rows) -> None:
 
 
 def _weights(directory) -> dict[str, torch.Tensor]:
-    return load_file(str(directory / "model.safetensors"))
+    """The trained weights: the full model, or a LoRA run's adapters (its base is frozen)."""
+    name = (
+        "adapter_model.safetensors" if (directory / "adapter_config.json").is_file() else "model.safetensors"
+    )
+    return load_file(str(directory / name))
 
 
 def _assert_same_weights(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
     for name in expected:
-        # Equal up to float32 summation order (different micro-batch shapes and DDP's averaging): Adam's
-        # normalised steps of 3e-3 leave differences of a few 1e-7; a different sample or a missing
-        # factor of 2 in the loss moves weights by ~1e-3.
+        # Equal up to float32 summation order (other micro-batch shapes, DDP's averaging): after 3 Adam steps
+        # of 3e-3 the runs differ by about 1e-7; a different sample or a wrongly weighted micro-batch moves
+        # weights by ~1e-3. (Adam hides a wrong *scale* of the gradient: the grad_norm check catches that.)
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=2e-5, msg=name)
 
 
-@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
-def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_path, aggregation):
+@pytest.mark.parametrize("policy", ["full, token_mean", "lora, sequence_mean"])
+def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_path, policy):
     out = str(tmp_path / "runs")
-    two = make_config(**_sections(out, "two", aggregation))
+    two = make_config(**_sections(out, "two", policy))
     launch(_train_worker, two, rows)
     one = GRPOTrainer(
-        make_config(**_sections(out, "one", aggregation)), reward_funcs=[fraction_of_a], dataset=rows
+        make_config(**_sections(out, "one", policy)), reward_funcs=[fraction_of_a], dataset=rows
     )
     one_run = one.train().run_dir
     two_run = tmp_path / "runs" / "two"
@@ -161,15 +170,64 @@ def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_p
         # Adam is blind to the gradient's scale, the norm is not: DDP's mean must be the global gradient.
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
     _assert_same_weights(_weights(two_run / "final"), _weights(one_run / "final"))
-    assert _weights(one_run / "final")  # the comparison above saw every parameter
+    assert len(_weights(one_run / "final")) == (
+        28 if "lora" in policy else 26
+    )  # every trained tensor compared
 
     # The 2-process checkpoint of step 2 resumes on 1 process and finishes like the 1-process run.
     step_2 = str(two_run / "checkpoints" / "step-000002")
     resumed = GRPOTrainer(
-        make_config(**_sections(out, "two", aggregation, resume=step_2)),
+        make_config(**_sections(out, "two", policy, resume=step_2)),
         reward_funcs=[fraction_of_a],
         dataset=rows,
     )
     assert resumed.start_step == 2
     resumed.train()
     _assert_same_weights(_weights(two_run / "final"), _weights(one_run / "final"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# FSDP2: sampling on gathered weights (torch's fully_shard on CPU; accelerate's FSDP needs GPUs)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fsdp2_worker(rank: int, model_dir: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from grpokit.models import load_model, load_tokenizer
+    from grpokit.rollout import TransformersSampler
+    from grpokit.trainers.distributed import unsharded
+
+    dist.init_process_group("gloo")
+    mesh = init_device_mesh("cpu", (WORLD,))
+    tokenizer, whole = load_tokenizer(model_dir), load_model(model_dir)
+    model = load_model(model_dir)
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    projection = model.model.layers[0].self_attn.q_proj
+    assert isinstance(projection.weight, DTensor)
+    completions = []
+    with unsharded(model):
+        assert not isinstance(projection.weight, DTensor)  # whole weights: the lean decoder can use them
+        sharded = TransformersSampler(model, tokenizer, max_new_tokens=8, seed=rank)
+        # Rank 1 samples twice as often: any per-layer collective left in the forward would hang here.
+        for _ in range(1 + rank):
+            completions.append(sharded.generate(["ab", "hg"][rank : rank + 1], 4).completions)
+    reference = TransformersSampler(whole, tokenizer, max_new_tokens=8, seed=rank)
+    expected = [reference.generate(["ab", "hg"][rank : rank + 1], 4).completions for _ in range(1 + rank)]
+    assert isinstance(projection.weight, DTensor)  # resharded on exit
+    model(input_ids=torch.tensor([[4, 5, 6]])).logits.sum().backward()  # training still works, sharded
+    with open(os.path.join(out_dir, f"fsdp-{rank}.json"), "w") as f:
+        json.dump({"sampled": completions, "expected": expected}, f)
+
+
+def test_fsdp2_samples_on_gathered_weights_without_collectives(tiny_model_dir, tmp_path):
+    launch(_fsdp2_worker, str(tiny_model_dir), str(tmp_path))
+    for rank in range(WORLD):
+        result = json.loads((tmp_path / f"fsdp-{rank}.json").read_text())
+        assert result["sampled"] == result["expected"]  # the sharded model samples as the whole one
+        assert len(result["sampled"]) == 1 + rank

@@ -299,10 +299,15 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def save_pretrained(model: Any, tokenizer: Any, path: str | os.PathLike) -> None:
-    """The policy in the Hugging Face layout (safetensors) with its tokenizer."""
+def save_pretrained(
+    model: Any, tokenizer: Any, path: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """The policy in the Hugging Face layout (safetensors) with its tokenizer.
+
+    ``state_dict``: the full weights when the model's own are sharded (DeepSpeed ZeRO-3, FSDP2).
+    """
     with quiet_transformers():
-        model.save_pretrained(os.fspath(path), safe_serialization=True)
+        model.save_pretrained(os.fspath(path), safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(os.fspath(path))
 

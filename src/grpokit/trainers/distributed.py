@@ -64,6 +64,7 @@ __all__ = [
     "reduce_update_metrics",
     "shard_bounds",
     "split_num_processes",
+    "unsharded",
 ]
 
 T = TypeVar("T")
@@ -329,6 +330,12 @@ class DataParallel:
                     f"({clipping}); DeepSpeed clips, so set them equal (or gradient_clipping: auto)"
                 )
         parallel.check_config(config)
+        if parallel.shards_optimizer and (config.checkpoint.save_steps or config.checkpoint.resume):
+            raise ValueError(
+                f"checkpoint.save_steps / checkpoint.resume with {parallel.engine}: the optimizer state is sharded "
+                "across processes and grpokit checkpoints hold it whole, which is implemented for DDP only; "
+                "with DeepSpeed or FSDP set checkpoint.save_steps: 0 (the final model is still saved whole)"
+            )
         return parallel
 
     @property
@@ -475,14 +482,36 @@ class DataParallel:
             return
         self.accelerator.backward(loss * self.accelerator.gradient_accumulation_steps)
 
+    @property
+    def shards_weights(self) -> bool:
+        """DeepSpeed ZeRO-3 or FSDP: no process holds the full weights between steps."""
+        if self.accelerator is None:
+            return False
+        from accelerate.utils import DistributedType
+
+        kind = self.accelerator.distributed_type
+        return kind == DistributedType.FSDP or (
+            kind == DistributedType.DEEPSPEED and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        )
+
+    @property
+    def shards_optimizer(self) -> bool:
+        """DeepSpeed (any ZeRO stage) or FSDP: the optimizer state lives in shards, not in ``optimizer``."""
+        if self.accelerator is None:
+            return False
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
     @contextmanager
     def generation(self, model: torch.nn.Module) -> Iterator[None]:
         """Make ``model``'s full weights available to a local (collective-free) decode loop.
 
-        DDP and ZeRO-1/2 keep full weights on every process already. ZeRO-3 partitions them: they are gathered
-        for the duration of sampling (as TRL does), since the processes' decode loops stop at different
-        lengths and must not issue per-layer collectives. FSDP2 is not supported by this sampler (its forward
-        all-gathers per layer; see ``docs/distributed.md``).
+        DDP and ZeRO-1/2 keep the full weights on every process already. ZeRO-3 and FSDP2 shard them, and
+        their forward would all-gather layer by layer, a collective that hangs once the processes' decode
+        loops stop at different lengths. So they are gathered once for the whole of sampling: ZeRO-3 with
+        ``deepspeed.zero.GatheredParameters`` (as TRL does), FSDP2 with :func:`unsharded`. Sampling then
+        holds a full copy of the weights on each process for its duration.
         """
         if self.accelerator is None:
             yield
@@ -496,30 +525,45 @@ class DataParallel:
             with deepspeed.zero.GatheredParameters(list(model.parameters())):
                 yield
             return
-        if kind == DistributedType.FSDP:
-            raise ValueError(
-                "FSDP shards the weights that the transformers sampler needs whole on every process; use DDP, "
-                "DeepSpeed ZeRO-2 or ZeRO-3 (examples/accelerate/)"
-            )
-        yield
+        with unsharded(model):
+            yield
 
     def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
-        """The model's full state dict on rank 0 (None elsewhere); every process must call it (ZeRO-3 gathers).
+        """The full weights to save when they are sharded (ZeRO-3, FSDP2), on rank 0; None otherwise.
 
-        With DDP / ZeRO-1/2 rank 0 already holds the full weights, so this returns None there too and the
-        caller saves the unwrapped model as it is.
+        Every process must call it (the shards are gathered). With one process, DDP or ZeRO-1/2, rank 0
+        holds the full weights already and the caller saves the unwrapped model as it is.
         """
-        if self.accelerator is None:
+        if not self.shards_weights:
             return None
-        from accelerate.utils import DistributedType
+        state = self.accelerator.get_state_dict(model)
+        return state if self.is_main else None
 
-        if (
-            self.accelerator.distributed_type == DistributedType.DEEPSPEED
-            and self.accelerator.state.deepspeed_plugin.zero_stage == 3
-        ):
-            state = self.accelerator.get_state_dict(model)
-            return state if self.is_main else None
-        return None
+
+@contextmanager
+def unsharded(model: torch.nn.Module) -> Iterator[None]:
+    """FSDP2: all-gather every ``fully_shard``-ed module's parameters once and keep them whole inside.
+
+    Each module is unsharded and told not to reshard after its forward, so any number of forwards (a decode
+    loop that stops when this process's rows are done) issues no collective; on exit the parameters are
+    resharded and ``reshard_after_forward`` is set back to True (accelerate's and torch's default). No-op
+    for a model without FSDP2 modules.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch build without distributed
+        yield
+        return
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for module in modules:
+        module.set_reshard_after_forward(False, recurse=False)
+        module.unshard()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.reshard()
+            module.set_reshard_after_forward(True, recurse=False)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -780,10 +780,11 @@ class GRPOTrainer:
         :meth:`checkpoint_modules` as ``<name>.safetensors`` (PPO's value model)."""
         final = self.run_dir / "final"
         modules = self.checkpoint_modules()
+        weights = self.parallel.full_state_dict(self.model)  # gathered when sharded (ZeRO-3, FSDP2), else None
 
         def save() -> None:
             with ckpt.atomic_directory(final) as tmp:
-                ckpt.save_pretrained(self.model, self.tokenizer, tmp)
+                ckpt.save_pretrained(self.model, self.tokenizer, tmp, state_dict=weights)
                 if modules:
                     from safetensors.torch import save_model
 
