@@ -307,7 +307,8 @@ def save_pretrained(
     ``state_dict``: the full weights when the model's own are sharded (DeepSpeed ZeRO-3, FSDP2).
     """
     with quiet_transformers():
-        model.save_pretrained(os.fspath(path), safe_serialization=True, state_dict=state_dict)
+        weights = {} if state_dict is None else {"state_dict": state_dict}
+        model.save_pretrained(os.fspath(path), safe_serialization=True, **weights)
     if tokenizer is not None:
         tokenizer.save_pretrained(os.fspath(path))
 
