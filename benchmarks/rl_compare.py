@@ -46,7 +46,10 @@ ENVS: dict[str, dict[str, Any]] = {
         "evaluation": {"eval_steps": 5, "eval_episodes": 20},
     },
     "cue_tasks": {
-        "environment": {"env": "grpokit/CueTasks-v0"},
+        # The four tasks as explicit variants: training still draws one uniformly per start state, and
+        # evaluation cycles through them, so its mean return is 8 * 3.5 = 28 (the bonuses) plus the
+        # mean number of right actions: 30 for a random policy, 36 for a perfect one.
+        "environment": {"env": "grpokit/CueTasks-v0", "tasks": [{"task": k} for k in range(4)]},
         "threshold": 35.0,
         "budget": 40_000,
         "evaluation": {"eval_steps": 1, "eval_episodes": 40},
@@ -195,6 +198,11 @@ def main() -> None:
         help="comma list of: main (all three envs), cartpole, pendulum, cue_tasks, groupings",
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks that the script runs")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="merge into an existing <out>.json: its runs of the same env, method and seed are replaced",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     only = set(args.only.split(","))
@@ -219,8 +227,17 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    commands = [meta["command"]]
+    if args.append and out.with_suffix(".json").is_file():
+        previous = json.loads(out.with_suffix(".json").read_text())
+        key = lambda r: (r["suite"], r["env"], r["label"], r["seed"])  # noqa: E731
+        replaced = {key(r) for r in records}
+        records = [r for r in previous["runs"] if key(r) not in replaced] + records
+        commands = previous["meta"].get("commands", [previous["meta"].get("command")]) + commands
+    meta["commands"] = commands
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "runs": records}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(f"Command: `{meta['command']}`\n\n" + markdown(records))
+    header = "Commands, in order:\n\n" + "".join(f"    {c}\n" for c in commands) + "\n"
+    out.with_suffix(".md").write_text(header + markdown(records))
     print(markdown(records))
 
 

@@ -30,20 +30,27 @@ def config(**sections) -> RLConfig:
     return RLConfig.model_validate(data)
 
 
+# CueTasks' four tasks as explicit variants: evaluation then cycles through them.
+TASKS = [{"task": k} for k in range(4)]
+
+
 def _drop_times(rows):
     return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
 
 
 def test_grpo_learns_cue_tasks_in_a_few_steps():
     cfg = config(
-        max_steps=6, algorithm={"num_start_states": 8, "num_generations": 8}, evaluation={"eval_episodes": 40}
+        max_steps=6,
+        environment={"tasks": TASKS},
+        algorithm={"num_start_states": 8, "num_generations": 8},
+        evaluation={"eval_episodes": 40},
     )
     trainer = RLTrainer(cfg, run_dir=False)
     before = trainer.evaluate().mean()
     initial = [p.detach().clone() for p in trainer.policy.parameters()]
     result = trainer.train()
-    # Returns: 8 steps x (bonus of the task + 1 if right); evaluation tasks are round-robin over
-    # bonuses 0, 2, 4, 8, so a random policy gets about 28 + 2 = 30 and the best one 28 + 8 = 36.
+    # Returns: 8 steps x (bonus of the task + 1 if right). With the tasks listed, evaluation cycles
+    # through them (bonuses 0, 2, 4, 8), so a random policy gets about 28 + 2 = 30 and the best 28 + 8 = 36.
     assert before < 32.0
     assert result.final_eval_returns.mean() >= 35.0
     assert all(not torch.equal(p0, p) for p0, p in zip(initial, trainer.policy.parameters()))
@@ -128,13 +135,15 @@ def test_gaussian_entropy_bonus_raises_the_std():
 def test_target_return_stops_training():
     cfg = config(
         max_steps=50,
+        environment={"tasks": TASKS},
         algorithm={"num_start_states": 8, "num_generations": 8},
-        evaluation={"eval_steps": 1, "eval_episodes": 40, "target_return": 34.0},
+        evaluation={"eval_steps": 1, "eval_episodes": 40, "target_return": 35.0},
     )
     result = train(cfg, run_dir=False)
-    assert result.solved_step is not None and result.steps == result.solved_step < 50
+    assert result.solved_step is not None and 1 < result.steps == result.solved_step < 50
     assert result.solved_env_steps == result.env_steps
-    assert result.history[-1]["eval/return_mean"] >= 34.0
+    assert result.history[-1]["eval/return_mean"] >= 35.0
+    assert all(row["eval/return_mean"] < 35.0 for row in result.history[:-1])
 
 
 def test_env_step_budget_stops_training():
