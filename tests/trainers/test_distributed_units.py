@@ -224,3 +224,19 @@ def test_single_process_collectives_are_local():
     assert parallel.gather_object({"a": 1}) == [{"a": 1}] and parallel.broadcast_object(5) == 5
     with pytest.raises(KeyError):
         parallel.on_main(lambda: {}["missing"])
+
+
+def test_deepspeed_config_gets_grpokits_micro_batch_and_clipping(base_config):
+    from grpokit.trainers.distributed import _fill_deepspeed_config
+
+    config = base_config(optim={"gradient_accumulation_steps": 2, "max_grad_norm": 0.5})  # N = 16
+    ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": "auto"}
+    _fill_deepspeed_config(ds, config, world_size=2)
+    assert ds == {"train_micro_batch_size_per_gpu": 4, "gradient_clipping": 0.5}  # 16 / 2 processes / 2 micro
+    explicit = {"train_micro_batch_size_per_gpu": 1, "gradient_clipping": 0.5}
+    _fill_deepspeed_config(explicit, config, world_size=2)
+    assert explicit["train_micro_batch_size_per_gpu"] == 1  # the user's value is kept
+    with pytest.raises(
+        ValueError, match=r"optim.max_grad_norm \(0.5\) differs from DeepSpeed's gradient_clipping"
+    ):
+        _fill_deepspeed_config({"gradient_clipping": 1.0}, config, world_size=2)

@@ -318,17 +318,10 @@ class DataParallel:
             cpu=cpu, gradient_accumulation_steps=config.optim.gradient_accumulation_steps
         )
         parallel = cls(accelerator)
-        if (
-            accelerator.distributed_type == DistributedType.DEEPSPEED
-            and config.optim.max_grad_norm is not None
-        ):
-            plugin = accelerator.state.deepspeed_plugin
-            clipping = plugin.deepspeed_config.get("gradient_clipping") if plugin is not None else None
-            if clipping not in (None, "auto", config.optim.max_grad_norm):
-                raise ValueError(
-                    f"optim.max_grad_norm ({config.optim.max_grad_norm}) differs from DeepSpeed's gradient_clipping "
-                    f"({clipping}); DeepSpeed clips, so set them equal (or gradient_clipping: auto)"
-                )
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            _fill_deepspeed_config(
+                accelerator.state.deepspeed_plugin.deepspeed_config, config, parallel.world_size
+            )
         parallel.check_config(config)
         if parallel.shards_optimizer and (config.checkpoint.save_steps or config.checkpoint.resume):
             raise ValueError(
@@ -538,6 +531,30 @@ class DataParallel:
             return None
         state = self.accelerator.get_state_dict(model)
         return state if self.is_main else None
+
+
+def _fill_deepspeed_config(ds: dict[str, Any], config: TrainConfig, world_size: int) -> None:
+    """Complete a DeepSpeed config from grpokit's: the micro-batch size (DeepSpeed's bookkeeping; grpokit
+    feeds its own micro-batches) and the clipping norm, which DeepSpeed applies in its step.
+
+    Raises:
+        ValueError: a ``gradient_clipping`` that contradicts ``optim.max_grad_norm``.
+    """
+    N = config.num_responses
+    local_mini = (config.optim.mini_batch_size or N) // world_size
+    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds["train_micro_batch_size_per_gpu"] = max(1, local_mini // config.optim.gradient_accumulation_steps)
+    clipping = ds.get("gradient_clipping", "auto")
+    wanted = (
+        config.optim.max_grad_norm if config.optim.max_grad_norm is not None else 0.0
+    )  # 0: DeepSpeed's "off"
+    if clipping == "auto":
+        ds["gradient_clipping"] = wanted
+    elif float(clipping) != wanted:
+        raise ValueError(
+            f"optim.max_grad_norm ({config.optim.max_grad_norm}) differs from DeepSpeed's gradient_clipping "
+            f"({clipping}); DeepSpeed clips in its own step, so set them equal (or gradient_clipping: auto)"
+        )
 
 
 @contextmanager
