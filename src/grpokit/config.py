@@ -157,6 +157,11 @@ class ModelConfig(Section):
     device: str = "auto"
     """``cpu``, ``cuda``, ``cuda:1``... ``auto`` picks CUDA when available, else CPU."""
 
+    mixed_precision: Literal["no", "bf16"] = "no"
+    """``bf16`` runs every forward pass (generation, reference, policy) under ``torch.autocast`` in bfloat16
+    while weights, gradients and optimizer states stay in ``dtype``: faster matmuls on CPUs with AVX-512 BF16
+    or AMX and on Ampere+ GPUs; log-probs then carry bfloat16 rounding (~1e-2). See docs/benchmarks.md."""
+
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
     """LoRA / QLoRA adapters (``r: 0``, the default, trains every weight)."""
 
@@ -339,6 +344,11 @@ class OptimConfig(Section):
     """Micro-batches per minibatch: gradients are accumulated over them (memory, not maths, changes)."""
 
     max_consecutive_nonfinite: int = Field(3, ge=1)
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in backward instead of storing them: the update's
+    activation memory drops to about one layer's worth for about a third more update compute (measured in
+    docs/benchmarks.md). Results are unchanged."""
+
     """An optimizer step whose loss or gradient norm is NaN/inf is skipped (weights and optimizer state
     unchanged) and counted in ``faults/nonfinite_skipped``; this many skipped in a row stop the run."""
 

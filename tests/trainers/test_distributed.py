@@ -144,7 +144,7 @@ def _assert_same_weights(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
     for name in expected:
         # Equal up to float32 summation order (other micro-batch shapes, DDP's averaging): after 3 Adam steps
-        # of 3e-3 the runs differ by about 1e-7; a different sample or a wrongly weighted micro-batch moves
+        # of 3e-3 the runs differ by at most ~3e-6; a different sample or a wrongly weighted micro-batch moves
         # weights by ~1e-3. (Adam hides a wrong *scale* of the gradient: the grad_norm check catches that.)
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=2e-5, msg=name)
 
