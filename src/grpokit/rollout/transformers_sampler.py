@@ -27,6 +27,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -92,6 +93,8 @@ class TransformersSampler:
             (:class:`~grpokit.rollout.decoders.FastLlamaDecoder`) when the model supports it and the model's
             own forward otherwise; ``"fast"`` requires the lean step (error if unsupported);
             ``"transformers"`` always uses the model's forward with a ``DynamicCache``.
+        autocast_dtype: sample under ``torch.autocast`` in this dtype (``torch.bfloat16``, see
+            :mod:`grpokit.models.precision`); None keeps the model's dtype (or the caller's autocast).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class TransformersSampler:
         do_sample: bool = True,
         eos_token_id: int | list[int] | None = None,
         decoder: str = "auto",
+        autocast_dtype: torch.dtype | None = None,
     ):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -134,6 +138,8 @@ class TransformersSampler:
             raise ValueError(f"prompt_truncation must be one of {TRUNCATIONS}, got {prompt_truncation!r}")
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
+            raise ValueError(f"autocast_dtype must be a torch.dtype or None, got {autocast_dtype!r}")
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; load it with grpokit.models.load_tokenizer")
         self.model = model
@@ -150,6 +156,7 @@ class TransformersSampler:
         self.stop_ids = _stop_token_ids(model, tokenizer, eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id)
         self.decoder = decoder
+        self.autocast_dtype = autocast_dtype
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         self.set_seed(seed)
@@ -179,6 +186,11 @@ class TransformersSampler:
             prompt_ids[row, P - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             prompt_mask[row, P - len(ids) :] = 1
         return prompt_ids.to(self.device), prompt_mask.to(self.device)
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()  # leaves a caller's autocast on
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _decoder(self, total_length: int) -> Any:
         if self.decoder == "transformers":
@@ -258,7 +270,8 @@ class TransformersSampler:
         was_training = self.model.training
         self.model.eval()
         try:
-            tokens, logprobs = self._decode(prompt_ids, prompt_mask, G, temperatures)  # (N, T) each
+            with self._autocast():
+                tokens, logprobs = self._decode(prompt_ids, prompt_mask, G, temperatures)  # (N, T) each
         finally:
             self.model.train(was_training)
 

@@ -423,10 +423,16 @@ class GRPOTrainer:
         self.device = self.parallel.device or resolve_device(cfg.model.device)
         from grpokit.models.loading import load_model, load_tokenizer
         from grpokit.models.lora import AdapterDisabledReference, is_lora_model, load_policy
+        from grpokit.models.memory import enable_gradient_checkpointing
+        from grpokit.models.precision import enable_autocast
 
         self.tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.name_or_path)
         self.dataset, self.data_counts = self._screen_prompt_lengths(self.dataset)
         self.model = load_policy(cfg.model, resume_from, device=self.device)  # LoRA-wrapped when model.lora.r
+        # Speed and memory options, before the reference copy (which inherits them); docs/benchmarks.md.
+        autocast_dtype = enable_autocast(self.model, cfg.model.mixed_precision)
+        if cfg.optim.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
         if reward_funcs is not None:
             policy = RewardFailurePolicy(
                 cfg.rewards.reward_failure, cfg.rewards.reward_fallback_value, cfg.rewards.reward_timeout_s
@@ -475,6 +481,7 @@ class GRPOTrainer:
             # 'skip' already removed the long rows (_screen_prompt_lengths), so none can reach the sampler.
             prompt_truncation="error" if gen.prompt_truncation == "skip" else gen.prompt_truncation,
             seed=cfg.seed,
+            autocast_dtype=autocast_dtype,
         )
         # Samples this process's groups of each batch (all of them with one process).
         self.sampler = ShardedSampler(sampler, self.parallel, seed=cfg.seed, per_group_seed=gen.per_group_seed)
