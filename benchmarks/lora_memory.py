@@ -1,6 +1,6 @@
 """Memory and speed of LoRA against full fine-tuning, GRPO on CPU, each in a fresh process.
 
-Run: ``python benchmarks/lora_memory.py [--hidden 640] [--layers 8] [--steps 3] [--rank 8] [--out results.json]``
+Run: ``python benchmarks/lora_memory.py [--hidden 640] [--layers 8] [--steps 3] [--rank 8] [--out FILE.json]``
 
 Each mode trains the same randomly initialised Qwen2 (``--hidden``, ``--layers``; character vocabulary)
 for ``--steps`` GRPO steps with ``beta > 0`` (B = 4 prompts, G = 8, 32 new tokens, ``--micro-batches``
@@ -109,7 +109,8 @@ def _child(mode: str, args: argparse.Namespace) -> dict:
 def _table(results: list[dict], args: argparse.Namespace) -> str:
     full = results[0]
     lines = [
-        f"Qwen2 hidden {args.hidden}, {args.layers} layers ({full['parameters'] / 1e6:.1f}M parameters), LoRA "
+        f"Qwen2 hidden {args.hidden}, {args.layers} layers ({full['parameters'] / 1e6:.1f}M parameters), "
+        "LoRA "
         f"r={args.rank} on all linear layers; GRPO B=4 G=8, 32 tokens, {args.micro_batches} micro-batches, "
         "beta=0.04; 1 CPU thread",
         "",

@@ -45,7 +45,8 @@ def lora_config(base_dir, tmp_path):
             GRPOConfig,
             {
                 "max_steps": steps,
-                "model": {"name_or_path": str(base_dir), "device": "cpu", "lora": lora or {"r": 4, "alpha": 8}},
+                "model": {"name_or_path": str(base_dir), "device": "cpu",
+                          "lora": lora or {"r": 4, "alpha": 8}},
                 "data": {"prompts_per_step": 2, "shuffle": False},
                 "generation": {"max_new_tokens": 6},
                 "optim": {"learning_rate": 3e-2},
@@ -106,8 +107,8 @@ def test_the_reference_is_the_base_with_adapters_disabled_exactly(trained, base_
     trainer, _, _ = trained
     assert isinstance(trainer.reference, AdapterDisabledReference)
     batch = trainer.sampler.generate(PROMPTS[:2], 3)
-    # The full-fine-tuning reference: a frozen copy of the base (requires_grad off, as ReferencePolicy makes it;
-    # that flag picks the matmul kernel, so it must match for bitwise equality).
+    # The full-fine-tuning reference: a frozen copy of the base (requires_grad off, as ReferencePolicy makes
+    # it; that flag picks the matmul kernel, so it must match for bitwise equality).
     frozen_base = load_model(base_dir).eval().requires_grad_(False)
     reference = sequence_logprobs(trainer.reference.model, batch, micro_batch_size=4)  # (N, T)
     assert torch.equal(reference, sequence_logprobs(frozen_base, batch, micro_batch_size=4))

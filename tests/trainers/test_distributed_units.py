@@ -1,5 +1,5 @@
-"""The pieces of data-parallel GRPO that need no second process: sharding, seeds, loss weights, metric pooling,
-the sharded sampler and the config checks."""
+"""The pieces of data-parallel GRPO that need no second process: sharding, seeds, loss weights, metric
+pooling, the sharded sampler and the config checks."""
 
 from __future__ import annotations
 

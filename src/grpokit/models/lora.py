@@ -125,7 +125,7 @@ def _check_quantization(settings: LoRAConfig, device: torch.device) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise ImportError("model.lora.load_in_4bit needs bitsandbytes: pip install bitsandbytes") from err
+        raise ImportError("model.lora.load_in_4bit needs bitsandbytes: pip install 'grpokit[qlora]'") from err
 
 
 def load_policy(
@@ -230,7 +230,7 @@ def merge_adapter(
     base: str | os.PathLike | None = None,
     dtype: str = "float32",
 ) -> Path:
-    """Fold the adapters of ``adapter_dir`` into their base (``W <- W + (alpha / r) B A``) and save a full model.
+    """Fold the adapters of ``adapter_dir`` into their base, ``W <- W + (alpha / r) B A``; save a full model.
 
     Args:
         adapter_dir: a LoRA checkpoint or ``RUN_DIR/final`` (``adapter_config.json`` + weights).

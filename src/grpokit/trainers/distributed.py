@@ -4,9 +4,9 @@ Launch with ``accelerate launch -m grpokit train CONFIG.yaml`` (or ``grpokit tra
 engine (DDP by default; DeepSpeed ZeRO or FSDP2 from an accelerate config file) is accelerate's, never a
 process group of grpokit's own. One step on W processes, for B prompts and G completions each::
 
-    rows          = next(prompts)                    every process draws the same B rows (same seed, same state)
+    rows          = next(prompts)                    every process draws the same B rows (same seed and state)
     local rows    = rows[r*B/W : (r+1)*B/W]          process r samples the G completions of its B/W prompts
-    advantages    = gather_group_advantages(...)     rewards and group ids all-gathered; estimator run globally
+    advantages    = gather_group_advantages(...)     rewards, group ids all-gathered; estimator run globally
     loss weight   = W * count_local / count_global   DDP's mean of gradients = the one-process gradient
     log, save     rank 0 only                        metrics from the gathered batch; a full HF checkpoint
 
@@ -105,7 +105,7 @@ def shard_bounds(
 
 
 def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys, well mixed (``numpy.random.SeedSequence``), e.g. (seed, round, index)."""
+    """A 63-bit seed from integer keys (seed, round, index...), mixed by ``numpy.random.SeedSequence``."""
     if any(k < 0 for k in keys):
         raise ValueError(f"seed keys must be non-negative integers, got {keys}")
     return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
@@ -309,7 +309,7 @@ class DataParallel:
         cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         if not cpu and device not in ("auto", "cuda"):
             raise ValueError(
-                f"model.device {device!r}: with several processes each one uses its own GPU (cuda:LOCAL_RANK); "
+                f"model.device {device!r}: with several processes each uses its own GPU (cuda:LOCAL_RANK); "
                 "set model.device to auto or cuda"
             )
         # gradient_accumulation_steps: accelerate's accumulate() then syncs gradients (DDP all-reduce,
@@ -325,8 +325,8 @@ class DataParallel:
         parallel.check_config(config)
         if parallel.shards_optimizer and (config.checkpoint.save_steps or config.checkpoint.resume):
             raise ValueError(
-                f"checkpoint.save_steps / checkpoint.resume with {parallel.engine}: the optimizer state is sharded "
-                "across processes and grpokit checkpoints hold it whole, which is implemented for DDP only; "
+                f"checkpoint.save_steps / checkpoint.resume with {parallel.engine}: the optimizer state is "
+                "sharded across processes, and grpokit checkpoints (which hold it whole) support DDP only; "
                 "with DeepSpeed or FSDP set checkpoint.save_steps: 0 (the final model is still saved whole)"
             )
         return parallel
