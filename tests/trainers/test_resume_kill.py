@@ -132,8 +132,9 @@ def test_sigkill_at_an_unchosen_moment_then_resume_matches(setup):
     """Kill as soon as step 3 is logged, whatever the process is doing then (often: writing checkpoint 3,
     since save_steps=1 saves right after logging); the result must not depend on where the kill lands."""
     config, runs = setup
-    run = runs / "killed-anywhere"
-    process = start(config, "killed-anywhere", runs / "unused.marker", 0, 0, save_steps=1)
+    alone = runs.parent / "runs-alone"  # its own output_dir, so that "latest" can only mean this run
+    run = alone / "killed-anywhere"
+    process = start(config, "killed-anywhere", runs / "unused.marker", 0, 0, save_steps=1, output_dir=alone)
     try:
         wait_for(lambda: (run / "metrics.jsonl").is_file() and len(rows(run / "metrics.jsonl")) >= 3, process)
         process.send_signal(signal.SIGKILL)
@@ -141,9 +142,7 @@ def test_sigkill_at_an_unchosen_moment_then_resume_matches(setup):
     finally:
         process.kill()
         process.communicate()
-    assert (
-        main(["train", "--resume", "latest", "--output_dir", str(runs), "--run_name", "killed-anywhere"]) == 0
-    )
+    assert main(["train", "--resume", "latest", "--output_dir", str(alone)]) == 0
     assert_same_run(run, runs / "reference")
     assert not list((run / "checkpoints").glob(".tmp-*"))  # a temporary left by the kill was cleaned up
 
