@@ -35,6 +35,7 @@ Choices and deviations from the paper, numbered:
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -560,8 +561,9 @@ class GRPOTrainer:
                     self.nonfinite.check(step, self.checkpointer.last_saved)
                     if self.checkpointer.should_save(step):
                         self.save_checkpoint(step)
-                    if stop.requested is not None:
-                        self.stop_on_signal(step, stop.requested)
+                    # Every process stops after the same step: a signal may reach them a step apart.
+                    if not self.parallel.all_true(stop.requested is None):
+                        self.stop_on_signal(step, stop.requested or signal.SIGTERM)
             final_dir = self.save_final()
         finally:
             progress.close()
