@@ -759,6 +759,9 @@ class GRPOTrainer:
         """Checkpoint step - 1 if no optimizer step of ``step`` ran (weights, optimizer and schedule are still
         those of step - 1, ``before`` holds its RNG and data state), then raise ``OutOfMemoryAbort``."""
         exact = self.optimizer_steps_taken == before["optimizer_steps_taken"] and step > 1
+        # With several processes the others may be waiting in a collective of this step: writing (a
+        # collective too) could hang, so only the newest periodic checkpoint is named.
+        exact = exact and not self.parallel.is_distributed
         if exact and self.checkpointer.saved_step() != step - 1:
             self.save_checkpoint(step - 1, before)
         raise faults.OutOfMemoryAbort(
