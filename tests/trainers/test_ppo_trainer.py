@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from grpokit.config import PPOConfig, build_config
 from grpokit.tracking import read_metrics
+from grpokit.trainers import common
 from grpokit.trainers.ppo import PPOTrainer
 
 
@@ -187,3 +188,18 @@ def test_lora_policy_trains_with_either_value_model(make_ppo_config, ppo_rows, v
     assert (owned == 33) == (value_model == "shared")  # a head on the 32-wide body, or a whole copy
     trainer.train()
     assert all(not torch.equal(p, adapters[n]) for n, p in trainer.model.named_parameters() if n in adapters)
+
+
+def test_value_model_follows_mixed_precision_and_checkpointing(make_ppo_config, ppo_rows):
+    config = make_ppo_config(
+        max_steps=1, model={"mixed_precision": "bf16"}, optim={"gradient_checkpointing": True}
+    )
+    trainer = PPOTrainer(config, reward_funcs=[fraction_of_a], dataset=ppo_rows)
+    value_model = trainer.value_model
+    assert value_model.grpokit_autocast == ("cpu", torch.bfloat16)  # the policy's forward precision
+    layers = [m for m in value_model.body.modules() if "forward" in vars(m)]
+    assert len(layers) == 2 and all(layer.forward.__self__ is layer for layer in layers)  # its own layers
+    batch = trainer.collect_rollouts(common.PhaseTimer())[0]
+    values = value_model(**common.batch_to(batch, torch.arange(4), torch.device("cpu")))
+    assert values.dtype == torch.float32  # the head runs outside autocast (a bf16 Linear would give bf16)
+    assert trainer.train().last_metrics["faults/nonfinite_skipped"] == 0.0

@@ -16,8 +16,8 @@ Choices, numbered:
 
 1. The head is zero-initialised, so V = 0 before the first update and the first advantages are plain
    lambda-returns rather than returns minus a random baseline.
-2. The head computes in float32 whatever the body's dtype: values are regression targets of order 1 whose
-   differences feed GAE, where bfloat16's 8-bit mantissa would be visible.
+2. The head computes in float32 whatever the body's dtype or autocast: values are regression targets of
+   order 1 whose differences feed GAE, where bfloat16's 8-bit mantissa would be visible.
 3. The shared layout runs its own forward pass through the shared body (one more forward than a fused
    policy-and-value pass, the same parameters): the log-prob code stays model-agnostic.
 """
@@ -104,7 +104,8 @@ class ValueModel(nn.Module):
         hidden = self.body(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state[:, -T:]  # (N, T, H)
-        values = self.head(hidden.float()).squeeze(-1)  # (N, T), note 2
+        with torch.autocast(hidden.device.type, enabled=False):  # note 2, also under mixed precision
+            values = self.head(hidden.float()).squeeze(-1)  # (N, T)
         return torch.where(completion_mask.bool(), values, values.new_zeros(()))
 
 

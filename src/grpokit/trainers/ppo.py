@@ -388,9 +388,12 @@ class PPOTrainer(GRPOTrainer):
                 f"the {self.parallel.world_size} processes of this launch (data-parallel training is GRPO's)"
             )
         from grpokit.algorithms import AdaptiveKLController, FixedKLController
+        from grpokit.models.precision import enable_autocast
 
         algo = config.algorithm
+        # A separate body is a copy of the policy's, so it keeps the policy's activation checkpointing.
         self.value_model = build_value_model(self.model, shared=algo.value_model == "shared")
+        enable_autocast(self.value_model, config.model.mixed_precision)  # the policy's forward precision
         value_optim = config.optim.model_copy(
             update={"learning_rate": algo.value_learning_rate or config.optim.learning_rate}
         )
