@@ -114,3 +114,8 @@ def test_bad_inputs(model):
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
                             temperature=torch.ones(2))
+
+
+def test_entropy_is_detached_and_logprobs_are_not(model):
+    logprobs, entropy = completion_logprobs(model, *pad(make_rows(4)), return_entropy=True)
+    assert logprobs.requires_grad and not entropy.requires_grad

@@ -136,7 +136,8 @@ def completion_logprobs(
         completion_mask: (N, T) 1 on real completion tokens (EOS included).
         temperature: sampling temperature, a float or (N,) per-row values; must match the sampler's
             so that the ratio to the sampling policy is 1 on-policy.
-        return_entropy: also return the per-token entropy of the temperature-scaled distribution.
+        return_entropy: also return the per-token entropy of the temperature-scaled distribution, detached
+            (for logging; an entropy bonus needs the logits, :func:`compute_logits_for_completion`).
         chunk_size: token positions per float32 log-softmax chunk; default keeps a chunk near 64 MiB.
 
     Returns:
@@ -166,8 +167,10 @@ def completion_logprobs(
         picked = z.gather(-1, flat_ids[start : start + chunk_size]).squeeze(-1)  # (C,)
         logprob_chunks.append(picked - log_norm)
         if return_entropy:
-            probs = torch.softmax(z, dim=-1)  # (C, V)
-            entropy_chunks.append(log_norm - (probs * z).sum(dim=-1))
+            # A measurement, not a loss term: without grad, so autograd keeps no (C, V) softmax for it.
+            with torch.no_grad():
+                probs = torch.softmax(z, dim=-1)  # (C, V)
+                entropy_chunks.append(log_norm - (probs * z).sum(dim=-1))
     mask = completion_mask.bool()
     zero = torch.zeros((), dtype=torch.float32, device=logits.device)
     logprobs = torch.where(mask, torch.cat(logprob_chunks).view(N, T), zero)  # (N, T)
