@@ -275,6 +275,7 @@ _KNOBS = {
     ],
     "update": [
         ("optim.gradient_accumulation_steps", "more, smaller micro-batches: same update, less memory"),
+        ("optim.gradient_checkpointing", "true recomputes activations in backward: same update, less memory"),
         ("optim.mini_batch_size", "responses per optimizer step"),
         ("generation.max_new_tokens", "completion length"),
         ("data.prompts_per_step", "B"),
