@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,9 +58,8 @@ from grpokit.rl.config import RLConfig
 from grpokit.rl.grouping import Grouping, check_group_ids, make_grouping
 from grpokit.rl.policies import CategoricalPolicy, Policy, make_policy, make_value_network
 from grpokit.rl.rollout import EnvFactory, EpisodeBatch, EpisodeCollector, evaluation_starts, plan_starts
-from grpokit.tracking import RunLogger
 from grpokit.tracking.progress import ProgressBar
-from grpokit.tracking.report import current_environment
+from grpokit.tracking.run import finish_run_report, open_run_logger
 
 
 @dataclass
@@ -413,9 +411,6 @@ class RLTrainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
-        versions = self.run_dir / "environment.json"
-        if not versions.exists():  # a resumed run keeps the versions it started with
-            versions.write_text(json.dumps(current_environment(), indent=2) + "\n", encoding="utf-8")
         if self._resume_from is not None:
             # Rows logged after the checkpoint belong to steps that are about to be redone.
             for name in ("metrics.jsonl", "samples.jsonl"):
@@ -424,9 +419,7 @@ class RLTrainer:
                     rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
                     kept = [line for line in rows if json.loads(line)["step"] <= self.step]
                     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self._logger = RunLogger(
-            self.run_dir, trackers=cfg.report_to, config=self.config, tracker_options=cfg.tracker_options
-        )
+        self._logger = open_run_logger(self.run_dir, cfg, self.config)
 
     def _log(
         self, metrics: dict[str, Any], start: float, samples: list[dict[str, Any]], progress: bool = True
@@ -446,14 +439,7 @@ class RLTrainer:
         if self._logger is None:
             return
         self._logger.close()
-        if self.config.logging.report:
-            from grpokit.tracking.report import write_report
-
-            try:
-                write_report(self.run_dir)
-            except Exception as err:  # noqa: BLE001  (training is saved; say what failed and how to retry)
-                print(f"warning: could not write the run report ({type(err).__name__}: {err}); "
-                      f"retry with: grpokit report {self.run_dir}", file=sys.stderr)  # fmt: skip
+        finish_run_report(self.run_dir, self.config.logging)
 
     def _sample_rows(
         self, batch: EpisodeBatch, group_ids: torch.Tensor, advantages: torch.Tensor

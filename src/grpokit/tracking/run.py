@@ -1,37 +1,35 @@
-"""What every LLM trainer writes around its loop: ``environment.json``, the trackers, the HTML report."""
+"""What every trainer (LLM or classic RL) writes around its loop: ``environment.json``, the trackers
+and, at the end, the HTML report. ``logging`` is the config's logging section (``report_to``,
+``tracker_options``, ``report``); ``config`` is the whole resolved config, logged once by each tracker.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from grpokit.config import TrainConfig
-from grpokit.tracking import RunLogger
+from grpokit.tracking.logger import RunLogger
 
 
-def open_run_logger(run_dir: Path, config: TrainConfig) -> RunLogger:
+def open_run_logger(run_dir: Path, logging: Any, config: Any) -> RunLogger:
     """Record the software versions once, then open ``metrics.jsonl`` and the configured trackers."""
     from grpokit.tracking.report import current_environment
 
     env_path = Path(run_dir) / "environment.json"
     if not env_path.exists():  # a resumed run keeps the versions it started with
         env_path.write_text(json.dumps(current_environment(), indent=2) + "\n", encoding="utf-8")
-    return RunLogger(
-        run_dir,
-        trackers=config.logging.report_to,
-        config=config,
-        tracker_options=config.logging.tracker_options,
-    )
+    return RunLogger(run_dir, trackers=logging.report_to, config=config, tracker_options=logging.tracker_options)
 
 
-def finish_run_report(run_dir: Path, config: TrainConfig) -> Path | None:
+def finish_run_report(run_dir: Path, logging: Any) -> Path | None:
     """Write ``RUN_DIR/report.html`` when ``logging.report`` is on.
 
     The run itself is complete by now (final checkpoint written), so a report failure is reported on
     stderr with its cause and ``grpokit report RUN_DIR`` as the retry, not raised.
     """
-    if not config.logging.report:
+    if not logging.report:
         return None
     from grpokit.tracking.report import write_report
 

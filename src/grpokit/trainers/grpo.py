@@ -48,6 +48,7 @@ from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
 from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
+from grpokit.tracking.run import finish_run_report, open_run_logger
 from grpokit.trainers import checkpoint as ckpt
 from grpokit.trainers import faults
 from grpokit.trainers.common import (
@@ -65,7 +66,6 @@ from grpokit.trainers.common import (
     sequence_logprobs,
 )
 from grpokit.trainers.distributed import DataParallel, ShardedSampler, gather_group_advantages, gather_step
-from grpokit.trainers.run_logging import finish_run_report, open_run_logger
 
 __all__ = [
     "GRPOTrainer",
@@ -523,7 +523,7 @@ class GRPOTrainer:
         """
         cfg = self.config
         main = self.parallel.is_main  # only rank 0 writes logs, reports and checkpoints
-        logger = open_run_logger(self.run_dir, cfg) if main else RunLogger(self.run_dir, enabled=False)
+        logger = open_run_logger(self.run_dir, cfg.logging, cfg) if main else RunLogger(self.run_dir, enabled=False)
         progress = ProgressBar(
             cfg.max_steps, initial=self.start_step, enabled=main and not cfg.logging.quiet,
             json_lines=cfg.logging.json_logs,
@@ -569,7 +569,7 @@ class GRPOTrainer:
             progress.close()
             logger.close()
         if main:
-            finish_run_report(self.run_dir, cfg)
+            finish_run_report(self.run_dir, cfg.logging)
         return TrainResult(self.run_dir, final_dir, metrics)
 
     def compute_advantages(
