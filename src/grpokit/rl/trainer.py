@@ -419,7 +419,7 @@ class RLTrainer:
                     rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
                     kept = [line for line in rows if json.loads(line)["step"] <= self.step]
                     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self._logger = open_run_logger(self.run_dir, cfg, self.config)
+        self._logger = open_run_logger(self.run_dir, cfg, self.config, start_step=self.step)
 
     def _log(
         self, metrics: dict[str, Any], start: float, samples: list[dict[str, Any]], progress: bool = True

@@ -13,14 +13,21 @@ from typing import Any
 from grpokit.tracking.logger import RunLogger
 
 
-def open_run_logger(run_dir: Path, logging: Any, config: Any) -> RunLogger:
-    """Record the software versions once, then open ``metrics.jsonl`` and the configured trackers."""
+def open_run_logger(run_dir: Path, logging: Any, config: Any, *, start_step: int = 0) -> RunLogger:
+    """Record the software versions once, then open ``metrics.jsonl`` and the configured trackers.
+
+    ``start_step``: the step a resumed run continues from; TensorBoard then drops the events an earlier,
+    killed process logged after it (``metrics.jsonl`` is rewound by the trainer).
+    """
     from grpokit.tracking.report import current_environment
 
     env_path = Path(run_dir) / "environment.json"
     if not env_path.exists():  # a resumed run keeps the versions it started with
         env_path.write_text(json.dumps(current_environment(), indent=2) + "\n", encoding="utf-8")
-    return RunLogger(run_dir, trackers=logging.report_to, config=config, tracker_options=logging.tracker_options)
+    options = {name: dict(values) for name, values in logging.tracker_options.items()}
+    if start_step and "tensorboard" in logging.report_to:
+        options.setdefault("tensorboard", {}).setdefault("purge_step", start_step + 1)
+    return RunLogger(run_dir, trackers=logging.report_to, config=config, tracker_options=options)
 
 
 def finish_run_report(run_dir: Path, logging: Any) -> Path | None:

@@ -128,10 +128,18 @@ class TensorBoardTracker(Tracker):
 
     name = "tensorboard"
 
-    def __init__(self, run_dir: str | os.PathLike, *, log_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        log_dir: str | os.PathLike | None = None,
+        purge_step: int | None = None,
+    ):
+        """``purge_step``: TensorBoard hides events at or after this step from earlier writers (a resumed
+        run redoes the steps after its checkpoint, so their first events must not show twice)."""
         tensorboard = _require("torch.utils.tensorboard", "pip install tensorboard", self.name)
         self.log_dir = Path(log_dir) if log_dir is not None else Path(run_dir) / "tensorboard"
-        self._writer = tensorboard.SummaryWriter(log_dir=str(self.log_dir))
+        self._writer = tensorboard.SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         for key, value in scalar_metrics(metrics).items():
