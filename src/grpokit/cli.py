@@ -215,6 +215,10 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
         return 0
     if num_processes is not None and num_processes > 1:
         return _launch_processes(num_processes, config, argv, demo=demo)
+    from grpokit.trainers.distributed import launched_distributed
+
+    if config.model.name_or_path is None and launched_distributed():
+        raise ValueError("the built-in demo runs in one process: set model.name_or_path to train on several")
     _quiet_libraries()
     if isinstance(config, PPOConfig):
         from grpokit.trainers.ppo import train
@@ -233,8 +237,8 @@ def _launch_processes(num_processes: int, config: Any, argv: Sequence[str], *, d
 
     from grpokit.trainers.distributed import accelerate_launch_command, check_splittable, launched_distributed
 
-    if demo:
-        raise ValueError("--num_processes applies to grpokit train (the demo runs in one process)")
+    if demo or config.model.name_or_path is None:
+        raise ValueError("--num_processes needs model.name_or_path (the built-in demo runs in one process)")
     if launched_distributed():
         raise ValueError("--num_processes: this process was already started by a launcher (accelerate)")
     check_splittable(config, num_processes)  # a config error is reported once, before any process starts

@@ -38,13 +38,18 @@ def test_launch_command_is_accelerate_ddp_on_a_free_port():
     assert "--multi_gpu" not in accelerate_launch_command(1, ["train"])
 
 
-def test_a_config_that_cannot_be_split_fails_before_launching(capsys, monkeypatch):
+def test_a_config_that_cannot_be_split_fails_before_launching(capsys, monkeypatch, tiny_model_dir):
     monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("launched"))
-    assert main(["train", "--num_processes", "2", "--prompts_per_step", "3"]) == 2
+    model = ["--model", str(tiny_model_dir)]
+    assert main(["train", *model, "--num_processes", "2", "--prompts_per_step", "3"]) == 2
     err = capsys.readouterr().err
     assert "data.prompts_per_step (3) must be divisible by the number of processes (2)" in err
-    assert main(["demo", "--num_processes", "2"]) == 2
-    assert "applies to grpokit train" in capsys.readouterr().err
+    for demo in (["demo"], ["train"]):  # no model: the built-in demo
+        assert main([*demo, "--num_processes", "2"]) == 2
+        assert "--num_processes needs model.name_or_path" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under accelerate launch
+    assert main(["train", "--max_steps", "1"]) == 2
+    assert "the built-in demo runs in one process" in capsys.readouterr().err
 
 
 @pytest.mark.slow
