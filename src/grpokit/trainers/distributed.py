@@ -639,7 +639,8 @@ class ShardedSampler:
                     )
                 from grpokit.trainers.grpo import concat_batches
 
-                batch = concat_batches(parts, self.sampler.pad_id)
+                pad_id = getattr(self.sampler, "pad_id", None)
+                batch = concat_batches(parts, self.sampler.tokenizer.pad_token_id if pad_id is None else pad_id)
             else:
                 if W > 1:
                     self.sampler.set_seed(derive_seed(self.seed, round_index, 1, rank))
