@@ -27,8 +27,9 @@ What makes W processes equal to one (the 2-process CPU test checks the parameter
 
 Limits, checked when the trainer starts: ``prompts_per_step`` and each minibatch must divide evenly across
 the processes (and each process's minibatch across ``gradient_accumulation_steps``); dynamic sampling
-(DAPO) and the PPO trainer run in one process only. Minibatches are shuffled within each process, so with
-several minibatches per step the partition differs from a one-process run (same distribution).
+(DAPO) and the PPO trainer run in one process only; with DeepSpeed or FSDP (sharded optimizer state)
+periodic checkpoints and resume are refused. Minibatches are shuffled within each process, so with several
+minibatches per step the partition differs from a one-process run (same distribution).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
     "check_splittable",
     "derive_seed",
     "gather_group_advantages",
+    "gather_step",
     "launched_distributed",
     "reduce_reward_metrics",
     "reduce_update_metrics",
