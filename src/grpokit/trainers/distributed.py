@@ -642,7 +642,9 @@ class ShardedSampler:
                 from grpokit.trainers.grpo import concat_batches
 
                 pad_id = getattr(self.sampler, "pad_id", None)
-                batch = concat_batches(parts, self.sampler.tokenizer.pad_token_id if pad_id is None else pad_id)
+                if pad_id is None:
+                    pad_id = self.sampler.tokenizer.pad_token_id
+                batch = concat_batches(parts, pad_id)
             else:
                 if W > 1:
                     self.sampler.set_seed(derive_seed(self.seed, round_index, 1, rank))
