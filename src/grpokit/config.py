@@ -234,8 +234,33 @@ class GenerationConfig(Section):
     it: N processes then reproduce a 1-process run. Costs one generate call per prompt (slower sampling).
     Off: one seeded stream per process (per round and rank when there are several)."""
 
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """Generation engine. ``transformers`` samples with the policy itself (same weights, nothing to sync).
+    ``vllm`` runs a vLLM engine on a copy of the weights, pushed into it after every training step; its
+    rollout log-probs feed ``algorithm.rollout_importance_sampling``. Needs ``pip install grpokit[vllm]``
+    (CPU: ``scripts/test-vllm.sh``), one process and no ``model.lora``; see docs/vllm.md."""
+
+    vllm_kv_cache_gib: float | None = Field(None, gt=0)
+    """vLLM's KV-cache size in GiB (``backend: vllm``). ``None``: vLLM sizes it, from
+    ``vllm_gpu_memory_utilization`` on GPU and from free memory on CPU (where the environment variable
+    ``VLLM_CPU_KVCACHE_SPACE``, when set, overrides this field)."""
+
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    """Fraction of the GPU's memory vLLM may take for its weights and KV cache (``backend: vllm``, GPU only).
+    The engine shares the GPU with the policy, its gradients and optimizer states, hence 0.3 (TRL's default
+    when vLLM is colocated with training) rather than vLLM's own 0.9."""
+
+    vllm_weight_sync_timeout_s: float = Field(300, gt=0)
+    """Deadline in seconds of each push of the policy's weights into the vLLM engine (``backend: vllm``);
+    past it training stops with an error instead of hanging on a stuck engine."""
+
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
+        if self.backend != "vllm":
+            defaults = type(self).model_fields
+            changed = [k for k in defaults if k.startswith("vllm_") and getattr(self, k) != defaults[k].default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} set but backend is {self.backend!r}: set backend: vllm")
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError(
                 f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})"
@@ -543,6 +568,16 @@ class GRPOAlgorithmConfig(PolicyLossConfig):
     max_dynamic_sampling_rounds: int = Field(3, ge=0)
     """Extra generation rounds dynamic sampling may use per step; the step goes on with fewer groups after."""
 
+    rollout_importance_sampling: Literal["auto", "none", "token", "sequence"] = "auto"
+    """Truncated importance sampling (Yao et al. 2025) against the rollout engine's log-probs: each token's
+    surrogate is weighted by ``min(pi_trainer / pi_rollout, rollout_importance_cap)``, per token (``token``)
+    or with the product over the response (``sequence``). ``auto``: ``token`` with ``generation.backend:
+    vllm``, whose kernels compute other probabilities than the trainer's, ``none`` with ``transformers``,
+    whose sampler is the policy itself. Logged as ``rollout_is/*``; see docs/vllm.md."""
+
+    rollout_importance_cap: float = Field(2.0, gt=0)
+    """C, the truncation of the rollout importance weights (2 in Yao et al. 2025)."""
+
 
 class PPOAlgorithmConfig(PolicyLossConfig):
     """The clipped loss plus PPO's own parts: KL in the reward, a value model, GAE (the baseline to GRPO).
@@ -648,6 +683,12 @@ class TrainConfig(Section):
             raise ValueError("rewards.reward_funcs uses 'task' but data.task is unset")
         if self.model.name_or_path is None and self.data.task is None:
             raise ValueError("model.name_or_path is unset (demo mode), which needs data.task")
+        if self.generation.backend == "vllm" and self.model.lora.r > 0:
+            raise ValueError(
+                "generation.backend 'vllm' with model.lora: the engine needs full weights every step (merging "
+                "the adapters each step is not implemented); set model.lora.r: 0 or generation.backend: "
+                "transformers"
+            )
         return self
 
 

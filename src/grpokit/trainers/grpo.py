@@ -30,6 +30,9 @@ Choices and deviations from the paper, numbered:
    and counted; SIGTERM/SIGINT finish the step, checkpoint it and stop; an out-of-memory error checkpoints
    the last completed step when no weight has changed since. A resumed run is the uninterrupted run: the
    checkpoint holds every RNG, the data position and the counters, and log rows after it are dropped.
+8. ``generation.backend: vllm`` samples with a vLLM engine on a copy of the weights, pushed into it after
+   every step, and weights the surrogate by truncated importance weights ``min(pi_old / pi_rollout, C)``
+   against the engine's log-probs (``trainers/rollout_engine.py``, ``docs/vllm.md``).
 """
 
 from __future__ import annotations
@@ -66,6 +69,14 @@ from grpokit.trainers.common import (
     sequence_logprobs,
 )
 from grpokit.trainers.distributed import DataParallel, ShardedSampler, gather_group_advantages, gather_step
+from grpokit.trainers.rollout_engine import (
+    build_sampler,
+    check_rollout_backend,
+    close_sampler,
+    rollout_importance_level,
+    rollout_importance_weights,
+    sync_sampler_weights,
+)
 
 __all__ = [
     "GRPOTrainer",
@@ -200,6 +211,7 @@ def update_policy(
     max_new_tokens: int,
     reference: ReferencePolicy | None = None,
     parallel: DataParallel | None = None,
+    rollout_importance: str | None = None,
 ) -> dict[str, float]:
     """``num_iterations`` passes of clipped-loss minibatch updates on one rollout batch.
 
@@ -214,11 +226,15 @@ def update_policy(
         loss_mask: (N, T) 1 on tokens that enter the loss.
         parallel: the process group (``model`` and ``optimizer`` then being accelerate's wrappers); None for
             one process.
+        rollout_importance: ``"token"`` or ``"sequence"``: weight each surrogate by the truncated importance
+            weight ``min(pi_old / pi_rollout, algorithm.rollout_importance_cap)`` against the sampler's
+            log-probs ``batch.old_logprobs`` (:func:`~grpokit.trainers.rollout_engine.rollout_importance_weights`);
+            None: no weights.
     Returns:
         Metrics averaged over micro-batches (token-weighted): the policy-loss metrics, ``loss``,
         ``grad_norm`` (mean over applied optimizer steps, before clipping), ``optimizer_steps`` (applied),
         ``faults/nonfinite_skipped`` (optimizer steps skipped for a non-finite loss or gradient norm),
-        ``train_tokens``.
+        ``train_tokens``; with ``rollout_importance``, ``rollout_is/*`` (token-weighted over micro-batches).
     """
     from grpokit.algorithms import masked_mean, policy_loss
 
@@ -262,6 +278,12 @@ def update_policy(
                     continue
                 old = logprobs.detach() if old_all is None else old_all[rows, :T].to(device)  # (n, T')
                 adv = advantages[rows] if advantages.dim() == 1 else advantages[rows, :T]
+                weights, is_metrics = None, {}
+                if rollout_importance is not None:
+                    rollout = None if batch.old_logprobs is None else batch.old_logprobs[rows, :T].to(device)
+                    weights, is_metrics = rollout_importance_weights(
+                        old, rollout, mask, rollout_importance, algorithm.rollout_importance_cap
+                    )  # (n, T')
                 loss, metrics = policy_loss(
                     logprobs,
                     old,
@@ -276,9 +298,11 @@ def update_policy(
                     aggregation=algorithm.loss_aggregation,
                     max_length=max_new_tokens,
                     logits=logits,
+                    importance_weights=weights,
                     entropy_coef=algorithm.entropy_coef,
                 )
                 dp.backward(loss * norm.weight(mask))
+                metrics.update(is_metrics)
                 metrics["loss"] = loss.item()
                 finite = finite and math.isfinite(metrics["loss"])
                 if entropy is not None:
@@ -421,6 +445,7 @@ class GRPOTrainer:
         seed_everything(cfg.seed)
         # One process, or one of several started by accelerate launch (trainers/distributed.py).
         self.parallel = DataParallel.from_config(cfg)
+        check_rollout_backend(cfg, self.parallel)
         self.device = self.parallel.device or resolve_device(cfg.model.device)
         from grpokit.models.loading import load_model, load_tokenizer
         from grpokit.models.lora import AdapterDisabledReference, is_lora_model, load_policy
@@ -463,29 +488,17 @@ class GRPOTrainer:
                 del initial
 
         from grpokit.data import PromptIterator
-        from grpokit.rollout import TransformersSampler
 
         self.prompt_iter = PromptIterator(
             self.dataset, cfg.data.prompts_per_step, seed=cfg.seed, shuffle=cfg.data.shuffle
         )
-        gen = cfg.generation
-        sampler = TransformersSampler(
-            self.model,
-            self.tokenizer,
-            max_new_tokens=gen.max_new_tokens,
-            min_new_tokens=gen.min_new_tokens,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            top_k=gen.top_k,
-            temperature_schedule=gen.temperature_schedule,
-            max_prompt_length=gen.max_prompt_length,
-            # 'skip' already removed the long rows (_screen_prompt_lengths), so none can reach the sampler.
-            prompt_truncation="error" if gen.prompt_truncation == "skip" else gen.prompt_truncation,
-            seed=cfg.seed,
-            autocast_dtype=autocast_dtype,
-        )
+        # generation.backend: the policy itself (transformers) or a vLLM engine on a copy of its weights.
+        sampler = build_sampler(self.model, self.tokenizer, cfg, autocast_dtype=autocast_dtype)
+        self.rollout_importance = rollout_importance_level(cfg)  # "token", "sequence" or None (note 8)
         # Samples this process's groups of each batch (all of them with one process).
-        self.sampler = ShardedSampler(sampler, self.parallel, seed=cfg.seed, per_group_seed=gen.per_group_seed)
+        self.sampler = ShardedSampler(
+            sampler, self.parallel, seed=cfg.seed, per_group_seed=cfg.generation.per_group_seed
+        )
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
         self.nonfinite = faults.NonFiniteTracker(cfg.optim.max_consecutive_nonfinite)
@@ -547,6 +560,10 @@ class GRPOTrainer:
                     # 4. Iterative GRPO: refresh the reference policy every ref_model_sync_steps.
                     if self.reference is not None:
                         self.reference.maybe_sync(self.model, step)
+                    # A separate rollout engine (vLLM) gets the updated weights before the next step samples.
+                    if hasattr(self.sampler, "update_weights"):
+                        with timer.phase("weight_sync"):
+                            update.update(sync_sampler_weights(self.sampler, self.model))
                     # 5. Log and checkpoint; stop after too many non-finite updates, or on a signal.
                     # The step as one process would see it: every process's rows, pooled metrics.
                     step_view = gather_step(
@@ -568,6 +585,7 @@ class GRPOTrainer:
         finally:
             progress.close()
             logger.close()
+            close_sampler(self.sampler)  # vLLM's worker processes and scratch files
         if main:
             finish_run_report(self.run_dir, cfg.logging)
         return TrainResult(self.run_dir, final_dir, metrics)
@@ -586,7 +604,7 @@ class GRPOTrainer:
         update = update_policy(
             self.train_model, self.train_optimizer, batch, advantages, loss_mask, algorithm=cfg.algorithm,
             optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
-            parallel=self.parallel,
+            parallel=self.parallel, rollout_importance=self.rollout_importance,
         )  # fmt: skip
         update["lr"] = self.scheduler.get_last_lr()[0]  # the rate this step's updates used
         self.scheduler.step()
