@@ -657,13 +657,14 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path | None:
             ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
         match = summary["matching"]
         ax.set_xlabel(f"step ({match['completions_per_step']} completions each)")
-        ax.set_ylabel(ylabel + (f", mean of the last {window} steps" if window > 1 else ""))
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
     axes[0].set_title("reward")
     axes[1].set_title("KL to the reference (logged with beta > 0)")
-    fig.suptitle("GRPO vs PPO")
+    smoothing = f"moving average over {window} steps, " if window > 1 else ""
+    fig.suptitle(f"GRPO vs PPO ({smoothing}line: mean over seeds, band: min to max)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
