@@ -309,3 +309,42 @@ def test_grpo_steps_with_weight_sync_and_truncated_importance_sampling(engine, p
     # the engine was synced after every step.
     assert min(drifts) > 10 * ATOL and max(gaps) < ATOL
     assert rewards_per_step[-1] > rewards_per_step[0]
+
+
+def test_grpo_trainer_with_the_vllm_backend(model_dir, tmp_path):
+    """GRPOTrainer with ``generation.backend: vllm``: the engine is built from the config, gets the weights
+    after every step, and its rollout log-probs feed the importance weights (equal to 1 while in sync)."""
+    from grpokit.config import GRPOConfig, build_config
+    from grpokit.tracking import read_metrics
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    def ones(prompts, completions, **columns):
+        return [text.count("1") / 8 for text in completions]
+
+    config = build_config(GRPOConfig, {
+        "max_steps": 4, "seed": 11,
+        "model": {"name_or_path": str(model_dir), "device": "cpu"},
+        "data": {"prompts_per_step": 4, "shuffle": False},
+        "generation": {"max_new_tokens": 8, "backend": "vllm", "vllm_kv_cache_gib": 0.125,
+                       "vllm_weight_sync_timeout_s": 60},
+        "optim": {"learning_rate": 3e-3},
+        "algorithm": {"num_generations": 8},
+        "logging": {"output_dir": str(tmp_path), "run_name": "vllm", "quiet": True, "report_to": [], "report": False},
+    })  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[ones], dataset=[{"prompt": p} for p in ["1+1=", "2+2=", "12=", "3+4="]])
+    engine = trainer.sampler.sampler
+    assert isinstance(engine, VLLMSampler) and trainer.rollout_importance == "token"  # auto -> token with vLLM
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    rows = read_metrics(trainer.train().run_dir)
+
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
+    assert rows[-1]["reward/mean"] > rows[0]["reward/mean"] + 0.1  # seeded: 0.03 -> 0.18 here
+    assert all(not torch.equal(before[name], p) for name, p in trainer.model.named_parameters())
+    for row in rows:
+        assert row["weight_sync/megabytes"] > 0 and row["weight_sync/total_s"] > 0
+        # Each step's rollouts come from the weights the trainer had: without the push after the previous
+        # step the gap would be that step's update (> 1e-2, test_grpo_steps_with_weight_sync_...).
+        assert row["rollout_is/logprob_abs_diff"] < ATOL and row["rollout_is/capped_fraction"] == 0.0
+        assert row["rollout_is/weight_mean"] == pytest.approx(1.0, abs=ATOL)
+    with pytest.raises(RuntimeError, match="closed"):  # train() shut the engine down
+        engine.generate(PROMPTS, 1)

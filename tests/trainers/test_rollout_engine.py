@@ -262,11 +262,11 @@ def test_missing_vllm_names_how_to_install_it(make_config, monkeypatch, rows):
         rollout_engine.importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a)
     )
     config = make_config(generation={"backend": "vllm"})
-    with pytest.raises(ImportError, match=r"pip install grpokit\[vllm\].*scripts/test-vllm.sh"):
+    with pytest.raises(ImportError, match=r"pip install 'grpokit\[vllm\]'.*scripts/test-vllm.sh"):
         check_rollout_backend(config, DataParallel())
     # The trainer fails the same way, before loading any model.
     monkeypatch.setattr(GRPOTrainer, "_screen_prompt_lengths", lambda *a: pytest.fail("got past the check"))
-    with pytest.raises(ImportError, match=r"pip install grpokit\[vllm\]"):
+    with pytest.raises(ImportError, match=r"pip install 'grpokit\[vllm\]'"):
         GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
 
 

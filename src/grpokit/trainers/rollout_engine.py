@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 VLLM_INSTALL_HINT = (
-    "install it with `pip install grpokit[vllm]` on a GPU machine, or on CPU run scripts/test-vllm.sh, which "
+    "install it with `pip install 'grpokit[vllm]'` on a GPU machine, or on CPU run scripts/test-vllm.sh, which "
     "builds a venv with vLLM's CPU build (docs/vllm.md)"
 )
 
