@@ -722,7 +722,8 @@ class GRPOConfig(TrainConfig):
     """Configuration of :class:`grpokit.trainers.grpo.GRPOTrainer`."""
 
     trainer: Literal["grpo"] = "grpo"
-    """Which trainer the file configures: ``grpo``, or ``ppo`` for :class:`PPOConfig` (the baseline)."""
+    """Which trainer the file configures: ``grpo`` (this config), or ``ppo`` (the PPO baseline, whose fields
+    differ in the ``algorithm`` section). ``grpokit train`` picks the config class from it."""
 
     algorithm: GRPOAlgorithmConfig = Field(default_factory=GRPOAlgorithmConfig)
     """GRPO loss and group options."""
@@ -753,7 +754,8 @@ class PPOConfig(TrainConfig):
     """Configuration of :class:`grpokit.trainers.ppo.PPOTrainer`: the shared sections plus PPO's algorithm."""
 
     trainer: Literal["ppo"] = "ppo"
-    """Which trainer the file configures: ``ppo`` here, ``grpo`` for :class:`GRPOConfig`."""
+    """Which trainer the file configures: ``ppo`` (this config), or ``grpo``. ``grpokit train`` picks the
+    config class from it."""
 
     algorithm: PPOAlgorithmConfig = Field(default_factory=PPOAlgorithmConfig)
     """PPO loss, value model, GAE and KL-in-the-reward options."""
