@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _TRAIN_USAGE = """usage: grpokit {command} [CONFIG.yaml] [--resume RUN_DIR|latest] [--quiet] [--print-config] [--FIELD VALUE ...]
 
-Fine-tune a causal LM with GRPO, or with PPO (and a value model) when the config says ``trainer: ppo`` or
+Fine-tune a causal LM with GRPO, or with PPO (and a value model) when the config says 'trainer: ppo' or
 --trainer ppo is given. Without CONFIG and without --model.name_or_path, runs the built-in demo (tiny model,
 addition task).
 
