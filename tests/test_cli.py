@@ -218,3 +218,15 @@ def test_report_command_writes_the_html_report(tmp_path):
     assert main(["report", str(run)]) == 0
     html = (run / "report.html").read_text()
     assert "reward/mean" in html
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_install(monkeypatch, capsys):
+    import grpokit.cli as cli
+
+    def missing(argv, *, demo):
+        raise ImportError("the vLLM backend needs vLLM: pip install 'grpokit[vllm]'")
+
+    monkeypatch.setattr(cli, "_train", missing)
+    assert cli.main(["train", "--backend", "vllm"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "grpokit train: error: the vLLM backend needs vLLM: pip install 'grpokit[vllm]'"

@@ -75,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Config, data and reward errors are the user's to fix: one clear message, no traceback.
         print(f"grpokit {command}: error: {err}", file=sys.stderr)
         return 2
+    except ImportError as err:
+        # A missing optional package (vLLM, peft, pyarrow...): the message names what to install.
+        if not isinstance(err, ModuleNotFoundError) and "pip install" not in str(err):
+            raise
+        hint = "" if "pip install" in str(err) else " (install the grpokit extra that provides it)"
+        print(f"grpokit {command}: error: {err}{hint}", file=sys.stderr)
+        return 2
     except RuntimeError as err:
         # A run stopped on purpose (signal, out of memory, non-finite updates, disk full): the message says
         # what happened and how to resume; the exit status tells a scheduler which it was (143 = SIGTERM).
