@@ -21,7 +21,7 @@ import os
 import resource
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +129,12 @@ def _time_forwards(model: Any, clock: PhaseClock, phase: str, grad_only: bool) -
     model.register_forward_hook(post)
 
 
-def _autocast(precision: str) -> Any:
-    import torch
-
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
 def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> dict[str, Any]:
-    """grpokit's GRPOTrainer on the workload. ``variant="default"`` keeps the default logging (TensorBoard
-    tracker and the HTML report); ``"lean"`` turns trackers off like TRL's ``report_to="none"``."""
+    """grpokit's GRPOTrainer on the workload.
+
+    ``variant``: ``"lean"`` turns trackers off like TRL's ``report_to="none"``; ``"default"`` keeps the default
+    logging (TensorBoard tracker and the HTML report); ``"checkpointing"`` adds gradient checkpointing;
+    ``"microbatch"`` accumulates the gradient over 4 micro-batches of N/4 responses (same update)."""
     import torch
 
     torch.set_num_threads(1)
@@ -148,17 +145,26 @@ def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> di
     w = workload
     clock = PhaseClock()
     logging = {"quiet": True, "output_dir": tempfile.mkdtemp(prefix="grpokit-bench-"), "log_sample_groups": 1}
-    if variant == "lean":
+    if variant != "default":
         logging.update(report_to=[], report=False)
-    extra = {"gradient_checkpointing": True} if variant == "checkpointing" else {}
     config = GRPOConfig.model_validate(
         {
             "seed": w.seed,
             "max_steps": w.steps,
-            "model": {"name_or_path": model_dir, "device": "cpu", **extra},
+            "model": {
+                "name_or_path": model_dir,
+                "device": "cpu",
+                "mixed_precision": "bf16" if w.precision == "bf16" else "no",
+            },
             "data": {"prompts_per_step": w.prompts},
             "generation": {"max_new_tokens": w.tokens, "min_new_tokens": w.tokens, "temperature": 1.0},
-            "optim": {"learning_rate": w.learning_rate, "adam_beta2": 0.999, "max_grad_norm": 1.0},
+            "optim": {
+                "learning_rate": w.learning_rate,
+                "adam_beta2": 0.999,
+                "max_grad_norm": 1.0,
+                "gradient_checkpointing": variant == "checkpointing",
+                "gradient_accumulation_steps": 4 if variant == "microbatch" else 1,
+            },
             "algorithm": {
                 "num_generations": w.generations,
                 "beta": w.beta,
@@ -181,13 +187,16 @@ def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> di
     if trainer.reference is not None:
         _time_forwards(trainer.reference.model, clock, "reference_forward", grad_only=False)
     _time_backward(clock)
-    with _autocast(w.precision):
-        trainer.train()
-    return {"rss_imports_mib": rss_imports, "steps": clock.steps()}
+    rss_ready = rss_mib()
+    trainer.train()
+    return {"rss_imports_mib": rss_imports, "rss_ready_mib": rss_ready, "steps": clock.steps()}
 
 
 def run_trl(workload: Workload, model_dir: str, variant: str = "lean") -> dict[str, Any]:
-    """TRL's GRPOTrainer on the workload, with the same settings (TRL's defaults where speed is concerned)."""
+    """TRL's GRPOTrainer on the workload, with the same settings (TRL's defaults where speed is concerned).
+
+    ``variant``: ``"lean"`` (``report_to="none"``), ``"checkpointing"`` (``gradient_checkpointing=True``) or
+    ``"microbatch"`` (4 micro-batches of N/4 per optimizer step, the generation batch still N)."""
     import torch
 
     torch.set_num_threads(1)
@@ -203,7 +212,9 @@ def run_trl(workload: Workload, model_dir: str, variant: str = "lean") -> dict[s
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"),
         seed=w.seed,
         max_steps=w.steps,
-        per_device_train_batch_size=N,
+        per_device_train_batch_size=N // 4 if variant == "microbatch" else N,
+        gradient_accumulation_steps=4 if variant == "microbatch" else 1,
+        generation_batch_size=N,
         num_generations=w.generations,
         max_completion_length=w.tokens,
         generation_kwargs={"min_new_tokens": w.tokens},
@@ -244,8 +255,9 @@ def run_trl(workload: Workload, model_dir: str, variant: str = "lean") -> dict[s
     if trainer.ref_model is not None:
         _time_forwards(trainer.ref_model, clock, "reference_forward", grad_only=False)
     _time_backward(clock)
+    rss_ready = rss_mib()
     trainer.train()
-    return {"rss_imports_mib": rss_imports, "steps": clock.steps()}
+    return {"rss_imports_mib": rss_imports, "rss_ready_mib": rss_ready, "steps": clock.steps()}
 
 
 SYSTEMS = {"grpokit": run_grpokit, "trl": run_trl}

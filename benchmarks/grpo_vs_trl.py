@@ -47,6 +47,8 @@ from bench_workload import (  # noqa: E402 - after the path setup, so the script
     matmul_bound_seconds,
 )
 
+# Extra runs on the first fp32 workload: default logging, gradient checkpointing, 4 micro-batches per update.
+VARIANTS = ("grpokit:default", "grpokit:checkpointing", "trl:checkpointing", "grpokit:microbatch", "trl:microbatch")
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -155,6 +157,7 @@ def summarize(runs: list[dict[str, Any]], P: float) -> dict[str, Any]:
         }
     out["rss_peak_mib"] = statistics.median(r["rss_peak_mib"] for r in runs)
     out["rss_imports_mib"] = statistics.median(r["rss_imports_mib"] for r in runs)
+    out["rss_ready_mib"] = statistics.median(r["rss_ready_mib"] for r in runs)
     out["load_avg"] = [round(x, 2) for r in runs for x in (r["load_before"][0], r["load_after"][0])]
     return out
 
@@ -172,8 +175,8 @@ def workload_label(w: Workload) -> str:
 def comparison_table(entries: list[dict[str, Any]]) -> str:
     lines = [
         "| workload | system | s/step (CPU) | s/step (wall) | gen tok/s (CPU) | train tok/s (CPU) | peak RSS MiB "
-        "| RSS after imports | load avg |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| RSS after imports | RSS ready | peak above ready | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         label = workload_label(Workload(**e["workload"]))
@@ -182,14 +185,14 @@ def comparison_table(entries: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {label} | {name} | {s['step_cpu_s']:.3f} | {s['step_wall_s']:.3f} | "
                 f"{s['generation_tokens_per_s_cpu']:.0f} | {s['train_tokens_per_s_cpu']:.0f} | "
-                f"{s['rss_peak_mib']:.0f} | {s['rss_imports_mib']:.0f} | "
-                f"{min(s['load_avg']):.1f}-{max(s['load_avg']):.1f} |"
+                f"{s['rss_peak_mib']:.0f} | {s['rss_imports_mib']:.0f} | {s['rss_ready_mib']:.0f} | "
+                f"{s['rss_peak_mib'] - s['rss_ready_mib']:.0f} | {min(s['load_avg']):.1f}-{max(s['load_avg']):.1f} |"
             )
         r = e["ratio"]
         lines.append(
             f"| {label} | **grpokit/TRL** | **{r['step_cpu_s']:.2f}** | {r['step_wall_s']:.2f} | "
             f"**{r['generation_tokens_per_s_cpu']:.2f}** | {r['train_tokens_per_s_cpu']:.2f} | "
-            f"**{r['rss_peak_mib']:.2f}** | | |"
+            f"**{r['rss_peak_mib']:.2f}** | | | {r['rss_above_ready_mib']:.2f} | |"
         )
     return "\n".join(lines)
 
@@ -249,8 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the medians")
     parser.add_argument("--systems", nargs="+", default=["trl", "grpokit"], choices=["trl", "grpokit"])
-    parser.add_argument("--variants", nargs="*", default=["default"],
-                        help="extra grpokit runs on the first workload: default logging, gradient checkpointing")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS),
+                        help="extra SYSTEM:VARIANT runs on the first fp32 workload (one each)")
     parser.add_argument("--no-phases", action="store_true", help="skip the FLOP / matmul-bound measurement")
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--only-sweep", action="store_true")
@@ -306,16 +309,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         entry[system] = summarize(runs[system], P)
                     if len(args.systems) == 2:
                         entry["ratio"] = {k: entry["grpokit"][k] / entry["trl"][k] for k in RATIO_KEYS}
+                        entry["ratio"]["rss_above_ready_mib"] = (
+                            entry["grpokit"]["rss_peak_mib"] - entry["grpokit"]["rss_ready_mib"]
+                        ) / (entry["trl"]["rss_peak_mib"] - entry["trl"]["rss_ready_mib"])
                     if not args.no_phases:
                         entry["bound"] = spawn("bound", w, model_dir, prompt_length=round(P))
                     report["comparisons"].append(entry)
                     _print_entry(entry)
         first = replace(base, tokens=args.tokens[0], beta=args.betas[0], precision="fp32")
-        for variant in args.variants:
-            runs_v = [spawn("grpokit", first, model_dir, variant=variant)]
+        for name in args.variants:
+            if name not in VARIANTS:
+                raise ValueError(f"--variants: {name!r} is not one of {VARIANTS}")
+            system, variant = name.split(":")
+            runs_v = [spawn(system, first, model_dir, variant=variant)]
             report["variants"].append(
-                {"variant": variant, "workload": first.to_dict(), "runs": runs_v, "summary": summarize(runs_v, P)}
-            )
+                {"system": system, "variant": variant, "workload": first.to_dict(), "runs": runs_v,
+                 "summary": summarize(runs_v, P)}
+            )  # fmt: skip
     if not args.no_sweep:
         sweep_base = replace(base, steps=args.sweep_steps, warmup=1, beta=0.04, precision="fp32")
         points = [(g, 64) for g in (4, 8, 16, 32)] + [(8, t) for t in (128, 256, 512)]
@@ -344,12 +354,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         if any("bound" in e for e in report["comparisons"]):
             parts += ["### Phases against the matmul bound (CPU time)", "", phase_table(report["comparisons"]), ""]
     if report["variants"]:
-        parts += ["### grpokit variants (first workload, fp32)", "",
-                  "| variant | s/step (CPU) | s/step (wall) | peak RSS MiB | RSS after imports |", "|---|---|---|---|---|"]  # fmt: skip
+        label = workload_label(Workload(**report["variants"][0]["workload"]))
+        parts += [f"### Variants ({label}, one run each)", "",
+                  "| system | variant | s/step (CPU) | s/step (wall) | backward CPU s | peak RSS MiB | RSS ready "
+                  "| peak above ready |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for v in report["variants"]:
             s = v["summary"]
-            parts.append(f"| {v['variant']} | {s['step_cpu_s']:.3f} | {s['step_wall_s']:.3f} | "
-                         f"{s['rss_peak_mib']:.0f} | {s['rss_imports_mib']:.0f} |")  # fmt: skip
+            parts.append(f"| {v['system']} | {v['variant']} | {s['step_cpu_s']:.3f} | {s['step_wall_s']:.3f} | "
+                         f"{s['phases_cpu_s']['backward']:.3f} | {s['rss_peak_mib']:.0f} | {s['rss_ready_mib']:.0f} | "
+                         f"{s['rss_peak_mib'] - s['rss_ready_mib']:.0f} |")  # fmt: skip
         parts.append("")
     if report["sweep"]:
         parts += ["### grpokit scaling sweep (beta 0.04, fp32)", "", sweep_table(report["sweep"]), ""]
