@@ -116,6 +116,7 @@ def warmup_problems(task: Any, config: TrainConfig) -> tuple[list[dict[str, Any]
 
 @contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for the duration of the block, then the caller's count again."""
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -295,11 +296,18 @@ class _CurveTrainer(GRPOTrainer):
     """GRPO that also measures held-out accuracy every ``eval_every`` steps (a separate metrics row)."""
 
     def __init__(
-        self, config: GRPOConfig, *, measure: Callable[[], dict[str, float]], eval_every: int, **kwargs: Any
+        self,
+        config: GRPOConfig,
+        *,
+        measure: Callable[[], dict[str, float]],
+        eval_every: int,
+        log: Callable[[str], None],
+        **kwargs: Any,
     ):
         super().__init__(config, **kwargs)
         self.measure = measure
         self.eval_every = eval_every
+        self.report = log
         self.curve: list[dict[str, float]] = []
 
     def log(self, logger: Any, step: int, record: Any) -> dict[str, Any]:
@@ -308,11 +316,21 @@ class _CurveTrainer(GRPOTrainer):
             point = self.measure()
             self.curve.append({"step": step, **point})
             logger.log(step, {f"eval/{key}": value for key, value in point.items()})
+            self.report(f"step {step}: held-out accuracy {_accuracies(point)}")
         return metrics
 
 
 def _curve_point(metrics: dict[str, float]) -> dict[str, float]:
     return {key: metrics[key] for key in ("accuracy", "accuracy/teacher_right", "accuracy/teacher_wrong")}
+
+
+def _accuracies(metrics: dict[str, Any]) -> str:
+    """``0.504 (teacher right 0.943, teacher wrong 0.013)``, plus pass@k when measured."""
+    extra = "".join(f", {key} {value:.3f}" for key, value in metrics.items() if key.startswith("pass@"))
+    return (
+        f"{metrics['accuracy']:.3f} (teacher right {metrics['accuracy/teacher_right']:.3f}, "
+        f"teacher wrong {metrics['accuracy/teacher_wrong']:.3f}{extra})"
+    )
 
 
 def run_control(
@@ -359,7 +377,7 @@ def run_control(
             model, tokenizer, task, eval_rows, max_new_tokens=config.generation.max_new_tokens
         )
         point = {"step": step, **_curve_point(metrics)}
-        log(f"control: step {step} held-out accuracy {point['accuracy']:.3f}")
+        log(f"control: step {step}: held-out accuracy {_accuracies(point)}")
         return point
 
     curve = [measure(0)]
@@ -393,7 +411,8 @@ def _run_demo(config: GRPOConfig, log: Callable[[str], None]) -> DemoResult:
 
     started = time.perf_counter()
     task = get_task(config.data.task)
-    cached = config.model.name_or_path is not None or _warmup_is_cached(config)
+    user_model = config.model.name_or_path is not None
+    cached = not user_model and _warmup_is_cached(config)
     model_dir = Path(config.model.name_or_path or prepare_demo_model(config, log))
     warmup_seconds = time.perf_counter() - started
     config = config.model_copy(
@@ -407,15 +426,15 @@ def _run_demo(config: GRPOConfig, log: Callable[[str], None]) -> DemoResult:
             held_out_metrics(trainer.model, trainer.tokenizer, task, eval_rows, max_new_tokens=max_new_tokens)
         )
 
-    trainer = _CurveTrainer(config, measure=measure, eval_every=config.demo.eval_every)
+    trainer = _CurveTrainer(config, measure=measure, eval_every=config.demo.eval_every, log=log)
     final_options = {"k": config.demo.eval_k, "max_new_tokens": max_new_tokens, "seed": config.seed}
     before = held_out_metrics(trainer.model, trainer.tokenizer, task, eval_rows, **final_options)
-    log(f"held-out before GRPO: {_summary(before)}")
+    log(f"held-out accuracy before GRPO: {_accuracies(before)}")
     grpo_started = time.perf_counter()
     result = trainer.train()
     grpo_seconds = time.perf_counter() - grpo_started
     after = held_out_metrics(trainer.model, trainer.tokenizer, task, eval_rows, **final_options)
-    log(f"held-out after GRPO:  {_summary(after)}")
+    log(f"held-out accuracy after GRPO: {_accuracies(after)}")
     curve = [{"step": 0, **_curve_point(before)}, *trainer.curve]
 
     control, control_seconds = None, None
@@ -425,7 +444,7 @@ def _run_demo(config: GRPOConfig, log: Callable[[str], None]) -> DemoResult:
             config, model_dir, eval_rows, config.max_steps, config.demo.eval_every, log
         )
 
-    warmup = _read_warmup_info(model_dir)
+    warmup = None if user_model else {**_read_warmup_info(model_dir), "cached": cached}
     summary = {
         "task": config.data.task,
         "teacher_flaw": getattr(task, "teacher_flaw", None),
@@ -433,13 +452,13 @@ def _run_demo(config: GRPOConfig, log: Callable[[str], None]) -> DemoResult:
         "seed": config.seed,
         "num_eval_problems": len(eval_rows),
         "model_dir": str(model_dir),
-        "warmup": {**warmup, "cached": cached},
+        "warmup": warmup,  # None: the run started from the user's model.name_or_path
         "grpo": {
             "steps": config.max_steps,
             "prompts_per_step": config.data.prompts_per_step,
             "num_generations": config.algorithm.num_generations,
             "learning_rate": config.optim.learning_rate,
-        },  # fmt: skip
+        },
         "before": before,
         "after": after,
         "gain": after["accuracy"] - before["accuracy"],
@@ -450,7 +469,7 @@ def _run_demo(config: GRPOConfig, log: Callable[[str], None]) -> DemoResult:
             "grpo": grpo_seconds,
             "control": control_seconds,
             "total": time.perf_counter() - started,
-        },  # fmt: skip
+        },
     }
     (result.run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     for line in format_summary(summary).splitlines():
@@ -465,7 +484,7 @@ def _warmup_is_cached(config: TrainConfig) -> bool:
 
 def _read_warmup_info(model_dir: Path) -> dict[str, Any]:
     path = model_dir / WARMUP_INFO
-    if not path.is_file():  # a user-given starting model
+    if not path.is_file():  # cached by an older grpokit that did not write it
         return {}
     info = json.loads(path.read_text(encoding="utf-8"))
     return {key: info[key] for key in ("steps", "stop_reason", "seconds") if key in info}
@@ -492,7 +511,3 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     lines.append(f"  GRPO gain: {summary['gain'] * 100:+.1f} points")
     return "\n".join(lines)
-
-
-def _summary(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
