@@ -166,3 +166,26 @@ def test_bad_generate_calls(model, tok):
         sampler.generate(["1=", "2="], 2, columns={"answer": ["1"]})
     with pytest.raises(ValueError, match="prompt 1 is an empty string"):
         sampler.generate(["1=", ""], 2)
+
+
+@pytest.mark.parametrize("decoder", ["fast", "transformers"])
+def test_finished_rows_leave_the_decoder_batch(model, tok, decoder, monkeypatch):
+    rows_per_step = []
+    make_decoder = TransformersSampler._decoder
+
+    def spy(self, total_length):
+        instance = make_decoder(self, total_length)
+        step = instance.step
+        instance.step = lambda tokens: rows_per_step.append(tokens.shape[0]) or step(tokens)
+        return instance
+
+    monkeypatch.setattr(TransformersSampler, "_decoder", spy)
+    sampler = TransformersSampler(model, tok, max_new_tokens=12, temperature=2.0, seed=0, decoder=decoder)
+    batch = sampler.generate(PROMPTS, 16)
+    # Rows leave as they finish (64 at first, fewer at the end, never more).
+    assert rows_per_step[0] == 64 and rows_per_step[-1] < 64
+    assert rows_per_step == sorted(rows_per_step, reverse=True)
+    # The rows that stayed were not disturbed by the moves: their log-probs equal a full forward's.
+    recomputed, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                        batch.completion_mask, temperature=batch.temperatures)
+    torch.testing.assert_close(batch.old_logprobs, recomputed, rtol=0, atol=1e-5)

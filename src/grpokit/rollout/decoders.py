@@ -5,7 +5,9 @@ A decoder owns the KV cache of one ``generate`` call. Its contract:
 - ``prefill(prompt_ids (B, P), prompt_mask (B, P), G, max_new_tokens) -> (N, V)`` runs the prompts
   once and returns the logits of each row's first completion token; the cache is then expanded to the
   G samples of each prompt (``repeat_interleave``) instead of prefilling B*G identical rows;
-- ``step(tokens (N,)) -> (N, V)`` feeds the tokens just sampled and returns the next logits.
+- ``step(tokens (n,)) -> (n, V)`` feeds the tokens just sampled and returns the next logits;
+- ``select(keep (n',))`` keeps only rows ``keep`` (ascending) of the current n rows, in that order: the
+  sampler drops finished rows so that compute follows the rows still generating.
 
 Positions follow the left padding: ``position = cumsum(mask) - 1``, so a row's numbers do not depend on
 the padding the other rows forced on it.
@@ -53,6 +55,11 @@ class HFDecoder:
         self.next_position = position_ids[:, -1:].repeat_interleave(G, dim=0) + 1  # (N, 1)
         self.length = P
         return output.logits[:, -1].repeat_interleave(G, dim=0)  # (N, V)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cache.batch_select_indices(keep)
+        self.attention_mask = self.attention_mask[keep]
+        self.next_position = self.next_position[keep]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         self.length += 1
@@ -262,6 +269,19 @@ class FastLlamaDecoder:
         self.next_position = position_ids[:, -1].repeat_interleave(G) + 1  # (N,)
         self.length = P
         return output.logits[:, -1].repeat_interleave(G, dim=0)  # (N, V)
+
+    def select(self, keep: torch.Tensor) -> None:
+        # Kept rows move to the front of the preallocated caches (only the columns written so far are
+        # copied); the decoder then works on views of the first n' rows.
+        n, L = keep.numel(), self.length
+        H_kv, R = self.num_kv_heads, self.num_heads // self.num_kv_heads
+        for cache in (*self.keys, *self.values):
+            cache[:n, :, :L] = cache[keep, :, :L]
+        self.keys = [keys[:n] for keys in self.keys]
+        self.values = [values[:n] for values in self.values]
+        rows = self.mask.shape[0] // H_kv
+        self.mask = self.mask.view(rows, H_kv, R, -1)[keep].reshape(n * H_kv, R, -1)
+        self.next_position = self.next_position[keep]
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device_type, enabled=False):

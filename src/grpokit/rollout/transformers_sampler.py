@@ -206,31 +206,43 @@ class TransformersSampler:
     def _decode(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, G: int, temperatures: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decode loop. Returns (N, T_max) sampled ids (pad after a row finished) and their log-probs."""
+        """The decode loop. Returns (N, T_max) sampled ids (pad after a row finished) and their log-probs.
+
+        Finished rows are dropped from the decoder's batch (``decoder.select``) once they are at least an
+        eighth of it, so compute follows the rows still generating; ``rows`` maps the decoder's batch back
+        to the N responses. A finished row that is not dropped yet is fed pad tokens, which only it sees.
+        """
         N = prompt_ids.shape[0] * G
         T_max = self.max_new_tokens
         tau = temperatures.clamp(min=1e-6)[:, None] if not self.greedy else torch.ones(N, 1, device=self.device)
         stop_ids = torch.tensor(self.stop_ids, device=self.device)
         tokens = torch.full((N, T_max), self.pad_id, dtype=torch.long, device=self.device)
         logprobs = torch.zeros((N, T_max), dtype=torch.float32, device=self.device)
-        finished = torch.zeros(N, dtype=torch.bool, device=self.device)
-        pad = torch.full((N,), self.pad_id, dtype=torch.long, device=self.device)
+        rows = torch.arange(N, device=self.device)  # (n,) response of each decoder row
+        finished = torch.zeros(N, dtype=torch.bool, device=self.device)  # (n,)
+        pad = torch.tensor(self.pad_id, device=self.device)
 
         decoder = self._decoder(prompt_ids.shape[1] + T_max)
         logits = decoder.prefill(prompt_ids, prompt_mask, G, T_max)  # (N, V)
         for t in range(T_max):
-            scaled = logits.float() / tau  # (N, V)
-            log_norm = torch.logsumexp(scaled, dim=-1)  # (N,), of the distribution old_logprobs refer to
+            scaled = logits.float() / tau  # (n, V)
+            log_norm = torch.logsumexp(scaled, dim=-1)  # (n,), of the distribution old_logprobs refer to
             candidates = scaled.index_fill(-1, stop_ids, float("-inf")) if t < self.min_new_tokens else scaled
             next_tokens = sample_next_token(
                 candidates, greedy=self.greedy, top_k=self.top_k, top_p=self.top_p, generator=self.generator
-            )  # (N,)
+            )  # (n,)
             next_tokens = torch.where(finished, pad, next_tokens)
-            tokens[:, t] = next_tokens
-            logprobs[:, t] = scaled.gather(-1, next_tokens[:, None]).squeeze(-1) - log_norm
+            tokens[rows, t] = next_tokens
+            logprobs[rows, t] = scaled.gather(-1, next_tokens[:, None]).squeeze(-1) - log_norm
             finished |= torch.isin(next_tokens, stop_ids)
-            if t == T_max - 1 or bool(finished.all()):
+            done = int(finished.sum())
+            if t == T_max - 1 or done == rows.numel():
                 break
+            if done >= max(1, rows.numel() // 8):
+                keep = (~finished).nonzero().squeeze(1)  # (n',) ascending
+                decoder.select(keep)
+                rows, tau, next_tokens = rows[keep], tau[keep], next_tokens[keep]
+                finished = finished[keep]
             logits = decoder.step(next_tokens)
         return tokens[:, : t + 1], logprobs[:, : t + 1]
 
