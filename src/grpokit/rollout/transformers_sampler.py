@@ -39,6 +39,9 @@ from grpokit.rollout.prompts import TRUNCATIONS, encode_prompts
 from grpokit.rollout.sampling import sample_next_token
 
 DECODERS: tuple[str, ...] = ("auto", "fast", "transformers")
+# Finished rows leave the decoder's batch once they are this share of it: moving the KV cache costs about
+# one decode step, so waiting for a few amortises it (a value above 1 never drops them).
+DROP_FINISHED_SHARE = 1 / 8
 
 
 def group_temperatures(
@@ -208,8 +211,8 @@ class TransformersSampler:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decode loop. Returns (N, T_max) sampled ids (pad after a row finished) and their log-probs.
 
-        Finished rows are dropped from the decoder's batch (``decoder.select``) once they are at least an
-        eighth of it, so compute follows the rows still generating; ``rows`` maps the decoder's batch back
+        Finished rows are dropped from the decoder's batch (``decoder.select``) once they are at least
+        ``DROP_FINISHED_SHARE`` of it, so compute follows the rows still generating; ``rows`` maps the decoder's batch back
         to the N responses. A finished row that is not dropped yet is fed pad tokens, which only it sees.
         """
         N = prompt_ids.shape[0] * G
@@ -238,7 +241,7 @@ class TransformersSampler:
             done = int(finished.sum())
             if t == T_max - 1 or done == rows.numel():
                 break
-            if done >= max(1, rows.numel() // 8):
+            if done >= max(1.0, DROP_FINISHED_SHARE * rows.numel()):
                 keep = (~finished).nonzero().squeeze(1)  # (n',) ascending
                 decoder.select(keep)
                 rows, tau, next_tokens = rows[keep], tau[keep], next_tokens[keep]
