@@ -193,10 +193,11 @@ class DataConfig(Section):
     shuffle: bool = True
     """Reshuffle the prompts at every pass over the dataset (seeded by ``seed``)."""
 
-    num_train_problems: int = Field(2000, ge=1)
-    """Problems generated from the built-in ``task`` for training (ignored when ``path`` is set)."""
+    num_train_problems: int = Field(20000, ge=1)
+    """Problems generated from the built-in ``task`` for training (ignored when ``path`` is set): the GRPO
+    prompts, and the demo's supervised demonstrations."""
 
-    num_eval_problems: int = Field(200, ge=1)
+    num_eval_problems: int = Field(500, ge=1)
     """Held-out problems of the built-in ``task`` for evaluation (its ``test`` split, disjoint from ``train``)."""
 
 
@@ -648,8 +649,9 @@ class TrainConfig(Section):
     seed: int = 0
     """Seeds Python, NumPy, torch, the prompt order and sampling: the same seed gives the same run."""
 
-    max_steps: int = Field(100, ge=1)
-    """Training steps (one step = one batch of prompts, its rollouts and the updates on them)."""
+    max_steps: int = Field(1000, ge=1)
+    """Training steps (one step = one batch of prompts, its rollouts and the updates on them). The default
+    is the built-in demo's GRPO phase (about 3 minutes on one CPU core)."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The policy to fine-tune."""
