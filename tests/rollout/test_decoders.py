@@ -66,10 +66,11 @@ def test_fast_decoder_under_autocast(arch_model, tok):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             mixed, _ = completion_logprobs(arch_model, *inputs)
     # The decode step really ran in bf16 (it differs from float32 by more than float32 rounding), and it is
-    # no further from transformers' forward under the same autocast than bf16 rounding itself moves that
-    # forward (about 0.06-0.14 with these deliberately large random weights; a wrong RoPE or mask is > 1).
+    # within bf16 rounding of transformers' forward under the same autocast: at most twice as far as bf16
+    # moves that forward from float32 (0.05-0.14 with these deliberately large random weights; the decoder
+    # keeps attention in float32, transformers does not). A wrong RoPE, mask or cache is off by > 1.
     bf16_effect = (mixed - exact).abs().max()
     assert (batch.old_logprobs - exact).abs().max() > 1e-4
-    assert (batch.old_logprobs - mixed).abs().max() <= bf16_effect
+    assert (batch.old_logprobs - mixed).abs().max() <= 2 * bf16_effect
     with pytest.raises(ValueError, match="autocast_dtype must be a torch.dtype"):
         TransformersSampler(arch_model, tok, autocast_dtype="bf16")

@@ -201,9 +201,9 @@ class FastLlamaDecoder:
     model's ``forward`` to float32 rounding (the tests check log-probs to 1e-5 and greedy tokens exactly,
     for Llama, Qwen2 and Qwen3).
 
-    Under ``torch.autocast`` the packed weights, the matmuls and the KV cache are in the autocast dtype
-    (cast once per call instead of once per matmul) while the residual stream stays in the weights' dtype,
-    as in transformers under autocast.
+    Under ``torch.autocast`` the packed weights and the projection matmuls are in the autocast dtype (cast
+    once per call instead of once per matmul) while the residual stream, RoPE, the KV cache and attention
+    stay in the weights' dtype.
 
     KV cache: ``keys[i]`` and ``values[i]`` are (N, H_kv, P + max_new_tokens, D) for layer i.
     """
@@ -230,6 +230,10 @@ class FastLlamaDecoder:
         base = self.model.model
         self.device_type = device.type
         self.dtype = compute_dtype(self.model, device)
+        # Attention and its cache stay in the weights' dtype: under autocast, bf16 batched matmuls of a new
+        # length every step would each JIT a oneDNN kernel (hundreds of MiB of kernel cache) for no speed-up
+        # (attention is bound by reading the cache, not by its FLOPs).
+        self.kv_dtype = base.embed_tokens.weight.dtype
         position_ids = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
         cache = DynamicCache(config=self.model.config)
         output = self.model(
@@ -247,7 +251,7 @@ class FastLlamaDecoder:
         self.embedding = base.embed_tokens.weight
         self.keys, self.values = [], []
         for layer in cache.layers:
-            keys = torch.empty(N, H_kv, L, D, dtype=self.dtype, device=device)
+            keys = torch.empty(N, H_kv, L, D, dtype=self.kv_dtype, device=device)
             values = torch.empty_like(keys)
             # Each prompt's cache is copied to its G rows (no B*G prefill).
             keys.view(B, G, H_kv, L, D)[:, :, :, :P] = layer.keys[:, None]
@@ -256,7 +260,7 @@ class FastLlamaDecoder:
             self.values.append(values)
         # Additive mask over the cache columns, -inf on prompt padding, already laid out as the
         # (N * H_kv, R, L) batch of baddbmm so that each step only slices it.
-        mask = torch.zeros(N, 1, 1, L, dtype=self.dtype, device=device)
+        mask = torch.zeros(N, 1, 1, L, dtype=self.kv_dtype, device=device)
         mask[:, 0, 0, :P].masked_fill_(prompt_mask.repeat_interleave(G, dim=0) == 0, float("-inf"))
         self.mask = mask.expand(N, H_kv, R, L).reshape(N * H_kv, R, L)
         # cos/sin for every position this call can reach, from the model's own rotary module. RoPE's
@@ -306,7 +310,7 @@ class FastLlamaDecoder:
                 qk = torch.cat([layer.q_norm(qk[:, :H]), layer.k_norm(qk[:, H:])], dim=1)
             # RoPE on q and k at once, in the weights' dtype as transformers does: (N, H + H_kv, D)
             qk = qk.to(cos.dtype)
-            qk = (qk * cos + torch.roll(qk, D // 2, dims=-1) * sin).to(self.dtype)
+            qk = qk * cos + torch.roll(qk, D // 2, dims=-1) * sin
             keys, values = self.keys[i], self.values[i]
             keys[:, :, column] = qk[:, H:]
             values[:, :, column] = qkv[:, (H + H_kv) * D :].view(N, H_kv, D)
@@ -316,7 +320,7 @@ class FastLlamaDecoder:
                 keys[:, :, :L].reshape(N * H_kv, L, D).transpose(1, 2),
                 alpha=self.scaling,
             )  # (N H_kv, R, L)
-            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.kv_dtype)
             attended = torch.bmm(probs, values[:, :, :L].reshape(N * H_kv, L, D))  # (N H_kv, R, D)
             x = _project_residual(x, attended.view(N, H * D), layer.o, layer.o_bias)
             h = _rms_norm(x, layer.post_norm, layer.post_eps)
