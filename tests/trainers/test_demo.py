@@ -226,3 +226,23 @@ def test_summary_table():
     ]
     assert lines[5].startswith("  control: 900 more supervised steps")
     assert lines[-1] == "  GRPO gain: +25.0 points"
+
+
+def test_grpo_uses_the_demo_learning_rate_unless_the_config_sets_one(tmp_path):
+    from grpokit.config import load_config
+    from grpokit.trainers.demo import demo_optim
+
+    default = demo_optim(GRPOConfig())
+    assert (default.learning_rate, default.lr_scheduler) == (3e-4, "linear")
+    assert GRPOConfig().optim.learning_rate == 1e-4  # the general default is left alone
+    mine = demo_optim(load_config(None, {"learning_rate": "1e-4", "demo.grpo_lr_scheduler": "cosine"}))
+    assert (mine.learning_rate, mine.lr_scheduler) == (1e-4, "cosine")
+    mine = demo_optim(load_config(None, {"lr_scheduler": "constant"}))
+    assert (mine.learning_rate, mine.lr_scheduler) == (3e-4, "constant")
+
+
+def test_demo_model_shape_is_validated():
+    from grpokit.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"demo: .*hidden_size \(64\) must be divisible by num_heads \(3\)"):
+        load_config(None, {"demo.num_heads": "3"})
