@@ -66,9 +66,9 @@ from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Prompt
+from grpokit.rollout.base import Prompt, check_sampling_knobs
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.rollout.prompts import TRUNCATIONS, encode_prompts
+from grpokit.rollout.prompts import encode_prompts
 from grpokit.rollout.transformers_sampler import _stop_token_ids, group_temperatures
 
 __all__ = ["VLLMSampler", "WeightSyncTimeout"]
@@ -299,28 +299,11 @@ class VLLMSampler:
         do_sample: bool,
     ) -> None:
         """Validate and set the sampling knobs (the arguments :meth:`with_sampling` may change)."""
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if not 0 <= min_new_tokens <= max_new_tokens:
-            raise ValueError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables it), got {top_k}")
-        if temperature_schedule is not None:
-            if len(temperature_schedule) != 2 or not all(t > 0 for t in temperature_schedule):
-                raise ValueError(
-                    f"temperature_schedule must be a pair (low, high) of positive temperatures, "
-                    f"got {temperature_schedule!r}"
-                )
-            if temperature == 0 or not do_sample:
-                raise ValueError("temperature_schedule cannot be combined with greedy decoding")
-        if max_prompt_length is not None and max_prompt_length < 1:
-            raise ValueError(f"max_prompt_length must be >= 1 or None, got {max_prompt_length}")
-        if prompt_truncation not in TRUNCATIONS:
-            raise ValueError(f"prompt_truncation must be one of {TRUNCATIONS}, got {prompt_truncation!r}")
+        check_sampling_knobs(
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
+            top_k=top_k, temperature_schedule=temperature_schedule, do_sample=do_sample,
+            max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
+        )  # fmt: skip
         self.max_new_tokens = int(max_new_tokens)
         self.min_new_tokens = int(min_new_tokens)
         self.temperature = float(temperature)
