@@ -662,7 +662,7 @@ class TrainConfig(Section):
 
     max_steps: int = Field(1000, ge=1)
     """Training steps (one step = one batch of prompts, its rollouts and the updates on them). The default
-    is the built-in demo's GRPO phase (about 3 minutes on one CPU core)."""
+    is the built-in demo's GRPO phase (0.5 to 3 minutes on one CPU core, see docs/demo.md)."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The policy to fine-tune."""
