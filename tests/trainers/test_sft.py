@@ -38,7 +38,9 @@ def _tiny(seed=0):
     from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer("abc=")
-    model = build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, seed=seed)
+    model = build_tiny_model(
+        tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, seed=seed
+    )
     return model, tokenizer
 
 
