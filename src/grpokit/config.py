@@ -369,12 +369,12 @@ class OptimConfig(Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches per minibatch: gradients are accumulated over them (memory, not maths, changes)."""
 
-    max_consecutive_nonfinite: int = Field(3, ge=1)
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in backward instead of storing them: the update's
     activation memory drops to about one layer's worth for about a third more update compute (measured in
     docs/benchmarks.md). Results are unchanged."""
 
+    max_consecutive_nonfinite: int = Field(3, ge=1)
     """An optimizer step whose loss or gradient norm is NaN/inf is skipped (weights and optimizer state
     unchanged) and counted in ``faults/nonfinite_skipped``; this many skipped in a row stop the run."""
 
