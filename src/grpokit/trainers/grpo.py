@@ -536,7 +536,11 @@ class GRPOTrainer:
         """
         cfg = self.config
         main = self.parallel.is_main  # only rank 0 writes logs, reports and checkpoints
-        logger = open_run_logger(self.run_dir, cfg.logging, cfg, start_step=self.start_step) if main else RunLogger(self.run_dir, enabled=False)
+        logger = (
+            open_run_logger(self.run_dir, cfg.logging, cfg, start_step=self.start_step)
+            if main
+            else RunLogger(self.run_dir, enabled=False)
+        )
         progress = ProgressBar(
             cfg.max_steps, initial=self.start_step, enabled=main and not cfg.logging.quiet,
             json_lines=cfg.logging.json_logs,
