@@ -225,16 +225,16 @@ def phase_table(entries: list[dict[str, Any]]) -> str:
 
 def sweep_table(sweep: list[dict[str, Any]]) -> str:
     lines = [
-        "| G | T | G*T vs base | s/step (CPU) | x base | peak RSS MiB | RSS above imports | x base |",
+        "| G | T | G*T vs base | s/step (CPU) | x base | peak RSS MiB | peak above ready | x base |",
         "|---|---|---|---|---|---|---|---|",
     ]
     base = sweep[0]
     base_work = base["workload"]["generations"] * base["workload"]["tokens"]
-    base_mem = base["summary"]["rss_peak_mib"] - base["summary"]["rss_imports_mib"]
+    base_mem = base["summary"]["rss_peak_mib"] - base["summary"]["rss_ready_mib"]
     for e in sweep:
         w, s = e["workload"], e["summary"]
         work = w["generations"] * w["tokens"] / base_work
-        mem = s["rss_peak_mib"] - s["rss_imports_mib"]
+        mem = s["rss_peak_mib"] - s["rss_ready_mib"]
         lines.append(
             f"| {w['generations']} | {w['tokens']} | {work:.0f}x | {s['step_cpu_s']:.3f} | "
             f"{s['step_cpu_s'] / base['summary']['step_cpu_s']:.2f} | {s['rss_peak_mib']:.0f} | {mem:.0f} | "
