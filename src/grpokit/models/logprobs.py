@@ -148,7 +148,7 @@ class _HeadLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, ids, scale, chunk_size, dtype, want_entropy):  # noqa: ANN001
+    def forward(ctx, hidden, weight, ids, scale, chunk_size, dtype, want_entropy):
         M = hidden.shape[0]
         w = weight.to(dtype)
         logprobs = torch.empty(M, dtype=torch.float32, device=hidden.device)
@@ -168,7 +168,7 @@ class _HeadLogprobs(torch.autograd.Function):
         return logprobs, entropy
 
     @staticmethod
-    def backward(ctx, grad_logprobs, grad_entropy):  # noqa: ANN001
+    def backward(ctx, grad_logprobs, grad_entropy):
         hidden, weight, ids, scale, lse = ctx.saved_tensors
         w = weight.to(ctx.dtype)
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
