@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,11 +68,8 @@ def _peft() -> Any:
 
 def is_lora_model(model: Any) -> bool:
     """True for a peft-wrapped model (whatever wraps it further, e.g. DDP: pass the unwrapped module)."""
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
+    peft = sys.modules.get("peft")  # a peft model exists only if peft was imported: no import just to check
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def is_adapter_dir(path: str | os.PathLike) -> bool:
