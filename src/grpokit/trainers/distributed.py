@@ -398,6 +398,21 @@ class DataParallel:
         if self.is_distributed:
             self.accelerator.wait_for_everyone()
 
+    def close(self) -> None:
+        """Leave the process group together after a finished run.
+
+        Without it each process tears its gloo/NCCL group down at interpreter exit, in whatever order the
+        processes end; a rank whose peer has already gone can then abort in the group's destructor
+        (``terminate called without an active exception``, SIGABRT) although training finished.
+        """
+        if not self.is_distributed:
+            return
+        import torch.distributed as dist
+
+        self.accelerator.wait_for_everyone()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on rank 0 only; every process returns its result, or raises its error.
 

@@ -592,6 +592,7 @@ class GRPOTrainer:
             close_sampler(self.sampler)  # vLLM's worker processes and scratch files
         if main:
             finish_run_report(self.run_dir, cfg.logging)
+        self.parallel.close()
         return TrainResult(self.run_dir, final_dir, metrics)
 
     def compute_advantages(
