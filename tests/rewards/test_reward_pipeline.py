@@ -145,3 +145,26 @@ def test_soft_overlong_penalty_matches_dapo():
     lengths = torch.tensor([3, 6, 7, 8, 10])
     assert soft_overlong_penalty(lengths, 10, 4, penalty=1.0).tolist() == [-0.0, -0.0, -0.25, -0.5, -1.0]
     assert soft_overlong_penalty(lengths, 10, 4, penalty=2.0)[-1] == -2.0
+
+
+def test_reward_scores_concat_pads_steps_and_keeps_rows_in_order():
+    import torch
+
+    from grpokit.rewards import RewardScores
+
+    a = RewardScores(
+        rewards=torch.tensor([1.0]), scored=torch.tensor([True]), per_function={"f": [1.0]},
+        metrics={"m": 1.0}, step_rewards=torch.tensor([[0.5]]), step_ends=torch.tensor([[3]]),
+    )  # fmt: skip
+    b = RewardScores(
+        rewards=torch.tensor([float("nan"), 0.0]), scored=torch.tensor([False, True]), per_function={"f": [None, 0.0]},
+        metrics={"m": 2.0}, step_rewards=torch.tensor([[1.0, 2.0], [3.0, 4.0]]),
+        step_ends=torch.tensor([[1, 4], [2, 5]]),
+    )  # fmt: skip
+    both = RewardScores.concat([a, b])
+    assert both.scored.tolist() == [True, False, True]
+    assert both.per_function == {"f": [1.0, None, 0.0]}
+    assert both.step_rewards.tolist() == [[0.5, 0.0], [1.0, 2.0], [3.0, 4.0]]
+    assert both.step_ends.tolist() == [[3, -1], [1, 4], [2, 5]]  # -1 marks a padding step
+    assert both.metrics == {"m": 1.0}
+    assert RewardScores.concat([a, b], metrics={"m": 9.0}).metrics == {"m": 9.0}

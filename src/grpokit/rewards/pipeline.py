@@ -48,6 +48,29 @@ class RewardScores:
     step_rewards: torch.Tensor | None = None  # (N, S) float32 step scores (process rewards only), 0 padded
     step_ends: torch.Tensor | None = None  # (N, S) long completion-token index of each step end, -1 padded
 
+    @classmethod
+    def concat(cls, parts: Sequence[RewardScores], metrics: dict[str, float] | None = None) -> RewardScores:
+        """The scores of several batches as one, rows in order; step tensors padded to the longest S.
+
+        ``metrics``: the combined batch's metrics (default: the first part's, for callers that recompute them).
+        """
+        if len(parts) == 1 and metrics is None:
+            return parts[0]
+        step_rewards = step_ends = None
+        if parts[0].step_rewards is not None:
+            S = max(p.step_rewards.shape[1] for p in parts)
+            pad = torch.nn.functional.pad
+            step_rewards = torch.cat([pad(p.step_rewards, (0, S - p.step_rewards.shape[1])) for p in parts])
+            step_ends = torch.cat([pad(p.step_ends, (0, S - p.step_ends.shape[1]), value=-1) for p in parts])
+        return cls(
+            rewards=torch.cat([p.rewards for p in parts]),
+            scored=torch.cat([p.scored for p in parts]),
+            per_function={k: [v for p in parts for v in p.per_function[k]] for k in parts[0].per_function},
+            metrics=parts[0].metrics if metrics is None else metrics,
+            step_rewards=step_rewards,
+            step_ends=step_ends,
+        )
+
 
 def _function_name(fn: Callable, spec: str | None) -> str:
     if spec is not None:

@@ -752,28 +752,6 @@ def _pad_right_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1])) for t in tensors])
 
 
-def _cat_scores(parts: Sequence[RewardScores], sizes: Sequence[int]) -> RewardScores:
-    from grpokit.rewards import RewardScores
-
-    step_rewards = step_ends = None
-    if parts[0].step_rewards is not None:
-        S = max(p.step_rewards.shape[1] for p in parts)
-        step_rewards = torch.cat(
-            [torch.nn.functional.pad(p.step_rewards, (0, S - p.step_rewards.shape[1])) for p in parts]
-        )
-        step_ends = torch.cat(
-            [torch.nn.functional.pad(p.step_ends, (0, S - p.step_ends.shape[1]), value=-1) for p in parts]
-        )
-    return RewardScores(
-        rewards=torch.cat([p.rewards for p in parts]),
-        scored=torch.cat([p.scored for p in parts]),
-        per_function={k: [v for p in parts for v in p.per_function[k]] for k in parts[0].per_function},
-        metrics=reduce_reward_metrics([(p.metrics, n) for p, n in zip(parts, sizes)]),
-        step_rewards=step_rewards,
-        step_ends=step_ends,
-    )
-
-
 def gather_step(
     parallel: DataParallel,
     batch: RolloutBatch,
@@ -793,6 +771,7 @@ def gather_step(
     """
     if not parallel.is_distributed:
         return batch, scores, generated, advantages, loss_mask, update
+    from grpokit.rewards import RewardScores
     from grpokit.trainers.grpo import concat_batches
 
     local = (
@@ -808,7 +787,9 @@ def gather_step(
     sizes = [b.num_responses for b in batches]
     # Group ids are global already; concat_batches keeps them distinct (it renumbers from 0 in order).
     global_batch = concat_batches(batches, pad_id)
-    global_scores = _cat_scores([p[1] for p in parts], sizes)
+    global_scores = RewardScores.concat(
+        [p[1] for p in parts], reduce_reward_metrics([(p[1].metrics, n) for p, n in zip(parts, sizes)])
+    )
     global_generated = {**generated, "batch": global_batch, "scores": global_scores}
     return (
         global_batch,

@@ -369,28 +369,6 @@ def concat_batches(batches: Sequence[RolloutBatch], pad_id: int) -> RolloutBatch
     )
 
 
-def _concat_scores(scores: Sequence[RewardScores]) -> RewardScores:
-    if len(scores) == 1:
-        return scores[0]
-    step_rewards = step_ends = None
-    if scores[0].step_rewards is not None:
-        S = max(s.step_rewards.shape[1] for s in scores)
-        step_rewards = torch.cat(
-            [torch.nn.functional.pad(s.step_rewards, (0, S - s.step_rewards.shape[1])) for s in scores]
-        )
-        step_ends = torch.cat(
-            [torch.nn.functional.pad(s.step_ends, (0, S - s.step_ends.shape[1]), value=-1) for s in scores]
-        )
-    return RewardScores(
-        rewards=torch.cat([s.rewards for s in scores]),
-        scored=torch.cat([s.scored for s in scores]),
-        per_function={k: [v for s in scores for v in s.per_function[k]] for k in scores[0].per_function},
-        metrics=scores[0].metrics,
-        step_rewards=step_rewards,
-        step_ends=step_ends,
-    )
-
-
 def _select_scores(scores: RewardScores, rows: torch.Tensor) -> RewardScores:
     idx = rows.tolist()
     return RewardScores(
@@ -644,7 +622,7 @@ class GRPOTrainer:
                 break
         pad_id = self.tokenizer.pad_token_id
         everything = concat_batches(batches, pad_id)
-        everything_scores = _concat_scores(all_scores)
+        everything_scores = RewardScores.concat(all_scores)
         keep = torch.cat(kept_rows)  # (N_all,)
         info = {"rounds": rounds, "kept_groups": min(kept_groups, B)}
         if not keep.any():  # nothing informative: train on the first round (zero advantages; KL still acts)
