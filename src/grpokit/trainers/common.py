@@ -11,7 +11,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +34,7 @@ __all__ = [
     "build_scheduler",
     "iterate_minibatches",
     "micro_weight",
+    "per_token_no_grad",
     "policy_forward",
     "prepare_run_dir",
     "resolve_device",
@@ -193,6 +194,29 @@ def batch_to(batch: RolloutBatch, rows: torch.Tensor, device: torch.device) -> d
 
 
 @torch.no_grad()
+def per_token_no_grad(
+    module: torch.nn.Module,
+    batch: RolloutBatch,
+    micro_batch_size: int,
+    forward: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """(N, T) float32 ``forward(inputs, rows)`` over the batch, ``micro_batch_size`` rows at a time, in eval
+    mode and without gradient; ``forward`` returns (n, T') with T' <= T (the rest stays 0)."""
+    was_training = module.training
+    module.eval()
+    N, T = batch.completion_ids.shape
+    out = torch.zeros(N, T)
+    device = next(module.parameters()).device
+    try:
+        for start in range(0, N, micro_batch_size):
+            rows = torch.arange(start, min(start + micro_batch_size, N))
+            values = forward(batch_to(batch, rows, device), rows)  # (n, T')
+            out[rows, : values.shape[1]] = values.float().cpu()
+    finally:
+        module.train(was_training)
+    return out
+
+
 def sequence_logprobs(model: torch.nn.Module, batch: RolloutBatch, micro_batch_size: int) -> torch.Tensor:
     """(N, T) log-probs of the sampled tokens under ``model`` at each row's sampling temperature, no grad.
 
@@ -200,22 +224,12 @@ def sequence_logprobs(model: torch.nn.Module, batch: RolloutBatch, micro_batch_s
     """
     from grpokit.models.logprobs import completion_logprobs
 
-    was_training = model.training
-    model.eval()
-    N, T = batch.completion_ids.shape
-    out = torch.zeros(N, T)
     device = next(model.parameters()).device
-    try:
-        for start in range(0, N, micro_batch_size):
-            rows = torch.arange(start, min(start + micro_batch_size, N))
-            inputs = batch_to(batch, rows, device)
-            logprobs, _ = completion_logprobs(
-                model, **inputs, temperature=batch.temperatures[rows].to(device)
-            )
-            out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
-    finally:
-        model.train(was_training)
-    return out
+
+    def forward(inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        return completion_logprobs(model, **inputs, temperature=batch.temperatures[rows].to(device))[0]
+
+    return per_token_no_grad(model, batch, micro_batch_size, forward)
 
 
 def policy_forward(

@@ -64,6 +64,7 @@ from grpokit.trainers.common import (
     build_scheduler,
     iterate_minibatches,
     micro_weight,
+    per_token_no_grad,
     policy_forward,
     sequence_logprobs,
 )
@@ -178,22 +179,9 @@ def gae_targets(
     return token_rewards, kl, advantages, returns
 
 
-@torch.no_grad()
 def sequence_values(value_model: ValueModel, batch: RolloutBatch, micro_batch_size: int) -> torch.Tensor:
     """(N, T) float32 V(s_t) of every completion token, no grad, ``micro_batch_size`` rows at a time."""
-    was_training = value_model.training
-    value_model.eval()
-    N, T = batch.completion_ids.shape
-    out = torch.zeros(N, T)
-    device = next(value_model.parameters()).device
-    try:
-        for start in range(0, N, micro_batch_size):
-            rows = torch.arange(start, min(start + micro_batch_size, N))
-            values = value_model(**batch_to(batch, rows, device))  # (n, T')
-            out[rows, : values.shape[1]] = values.float().cpu()
-    finally:
-        value_model.train(was_training)
-    return out
+    return per_token_no_grad(value_model, batch, micro_batch_size, lambda inputs, rows: value_model(**inputs))
 
 
 def evaluate_rollouts(
