@@ -70,3 +70,14 @@ def test_gae_bootstraps_only_truncated_episodes(make_batch):
 def test_gae_needs_values(make_batch):
     with pytest.raises(ValueError, match="batch.values is None"):
         gae_advantages(make_batch([[1.0]]), torch.zeros(1), gamma=1.0, lam=1.0)
+
+
+def test_gae_does_not_bootstrap_an_episode_both_terminated_and_truncated(make_batch):
+    # gymnasium's TimeLimit flags truncated=True also when the episode terminated on its last allowed
+    # step; the terminal state's value is 0, so the final value 100 must not be added.
+    batch = make_batch([[1.0, 1.0, 1.0]], truncated=[True])
+    batch.terminated = torch.tensor([True])
+    batch.values = torch.zeros(1, 3)
+    adv, ret = gae_advantages(batch, torch.tensor([100.0]), gamma=1.0, lam=1.0, normalize=False)
+    torch.testing.assert_close(ret, torch.tensor([[3.0, 2.0, 1.0]]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(adv, ret, rtol=0, atol=1e-6)  # V = 0

@@ -95,7 +95,9 @@ def gae_advantages(
     """PPO's advantages and value targets from the values stored in ``batch.values`` (N, T).
 
     Episodes cut by the time limit are bootstrapped with V(s_T) = ``final_values``; terminated ones
-    with 0 (Pardo et al. 2018, "Time Limits in Reinforcement Learning").
+    with 0 (Pardo et al. 2018, "Time Limits in Reinforcement Learning"). gymnasium's ``TimeLimit``
+    also sets ``truncated`` when the episode terminated on its last allowed step; termination wins,
+    so the bootstrap applies only where ``truncated & ~terminated``.
 
     Args:
         batch: N episodes with ``values`` filled (V(s_t) at collection time).
@@ -110,7 +112,8 @@ def gae_advantages(
     if batch.values is None:
         raise ValueError("batch.values is None: fill V(s_t) for every step before computing GAE")
     rewards = batch.rewards * reward_scale  # (N, T)
-    bootstrap = torch.where(batch.truncated, final_values, torch.zeros_like(final_values))  # (N,)
+    cut = batch.truncated & ~batch.terminated  # (N,) cut by the time limit in a non-terminal state
+    bootstrap = torch.where(cut, final_values, torch.zeros_like(final_values))  # (N,)
     advantages, returns = gae(rewards, batch.values, batch.mask, gamma, lam, bootstrap_values=bootstrap)
     if normalize:
         advantages = masked_whiten(advantages, batch.mask)
