@@ -96,7 +96,7 @@ def test_every_from_pretrained_insists_on_safetensors():
 
 def test_a_pickled_checkpoint_is_refused(tmp_path):
     """``weights_only=True`` in action: a trainer_state.pt holding an arbitrary object does not load."""
-    from grpokit.trainers import checkpoint as ckpt
+    from grpokit.engine import checkpoint as ckpt
 
     class Payload:
         def __reduce__(self):

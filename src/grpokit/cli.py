@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:
         # A run stopped on purpose (signal, out of memory, non-finite updates, disk full): the message says
         # what happened and how to resume; the exit status tells a scheduler which it was (143 = SIGTERM).
-        from grpokit.trainers.faults import TrainingAborted
+        from grpokit.engine.faults import TrainingAborted
 
         if not isinstance(err, TrainingAborted):
             raise
@@ -195,7 +195,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
 
 def _train(argv: Sequence[str], *, demo: bool) -> int:
     from grpokit.config import PPOConfig, load_config, read_config_file, trainer_config_class
-    from grpokit.trainers.distributed import split_num_processes
+    from grpokit.engine.parallel import split_num_processes
 
     argv, num_processes = split_num_processes(argv)
     config_path, overrides, flags = parse_train_args(argv)
@@ -222,7 +222,7 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
         return 0
     if num_processes is not None and num_processes > 1:
         return _launch_processes(num_processes, config, argv, demo=demo)
-    from grpokit.trainers.distributed import launched_distributed
+    from grpokit.engine.parallel import launched_distributed
 
     if config.model.name_or_path is None and launched_distributed():
         raise ValueError("the built-in demo runs in one process: set model.name_or_path to train on several")
@@ -242,7 +242,7 @@ def _launch_processes(num_processes: int, config: Any, argv: Sequence[str], *, d
     """Re-run this command under ``accelerate launch`` on ``num_processes`` processes; returns its status."""
     import subprocess
 
-    from grpokit.trainers.distributed import accelerate_launch_command, check_splittable, launched_distributed
+    from grpokit.engine.parallel import accelerate_launch_command, check_splittable, launched_distributed
 
     if demo or config.model.name_or_path is None:
         raise ValueError("--num_processes needs model.name_or_path (the built-in demo runs in one process)")
@@ -254,7 +254,7 @@ def _launch_processes(num_processes: int, config: Any, argv: Sequence[str], *, d
 
 def _resumed_config(resume: str, overrides: dict[str, Any]) -> str | None:
     """The run's own config.yaml when resuming without a config file (``latest`` needs output_dir)."""
-    from grpokit.trainers.checkpoint import find_checkpoint, run_dir_of
+    from grpokit.engine.checkpoint import find_checkpoint, run_dir_of
 
     output_dir = overrides.get("output_dir") or overrides.get("logging.output_dir") or "runs"
     run_dir = run_dir_of(find_checkpoint(resume, output_dir))
@@ -427,7 +427,7 @@ def _eval(argv: Sequence[str]) -> int:
     from grpokit.data.tasks import get_task
     from grpokit.evaluation import evaluate
     from grpokit.models.loading import load_model, load_tokenizer
-    from grpokit.trainers.common import resolve_device
+    from grpokit.engine.common import resolve_device
     from grpokit.trainers.demo import held_out_problems
 
     task = get_task(args.task)

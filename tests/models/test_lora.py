@@ -20,7 +20,7 @@ from grpokit.models.lora import (
     trainable_state_bytes,
 )
 from grpokit.tracking import read_metrics
-from grpokit.trainers.common import sequence_logprobs
+from grpokit.engine.common import sequence_logprobs
 from grpokit.trainers.grpo import GRPOTrainer
 
 PROMPTS = ["ab", "cd", "ef", "gh", "ba", "dc"]

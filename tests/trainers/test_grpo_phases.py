@@ -8,7 +8,7 @@ import torch
 from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, build_config
 from grpokit.rewards import RewardPipeline, RewardScores
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.trainers.common import PhaseTimer
+from grpokit.engine.common import PhaseTimer
 from grpokit.trainers.grpo import (
     GRPOTrainer,
     compute_advantages,

@@ -7,8 +7,9 @@ import torch
 import yaml
 
 from grpokit.tracking import read_metrics, read_samples
-from grpokit.trainers import checkpoint as ckpt
-from grpokit.trainers import common, grpo
+from grpokit.engine import checkpoint as ckpt
+from grpokit.engine import common
+from grpokit.trainers import grpo
 from grpokit.trainers.grpo import GRPOTrainer
 
 

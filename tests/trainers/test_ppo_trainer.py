@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from grpokit.config import PPOConfig, build_config
 from grpokit.tracking import read_metrics
-from grpokit.trainers import common
+from grpokit.engine import common
 from grpokit.trainers.ppo import PPOTrainer
 
 

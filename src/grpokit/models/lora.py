@@ -202,7 +202,7 @@ class _WithoutAdapters(torch.nn.Module):
 class AdapterDisabledReference:
     """The reference policy of a LoRA run: the policy's own frozen base, run with adapters disabled.
 
-    Same interface as :class:`grpokit.trainers.common.ReferencePolicy` (``model``, ``maybe_sync``,
+    Same interface as :class:`grpokit.engine.common.ReferencePolicy` (``model``, ``maybe_sync``,
     ``checkpoint_module``), at no memory cost and nothing to checkpoint.
     """
 

@@ -75,7 +75,7 @@ class RewardFailurePolicy:
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
-    # The test of grpokit.trainers.faults.is_out_of_memory, repeated: rewards must not import trainers.
+    # The test of grpokit.engine.faults.is_out_of_memory, repeated: rewards must not import trainers.
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()

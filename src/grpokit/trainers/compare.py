@@ -301,7 +301,7 @@ def kl_to_initial(
 
     from grpokit.algorithms import kl_divergence
     from grpokit.rollout import TransformersSampler
-    from grpokit.trainers.common import sequence_logprobs
+    from grpokit.engine.common import sequence_logprobs
 
     gen = config.generation
     sampler = TransformersSampler(
@@ -330,7 +330,7 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
 
     from grpokit.models.loading import load_model
     from grpokit.tracking import peak_memory_mb, read_metrics
-    from grpokit.trainers.checkpoint import quiet_transformers
+    from grpokit.engine.checkpoint import quiet_transformers
     from grpokit.trainers.grpo import GRPOTrainer
     from grpokit.trainers.ppo import PPOTrainer
 
@@ -482,7 +482,7 @@ def _held_out_before(config: GRPOConfig, model_dir: str, eval_data: str | None) 
     """Held-out quality of the starting model (the same for both systems)."""
     from grpokit.models.loading import load_model, load_tokenizer
     from grpokit.rewards import RewardPipeline
-    from grpokit.trainers.checkpoint import quiet_transformers
+    from grpokit.engine.checkpoint import quiet_transformers
 
     rows, task = _held_out_rows(config, eval_data)
     if not rows:

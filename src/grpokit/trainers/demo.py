@@ -219,7 +219,7 @@ def prepare_demo_model(config: TrainConfig, log: Callable[[str], None] = print) 
     """
     from grpokit.data.tasks import get_task
     from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
-    from grpokit.trainers.checkpoint import save_pretrained
+    from grpokit.engine.checkpoint import save_pretrained
     from grpokit.trainers.sft import SupervisedTrainer
 
     demo = config.demo

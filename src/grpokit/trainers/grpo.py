@@ -52,9 +52,9 @@ from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
 from grpokit.tracking.run import finish_run_report, open_run_logger
-from grpokit.trainers import checkpoint as ckpt
-from grpokit.trainers import faults
-from grpokit.trainers.common import (
+from grpokit.engine import checkpoint as ckpt
+from grpokit.engine import faults
+from grpokit.engine.common import (
     PhaseTimer,
     ReferencePolicy,
     TokenWeightedMetrics,
@@ -68,7 +68,7 @@ from grpokit.trainers.common import (
     seed_everything,
     sequence_logprobs,
 )
-from grpokit.trainers.distributed import DataParallel, ShardedSampler, gather_group_advantages, gather_step
+from grpokit.engine.parallel import DataParallel, ShardedSampler, gather_group_advantages, gather_step
 from grpokit.trainers.rollout_engine import (
     build_sampler,
     check_rollout_backend,
@@ -218,7 +218,7 @@ def update_policy(
     Each minibatch of ``mini_batch_size`` responses is one optimizer step, its gradient accumulated over
     ``gradient_accumulation_steps`` micro-batches weighted so the sum equals the full-minibatch loss. With
     several processes (``parallel``) the weights use the global token / response counts, so the averaged
-    gradient is the one of the global minibatch (``trainers/distributed.py``).
+    gradient is the one of the global minibatch (``engine/parallel.py``).
 
     Args:
         batch: the N rollouts; ``temperatures`` (N,) give the distribution each row was sampled from.
@@ -421,7 +421,7 @@ class GRPOTrainer:
         self.dataset = _load_dataset(cfg, dataset, config_rewards=reward_funcs is None)
 
         seed_everything(cfg.seed)
-        # One process, or one of several started by accelerate launch (trainers/distributed.py).
+        # One process, or one of several started by accelerate launch (engine/parallel.py).
         self.parallel = DataParallel.from_config(cfg)
         check_rollout_backend(cfg, self.parallel)
         self.device = self.parallel.device or resolve_device(cfg.model.device)

@@ -54,8 +54,8 @@ from grpokit.config import OptimConfig, PPOAlgorithmConfig, PPOConfig
 from grpokit.models.value import ValueModel, build_value_model
 from grpokit.rewards import RewardScores
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.trainers import checkpoint as ckpt
-from grpokit.trainers.common import (
+from grpokit.engine import checkpoint as ckpt
+from grpokit.engine.common import (
     PhaseTimer,
     ReferencePolicy,
     TokenWeightedMetrics,
@@ -68,7 +68,7 @@ from grpokit.trainers.common import (
     policy_forward,
     sequence_logprobs,
 )
-from grpokit.trainers.faults import guarded_optimizer_step
+from grpokit.engine.faults import guarded_optimizer_step
 from grpokit.trainers.grpo import GRPOTrainer, TrainResult, generate_rollouts, score
 
 __all__ = [

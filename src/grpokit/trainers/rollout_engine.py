@@ -40,7 +40,7 @@ import torch
 
 if TYPE_CHECKING:
     from grpokit.config import TrainConfig
-    from grpokit.trainers.distributed import DataParallel
+    from grpokit.engine.parallel import DataParallel
 
 __all__ = [
     "VLLM_INSTALL_HINT",

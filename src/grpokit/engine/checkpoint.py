@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from grpokit.trainers.faults import CheckpointWriteError
+from grpokit.engine.faults import CheckpointWriteError
 
 __all__ = [
     "CheckpointWriteError",

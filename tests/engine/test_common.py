@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from grpokit.config import GRPOConfig, OptimConfig
-from grpokit.trainers.common import (
+from grpokit.engine.common import (
     ReferencePolicy,
     build_optimizer,
     build_scheduler,

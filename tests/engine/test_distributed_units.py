@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from grpokit.config import GRPOConfig, PPOConfig, build_config
-from grpokit.trainers.common import micro_weight
-from grpokit.trainers.distributed import (
+from grpokit.engine.common import micro_weight
+from grpokit.engine.parallel import (
     DataParallel,
     MinibatchNorm,
     ShardedSampler,
@@ -227,7 +227,7 @@ def test_single_process_collectives_are_local():
 
 
 def test_deepspeed_config_gets_grpokits_micro_batch_and_clipping(base_config):
-    from grpokit.trainers.distributed import _fill_deepspeed_config
+    from grpokit.engine.parallel import _fill_deepspeed_config
 
     config = base_config(optim={"gradient_accumulation_steps": 2, "max_grad_norm": 0.5})  # N = 16
     ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": "auto"}

@@ -348,7 +348,7 @@ def rewind_run_dir(run_dir: str | os.PathLike, step: int) -> dict[str, int]:
     Returns:
         How many log rows were dropped per file and how many checkpoints were set aside.
     """
-    from grpokit.trainers.checkpoint import list_checkpoints, step_of
+    from grpokit.engine.checkpoint import list_checkpoints, step_of
 
     run_dir = Path(run_dir)
     dropped: dict[str, int] = {}

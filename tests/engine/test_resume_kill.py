@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from grpokit.cli import main
-from grpokit.trainers import checkpoint as ckpt
+from grpokit.engine import checkpoint as ckpt
 
 MAX_STEPS = 6
 MACHINE_KEYS = ("time/", "throughput/", "memory/")

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from grpokit.trainers.common import micro_weight
+from grpokit.engine.common import micro_weight
 
 if TYPE_CHECKING:
     from grpokit.config import TrainConfig
@@ -133,7 +133,7 @@ def aggregation_count(aggregation: str, mask: torch.Tensor) -> float:
 class MinibatchNorm:
     """How each micro-batch's loss is weighted so that W processes' averaged gradient is the global one.
 
-    With one process ``weight`` is :func:`~grpokit.trainers.common.micro_weight` (the micro-batch's share of
+    With one process ``weight`` is :func:`~grpokit.engine.common.micro_weight` (the micro-batch's share of
     the minibatch). With W, process r's micro-batch m gets ``W * count(m) / sum_r count(minibatch_r)``: DDP
     divides the summed gradients by W, leaving ``sum_{r,m} count(m) * grad(loss_m) / count_global``, the
     gradient of the global minibatch's aggregated loss.

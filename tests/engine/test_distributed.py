@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from grpokit.algorithms import group_advantages
 from grpokit.tracking import read_metrics
-from grpokit.trainers.distributed import DataParallel, gather_group_advantages
+from grpokit.engine.parallel import DataParallel, gather_group_advantages
 from grpokit.trainers.grpo import GRPOTrainer
 
 WORLD = 2
@@ -199,7 +199,7 @@ def _fsdp2_worker(rank: int, model_dir: str, out_dir: str) -> None:
 
     from grpokit.models import load_model, load_tokenizer
     from grpokit.rollout import TransformersSampler
-    from grpokit.trainers.distributed import unsharded
+    from grpokit.engine.parallel import unsharded
 
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (WORLD,))

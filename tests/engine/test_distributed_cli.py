@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from grpokit.cli import main
-from grpokit.trainers.distributed import accelerate_launch_command, split_num_processes
+from grpokit.engine.parallel import accelerate_launch_command, split_num_processes
 
 
 def test_num_processes_is_taken_out_of_the_arguments():

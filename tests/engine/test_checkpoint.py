@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from grpokit.trainers import checkpoint as ckpt
+from grpokit.engine import checkpoint as ckpt
 
 
 class TinyModule(torch.nn.Module):

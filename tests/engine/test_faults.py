@@ -12,8 +12,8 @@ import torch
 
 import grpokit.algorithms
 from grpokit.tracking import read_metrics
-from grpokit.trainers import checkpoint as ckpt
-from grpokit.trainers import faults
+from grpokit.engine import checkpoint as ckpt
+from grpokit.engine import faults
 from grpokit.trainers.grpo import GRPOTrainer
 
 MACHINE_KEYS = ("time/", "throughput/", "memory/")
