@@ -16,9 +16,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+from grpokit.engine import checkpoint as ckpt  # noqa: E402
 from grpokit.models.tiny import build_char_tokenizer, build_tiny_model  # noqa: E402
 from grpokit.rewards.failures import RewardFailurePolicy, guarded_call  # noqa: E402
-from grpokit.engine import checkpoint as ckpt  # noqa: E402
 
 
 def median_us(fn, calls: int = 200, repeats: int = 7) -> float:

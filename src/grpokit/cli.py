@@ -425,9 +425,9 @@ def _eval(argv: Sequence[str]) -> int:
     import json
 
     from grpokit.data.tasks import get_task
+    from grpokit.engine.common import resolve_device
     from grpokit.evaluation import evaluate
     from grpokit.models.loading import load_model, load_tokenizer
-    from grpokit.engine.common import resolve_device
     from grpokit.trainers.demo import held_out_problems
 
     task = get_task(args.task)

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from grpokit.algorithms import group_advantages
-from grpokit.tracking import read_metrics
 from grpokit.engine.parallel import DataParallel, gather_group_advantages
+from grpokit.tracking import read_metrics
 from grpokit.trainers.grpo import GRPOTrainer
 
 WORLD = 2
@@ -197,9 +197,9 @@ def _fsdp2_worker(rank: int, model_dir: str, out_dir: str) -> None:
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
 
+    from grpokit.engine.parallel import unsharded
     from grpokit.models import load_model, load_tokenizer
     from grpokit.rollout import TransformersSampler
-    from grpokit.engine.parallel import unsharded
 
     dist.init_process_group("gloo")
     mesh = init_device_mesh("cpu", (WORLD,))

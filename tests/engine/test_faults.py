@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import grpokit.algorithms
-from grpokit.tracking import read_metrics
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import faults
+from grpokit.tracking import read_metrics
 from grpokit.trainers.grpo import GRPOTrainer
 
 MACHINE_KEYS = ("time/", "throughput/", "memory/")

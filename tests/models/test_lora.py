@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from grpokit.config import GRPOConfig, build_config
+from grpokit.engine.common import sequence_logprobs
 from grpokit.models import build_char_tokenizer, build_tiny_model, load_model
 from grpokit.models.lora import (
     AdapterDisabledReference,
@@ -20,7 +21,6 @@ from grpokit.models.lora import (
     trainable_state_bytes,
 )
 from grpokit.tracking import read_metrics
-from grpokit.engine.common import sequence_logprobs
 from grpokit.trainers.grpo import GRPOTrainer
 
 PROMPTS = ["ab", "cd", "ef", "gh", "ba", "dc"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, build_config
+from grpokit.engine.common import PhaseTimer
 from grpokit.rewards import RewardPipeline, RewardScores
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.engine.common import PhaseTimer
 from grpokit.trainers.grpo import (
     GRPOTrainer,
     compute_advantages,

@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
-from grpokit.tracking import read_metrics, read_samples
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import common
+from grpokit.tracking import read_metrics, read_samples
 from grpokit.trainers import grpo
 from grpokit.trainers.grpo import GRPOTrainer
 

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from grpokit.config import PPOConfig, build_config
-from grpokit.tracking import read_metrics
 from grpokit.engine import common
+from grpokit.tracking import read_metrics
 from grpokit.trainers.ppo import PPOTrainer
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from grpokit.config import ConfigError, GRPOAlgorithmConfig, OptimConfig, PPOConfig, build_config
+from grpokit.engine.common import sequence_logprobs
+from grpokit.engine.parallel import DataParallel
 from grpokit.models.loading import load_model, load_tokenizer
 from grpokit.rollout import TransformersSampler
 from grpokit.tracking import read_metrics
 from grpokit.trainers import rollout_engine
-from grpokit.engine.common import sequence_logprobs
-from grpokit.engine.parallel import DataParallel
 from grpokit.trainers.grpo import GRPOTrainer, update_policy
 from grpokit.trainers.rollout_engine import (
     build_sampler,

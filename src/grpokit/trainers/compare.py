@@ -300,8 +300,8 @@ def kl_to_initial(
     import torch
 
     from grpokit.algorithms import kl_divergence
-    from grpokit.rollout import TransformersSampler
     from grpokit.engine.common import sequence_logprobs
+    from grpokit.rollout import TransformersSampler
 
     gen = config.generation
     sampler = TransformersSampler(
@@ -328,9 +328,9 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
     """
     import torch
 
+    from grpokit.engine.checkpoint import quiet_transformers
     from grpokit.models.loading import load_model
     from grpokit.tracking import peak_memory_mb, read_metrics
-    from grpokit.engine.checkpoint import quiet_transformers
     from grpokit.trainers.grpo import GRPOTrainer
     from grpokit.trainers.ppo import PPOTrainer
 
@@ -480,9 +480,9 @@ def run_comparison(
 
 def _held_out_before(config: GRPOConfig, model_dir: str, eval_data: str | None) -> float | None:
     """Held-out quality of the starting model (the same for both systems)."""
+    from grpokit.engine.checkpoint import quiet_transformers
     from grpokit.models.loading import load_model, load_tokenizer
     from grpokit.rewards import RewardPipeline
-    from grpokit.engine.checkpoint import quiet_transformers
 
     rows, task = _held_out_rows(config, eval_data)
     if not rows:

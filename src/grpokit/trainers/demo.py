@@ -218,8 +218,8 @@ def prepare_demo_model(config: TrainConfig, log: Callable[[str], None] = print) 
     imitation-accuracy curve, seconds) and ``warmup_state.pt`` (what the control needs to continue).
     """
     from grpokit.data.tasks import get_task
-    from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
     from grpokit.engine.checkpoint import save_pretrained
+    from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
     from grpokit.trainers.sft import SupervisedTrainer
 
     demo = config.demo

@@ -47,11 +47,6 @@ from typing import Any
 import torch
 
 from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, OptimConfig, build_config
-from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
-from grpokit.rewards.failures import RewardFailurePolicy
-from grpokit.rollout.batch import RolloutBatch
-from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
-from grpokit.tracking.run import finish_run_report, open_run_logger
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import faults
 from grpokit.engine.common import (
@@ -69,6 +64,11 @@ from grpokit.engine.common import (
     sequence_logprobs,
 )
 from grpokit.engine.parallel import DataParallel, ShardedSampler, gather_group_advantages, gather_step
+from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
+from grpokit.rewards.failures import RewardFailurePolicy
+from grpokit.rollout.batch import RolloutBatch
+from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
+from grpokit.tracking.run import finish_run_report, open_run_logger
 from grpokit.trainers.rollout_engine import (
     build_sampler,
     check_rollout_backend,

@@ -51,9 +51,6 @@ from typing import Any
 import torch
 
 from grpokit.config import OptimConfig, PPOAlgorithmConfig, PPOConfig
-from grpokit.models.value import ValueModel, build_value_model
-from grpokit.rewards import RewardScores
-from grpokit.rollout.batch import RolloutBatch
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine.common import (
     PhaseTimer,
@@ -69,6 +66,9 @@ from grpokit.engine.common import (
     sequence_logprobs,
 )
 from grpokit.engine.faults import guarded_optimizer_step
+from grpokit.models.value import ValueModel, build_value_model
+from grpokit.rewards import RewardScores
+from grpokit.rollout.batch import RolloutBatch
 from grpokit.trainers.grpo import GRPOTrainer, TrainResult, generate_rollouts, score
 
 __all__ = [
