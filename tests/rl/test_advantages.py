@@ -81,3 +81,13 @@ def test_gae_does_not_bootstrap_an_episode_both_terminated_and_truncated(make_ba
     adv, ret = gae_advantages(batch, torch.tensor([100.0]), gamma=1.0, lam=1.0, normalize=False)
     torch.testing.assert_close(ret, torch.tensor([[3.0, 2.0, 1.0]]), rtol=0, atol=1e-6)
     torch.testing.assert_close(adv, ret, rtol=0, atol=1e-6)  # V = 0
+
+
+def test_returns_to_go_rloo_with_unequal_lengths_gives_lone_steps_zero(make_batch):
+    # Group 0: A = [1, 2], B = [3, 0, 1]; group 1: C = [5]. Returns-to-go (gamma 1): A = [3, 2],
+    # B = [4, 1, 1], C = [5]. t=0 in group 0: rloo 3 - 4 = -1, 4 - 3 = +1; t=1: 2 - 1 = +1, 1 - 2 = -1;
+    # t=2: B is alone in its cell -> 0; C is alone in its group -> 0; padding -> 0.
+    batch = make_batch([[1.0, 2.0], [3.0, 0.0, 1.0], [5.0]])
+    adv = episode_advantages(batch, torch.tensor([0, 0, 1]), "returns_to_go", "rloo", gamma=1.0)
+    expected = torch.tensor([[-1.0, 1.0, 0.0], [1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-6)

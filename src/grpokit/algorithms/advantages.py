@@ -163,27 +163,22 @@ def rloo_advantage(rewards: torch.Tensor, groups: GroupIndex, eps: float) -> tor
 
     ``A_i = r_i - 1/(n_g - 1) * sum_{j != i in g} r_j``, equivalently ``n_g/(n_g - 1) * (r_i - mean_g)``:
     the baseline of each response is the mean of the other members of its group, so it does not
-    depend on the response itself. ``eps`` is unused.
+    depend on the response itself. A group of one has no other member to form a baseline: its
+    response gets 0 ("no signal", like a constant group) instead of an error, so a prompt left with
+    a single scored completion, or a returns-to-go cell where one episode is still running, simply
+    contributes nothing. ``eps`` is unused.
 
     Args:
-        rewards: (N,); groups: the group index; every group must have at least 2 members.
+        rewards: (N,); groups: the group index.
 
     Returns:
-        (N,) advantages.
-
-    Raises:
-        ValueError: naming the first group id with a single member.
+        (N,) advantages; 0 for the members of groups of one.
     """
-    single = groups.counts < 2
-    if single.any():
-        bad = groups.ids[single][0].item()
-        raise ValueError(
-            f"estimator='rloo' needs at least 2 responses per group, but group_ids value {bad} has 1 "
-            "(the leave-one-out baseline of a lone response is undefined)"
-        )
     total = groups.sum(rewards)[groups.inverse]  # (N,)
-    others = (groups.counts - 1).to(rewards.dtype)[groups.inverse]  # (N,)
-    return rewards - (total - rewards) / others
+    count = groups.counts[groups.inverse]  # (N,)
+    others = (count - 1).clamp(min=1).to(rewards.dtype)  # (N,)
+    advantages = rewards - (total - rewards) / others  # (N,)
+    return torch.where(count > 1, advantages, torch.zeros_like(advantages))
 
 
 @register("advantage", "rank")
@@ -230,9 +225,10 @@ def group_advantages(
     - ``"grpo_batch_norm"``: ``c_i = r_i - mean_g``, then ``c_i / (std_batch(c) + eps)``.
     - ``"dr_grpo"``: ``r_i - mean_g`` (Dr. GRPO 2503.20783).
     - ``"rank"``: ``(2*rank_i - n_g - 1) / (n_g - 1)``, average rank for ties, in [-1, 1].
-    - ``"rloo"``: ``r_i - mean of the other n_g - 1 rewards`` (RLOO 2402.14740); needs n_g >= 2.
+    - ``"rloo"``: ``r_i - mean of the other n_g - 1 rewards`` (RLOO 2402.14740).
 
-    A group whose rewards are all equal gets exactly 0 (never NaN or inf) whatever the estimator.
+    A group whose rewards are all equal, and a group of one response, gets exactly 0 (never NaN,
+    inf or an error) whatever the estimator: there is nothing in the group to compare against.
     The trainer broadcasts the (N,) result over each response's tokens.
 
     Args:
@@ -248,7 +244,7 @@ def group_advantages(
 
     Raises:
         ValueError: mismatched or empty inputs, a non-finite reward (its index is named), an unknown
-            estimator (the valid names are listed), a one-member group for ``"rloo"``.
+            estimator (the valid names are listed).
     """
     fn = lookup("advantage", estimator, argument="estimator")
     if eps < 0:
