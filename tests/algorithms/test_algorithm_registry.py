@@ -9,7 +9,7 @@ from grpokit.algorithms.registry import _REGISTRIES
 
 def test_every_kind_lists_its_builtins():
     assert available("advantage") == ["dr_grpo", "grpo", "grpo_batch_norm", "rank", "rloo"]
-    assert available("kl") == ["k1", "k2", "k3"]
+    assert available("kl") == ["k1", "k2", "k3", "k3+"]
     assert available("aggregation") == ["constant", "sequence_mean", "token_mean"]
     assert available("ratio") == ["sequence", "token"]
 

@@ -1,11 +1,18 @@
-"""KL estimators (k1/k2/k3) and the fixed / adaptive KL controllers."""
+"""KL estimators (k1/k2/k3/k3+), what their gradients optimise, and the fixed / adaptive KL controllers."""
 
 import math
 
 import pytest
 import torch
 
-from grpokit.algorithms import AdaptiveKLController, FixedKLController, available, kl_divergence
+from grpokit.algorithms import (
+    AdaptiveKLController,
+    FixedKLController,
+    kl_divergence,
+    kl_loss_gradient,
+    register,
+)
+from grpokit.algorithms.registry import _REGISTRIES
 
 F64 = torch.float64
 
@@ -51,14 +58,14 @@ def test_k1_and_k3_are_unbiased_for_the_exact_kl():
 def test_gradcheck_estimators():
     logprobs = f64([[-1.0, -0.3, -2.0]]).requires_grad_(True)
     ref = f64([[-1.2, -0.1, -2.5]])
-    for name in available("kl"):
+    for name in ("k1", "k2", "k3"):  # not k3+: its gradient is k2's by design, not its value's
         assert torch.autograd.gradcheck(lambda lp, name=name: kl_divergence(lp, ref, name), (logprobs,))
 
 
 def test_float32_is_kept_and_bad_input():
     out = kl_divergence(torch.zeros(2, 3), torch.zeros(2, 3, dtype=F64))
     assert out.dtype == torch.float32
-    with pytest.raises(ValueError, match=r"estimator='kl'.*\['k1', 'k2', 'k3'\]"):
+    with pytest.raises(ValueError, match=r"estimator='kl'.*\['k1', 'k2', 'k3', 'k3\+'\]"):
         kl_divergence(torch.zeros(1, 2), torch.zeros(1, 2), "kl")
     with pytest.raises(ValueError, match=r"ref_logprobs has shape \(1, 3\) but logprobs has shape \(1, 2\)"):
         kl_divergence(torch.zeros(1, 2), torch.zeros(1, 3))
@@ -123,3 +130,56 @@ def test_controllers_bad_input():
         FixedKLController(-1.0)
     with pytest.raises(ValueError, match=r"state\['target'\] must be > 0"):
         AdaptiveKLController(0.1, 1.0, 10).load_state_dict({"beta": 0.1, "target": -1.0, "horizon": 10})
+
+
+def test_k3_plus_has_the_value_of_k3_and_the_gradient_of_k2():
+    ref = f64([[-1.2, -0.1, -2.5]])
+    values = {}
+    grads = {}
+    for name in ("k2", "k3", "k3+"):
+        logprobs = f64([[-1.0, -0.3, -2.0]]).requires_grad_(True)
+        values[name] = kl_divergence(logprobs, ref, name)
+        values[name].sum().backward()
+        grads[name] = logprobs.grad
+    torch.testing.assert_close(values["k3+"], values["k3"], rtol=1e-15, atol=0)
+    torch.testing.assert_close(grads["k3+"], grads["k2"], rtol=1e-15, atol=0)
+    # k2's gradient is log pi - log pi_ref = [0.2, -0.2, 0.5]; k3's is 1 - pi_ref/pi.
+    torch.testing.assert_close(grads["k3+"], f64([[0.2, -0.2, 0.5]]), rtol=1e-12, atol=1e-15)
+    assert not torch.allclose(grads["k3"], grads["k2"])
+
+
+@pytest.mark.parametrize(
+    "estimator,target", [("k1", None), ("k2", "pi||ref"), ("k3", "ref||pi"), ("k3+", "pi||ref")]
+)
+def test_expected_gradient_of_each_estimator_as_a_loss_term(estimator, target):
+    # Exact expectation over a 4-token vocabulary: E_{x ~ pi}[grad k(x)] = sum_x sg(pi(x)) grad k(x),
+    # against autograd of the true KL(pi || ref) = sum pi log(pi/ref) and KL(ref || pi) = sum ref log(ref/pi).
+    theta = f64([0.3, -1.0, 0.8, 0.1]).requires_grad_(True)
+    log_ref = torch.log_softmax(f64([0.0, 0.5, -0.4, 1.2]), 0)
+    log_pi = torch.log_softmax(theta, 0)
+    k = kl_divergence(log_pi[None], log_ref[None], estimator)[0]  # (V,) one sampled token per outcome
+    (expected_grad,) = torch.autograd.grad((log_pi.exp().detach() * k).sum(), theta, retain_graph=True)
+
+    def grad_of(kl):
+        return torch.autograd.grad(kl, theta, retain_graph=True)[0]
+
+    reverse = grad_of((log_pi.exp() * (log_pi - log_ref)).sum())  # grad KL(pi || ref)
+    forward = grad_of((log_ref.exp() * (log_ref - log_pi)).sum())  # grad KL(ref || pi)
+    assert not torch.allclose(reverse, forward)  # the check below can tell them apart
+    wanted = {None: torch.zeros(4, dtype=F64), "pi||ref": reverse, "ref||pi": forward}[target]
+    torch.testing.assert_close(expected_grad, wanted, rtol=1e-10, atol=1e-12)
+    assert kl_loss_gradient(estimator) == (None if target is None else f"KL({target})")
+
+
+def test_kl_loss_gradient_of_custom_and_unknown_names():
+    try:
+
+        @register("kl", "half_k2")
+        def half_k2(logprobs, ref_logprobs):
+            return 0.25 * (logprobs - ref_logprobs) ** 2
+
+        assert kl_loss_gradient("half_k2") == "unknown"
+    finally:
+        _REGISTRIES["kl"].pop("half_k2", None)
+    with pytest.raises(ValueError, match=r"estimator='k4' is not a known kl name"):
+        kl_loss_gradient("k4")

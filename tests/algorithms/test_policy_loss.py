@@ -80,6 +80,37 @@ def test_kl_term_by_hand():
     assert m["policy_loss"] == 0.0
 
 
+def test_k1_with_beta_is_refused_but_still_logs_the_kl_metric():
+    # k1's expected gradient on samples from pi is E[grad log pi] = 0: as a loss term it regularises nothing.
+    logprobs = f64([[-1.0, -2.0]])
+    ref = logprobs + f64([[0.5, -0.5]])
+    with pytest.raises(ValueError, match=r"kl_estimator='k1' with beta>0 adds no regularisation"):
+        policy_loss(
+            logprobs, logprobs, f64([0.0]), torch.ones(1, 2), ref_logprobs=ref, beta=0.1, kl_estimator="k1"
+        )
+    _, m = policy_loss(logprobs, logprobs, f64([0.0]), torch.ones(1, 2), ref_logprobs=ref, kl_estimator="k1")
+    assert m["kl"] == pytest.approx(0.0, abs=1e-15)  # k1 = log pi - log ref = [-0.5, 0.5], mean 0
+
+
+def test_k3_plus_kl_term_has_k3_value_and_k2_gradient():
+    # ratio 1, A = 0: loss = beta * mean k3 in value; d loss / d log pi = beta * (log pi - log ref) / 2
+    logprobs = leaf([[-1.0, -2.0]])
+    ref = logprobs.detach() + f64([[0.5, -0.5]])
+    loss, m = policy_loss(
+        logprobs,
+        logprobs.detach(),
+        f64([0.0]),
+        torch.ones(1, 2),
+        ref_logprobs=ref,
+        beta=0.1,
+        kl_estimator="k3+",
+    )
+    k3 = ((math.exp(0.5) - 1.5) + (math.exp(-0.5) - 0.5)) / 2
+    assert loss.item() == pytest.approx(0.1 * k3, rel=1e-12)
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, f64([[-0.025, 0.025]]), rtol=1e-12, atol=1e-15)
+
+
 def test_beta_zero_needs_no_reference_and_still_logs_kl_when_given():
     logprobs = f64([[-1.0, -2.0]])
     loss, m = policy_loss(logprobs, logprobs, f64([1.0]), torch.ones(1, 2), beta=0.0, ref_logprobs=None)
@@ -338,7 +369,7 @@ def _gradcheck_inputs(seed: int):
 
 @pytest.mark.parametrize("ratio_level", ["token", "sequence"])
 @pytest.mark.parametrize("aggregation", ["sequence_mean", "token_mean", "constant"])
-@pytest.mark.parametrize("kl_estimator", ["k1", "k2", "k3"])
+@pytest.mark.parametrize("kl_estimator", ["k2", "k3"])  # k3+ is straight-through: value and gradient differ
 def test_gradcheck(ratio_level, aggregation, kl_estimator):
     old, logprobs, ref, mask, adv, logits = _gradcheck_inputs(0)
     # Clipped tokens too: scale one response's log ratio out of the trust region.
@@ -377,7 +408,7 @@ def _ok_inputs():
 @pytest.mark.parametrize(
     "kwargs,pattern",
     [
-        ({"kl_estimator": "k4"}, r"kl_estimator='k4'.*\['k1', 'k2', 'k3'\]"),
+        ({"kl_estimator": "k4"}, r"kl_estimator='k4'.*\['k1', 'k2', 'k3', 'k3\+'\]"),
         ({"aggregation": "mean"}, r"aggregation='mean'.*\['constant', 'sequence_mean', 'token_mean'\]"),
         ({"ratio_level": "seq"}, r"ratio_level='seq'.*\['sequence', 'token'\]"),
         ({"aggregation": "constant"}, r"aggregation='constant' needs max_length"),

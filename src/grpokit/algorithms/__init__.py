@@ -25,7 +25,7 @@ from grpokit.algorithms.advantages import (
     process_advantages,
 )
 from grpokit.algorithms.importance import truncated_importance_weights
-from grpokit.algorithms.kl import AdaptiveKLController, FixedKLController, kl_divergence
+from grpokit.algorithms.kl import AdaptiveKLController, FixedKLController, kl_divergence, kl_loss_gradient
 from grpokit.algorithms.masked import entropy_from_logits, masked_mean, masked_sum, masked_var, masked_whiten
 from grpokit.algorithms.policy_loss import aggregate, policy_loss
 from grpokit.algorithms.ppo import gae, kl_penalized_rewards, value_loss
@@ -42,6 +42,7 @@ __all__ = [
     "group_advantages",
     "group_reward_stats",
     "kl_divergence",
+    "kl_loss_gradient",
     "kl_penalized_rewards",
     "masked_mean",
     "masked_sum",

@@ -12,7 +12,8 @@ minimise, ``-J``, built from three registered pieces:
 - ratio level (``"ratio"`` registry): ``"token"`` (PPO/GRPO) or ``"sequence"`` (GSPO, arXiv 2507.18071);
 - aggregation (``"aggregation"`` registry): ``"sequence_mean"`` (the 1/G sum_i 1/|o_i| sum_t above),
   ``"token_mean"`` (DAPO, arXiv 2503.14476, sec. 3.3), ``"constant"`` (Dr. GRPO, arXiv 2503.20783);
-- KL estimator (``"kl"`` registry): ``"k3"`` (DeepSeekMath eq. 4), ``"k1"``, ``"k2"``.
+- KL estimator (``"kl"`` registry): ``"k3"`` (DeepSeekMath eq. 4), ``"k2"``, ``"k3+"``; ``"k1"`` is
+  refused with ``beta > 0`` (see deviation 7).
 
 PPO reuses this function with per-token advantages (N, T) from ``gae``; the seed's total PPO loss
 ``L = -L_clip + c_v * L_V - c_H * H`` is composed by the trainer as
@@ -32,6 +33,14 @@ Deviations and choices, numbered:
    metric is computed without gradient, for monitoring.
 6. ``sequence_mean`` averages over responses that have at least one real token; an empty response
    adds nothing instead of a 0/0.
+7. The KL term ``beta * KL`` is a loss term on tokens sampled from pi, so what it regularises is set
+   by the estimator's expected GRADIENT, not by what its value estimates (``kl.kl_loss_gradient``):
+   k2 and k3+ give grad KL(pi_theta || pi_ref), the reverse KL of the objective above; k3
+   (DeepSeekMath's choice) gives grad KL(pi_ref || pi_theta), the forward KL; k1's expected gradient
+   is zero, so ``beta > 0`` with k1 raises instead of silently not regularising.
+8. GSPO: only ``aggregation="sequence_mean"`` reproduces GSPO's gradient with ``ratio_level="sequence"``
+   (see ``sequence_ratio``); ``token_mean`` and ``constant`` weight each response's sequence term by
+   its length.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from grpokit.algorithms._checks import (
     check_same_shape,
     check_tensor,
 )
-from grpokit.algorithms.kl import kl_divergence
+from grpokit.algorithms.kl import kl_divergence, kl_loss_gradient
 from grpokit.algorithms.masked import entropy_from_logits, masked_mean, masked_sum
 from grpokit.algorithms.registry import lookup, register
 
@@ -145,9 +154,12 @@ def sequence_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     ``s_i = exp(1/|o_i| sum_t (log pi_theta - log pi_old))``, used for every token of response i.
     It is returned in the GSPO-token form ``s_{i,t} = sg[s_i] * pi_theta(o_{i,t}) / sg[pi_theta(o_{i,t})]``:
     its value is ``s_i`` (so the clip acts on the whole response at once) and its gradient is
-    ``sg[s_i] * grad log pi_theta(o_{i,t})``. Summed with the uniform per-response weights of every
-    aggregation, that is exactly the gradient of GSPO's sequence objective; with per-token
-    advantages it is GSPO-token.
+    ``sg[s_i] * grad log pi_theta(o_{i,t})``. Only ``aggregation="sequence_mean"`` reproduces GSPO's
+    gradient: it weights token t of response i by ``1/(N' |o_i|)``, so response i contributes
+    ``sg[s_i] * 1/|o_i| sum_t grad log pi_theta(o_{i,t}) = grad s_i``, GSPO's sequence objective
+    ``1/G sum_i min(s_i A_i, clip(s_i) A_i)``. ``token_mean`` (weight ``1/sum_j |o_j|``) and
+    ``constant`` (``1/(N * max_length)``) instead give ``|o_i| * grad s_i`` up to a common factor:
+    long responses weigh more, which is not GSPO. With per-token advantages it is GSPO-token.
 
     Shapes: log_ratio, mask (N, T) -> (N, T).
     """
@@ -195,7 +207,12 @@ def policy_loss(
     with ``w`` the optional ``importance_weights``, ``KL`` from ``kl_estimator`` and ``H`` the token
     entropy of ``logits``. References: PPO (arXiv 1707.06347 eq. 7), GRPO (2402.03300 eqs. 3-4),
     DAPO clip-higher and token mean (2503.14476), Dr. GRPO constant normaliser (2503.20783), GSPO
-    sequence ratio (2507.18071; it uses much smaller clip ranges, e.g. 3e-4 / 4e-4).
+    sequence ratio (2507.18071; it uses much smaller clip ranges, e.g. 3e-4 / 4e-4, and only
+    ``aggregation="sequence_mean"`` gives GSPO's gradient).
+
+    The KL term's gradient (tokens sampled from pi) optimises ``KL(pi_theta || pi_ref)`` for
+    ``kl_estimator`` k2 and k3+, ``KL(pi_ref || pi_theta)`` (the forward KL) for k3, and nothing for
+    k1 (zero expected gradient; refused with ``beta > 0``). See ``grpokit.algorithms.kl``.
 
     Args:
         logprobs: (N, T) log pi_theta of the sampled tokens, with gradient.
@@ -205,7 +222,8 @@ def policy_loss(
         ref_logprobs: (N, T) log pi_ref; required when ``beta > 0``, optional otherwise (then only
             the ``kl`` metric uses it).
         beta: KL coefficient (>= 0); 0 computes no KL term.
-        kl_estimator: a registered ``"kl"`` name.
+        kl_estimator: a registered ``"kl"`` name whose loss gradient is not zero (not ``"k1"``) when
+            ``beta > 0``; any name for the ``kl`` metric.
         epsilon_low: lower clip range, ratio floor ``1 - epsilon_low`` (in [0, 1]).
         epsilon_high: upper clip range, ceiling ``1 + epsilon_high``; None means ``epsilon_low``.
         ratio_level: a registered ``"ratio"`` name: ``"token"`` or ``"sequence"`` (GSPO).
@@ -226,12 +244,17 @@ def policy_loss(
 
     Raises:
         ValueError: shape or dtype mismatch, no real tokens, an unknown registered name (the valid
-            names are listed), ``beta > 0`` without ``ref_logprobs``, ``entropy_coef > 0`` without
+            names are listed), ``beta > 0`` without ``ref_logprobs`` or with ``kl_estimator="k1"``, ``entropy_coef > 0`` without
             ``logits``, ``aggregation="constant"`` without ``max_length``.
     """
     ratio_fn = lookup("ratio", ratio_level, argument="ratio_level")
     aggregate_fn = lookup("aggregation", aggregation, argument="aggregation")
     lookup("kl", kl_estimator, argument="kl_estimator")
+    if beta > 0 and kl_loss_gradient(kl_estimator) is None:
+        raise ValueError(
+            f"kl_estimator={kl_estimator!r} with beta>0 adds no regularisation: its expected gradient is "
+            "zero; use k2, k3 or k3+"
+        )
     logprobs = check_float("logprobs", check_tensor("logprobs", logprobs, ndim=2))
     old_logprobs = _checked_like("old_logprobs", old_logprobs, logprobs)
     mask = as_mask("mask", mask, logprobs, "logprobs")

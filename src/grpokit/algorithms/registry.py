@@ -8,7 +8,7 @@ kind           signature                                                        
 =============  ================================================================  ==========================
 "advantage"    ``fn(rewards (N,), groups: GroupIndex, eps: float) -> (N,)``      grpo, grpo_batch_norm,
                                                                                  dr_grpo, rank, rloo
-"kl"           ``fn(logprobs (N, T), ref_logprobs (N, T)) -> (N, T)``            k1, k2, k3
+"kl"           ``fn(logprobs (N, T), ref_logprobs (N, T)) -> (N, T)``            k1, k2, k3, k3+
 "aggregation"  ``fn(loss_tokens (N, T), mask (N, T), max_length) -> ()``         token_mean, sequence_mean,
                                                                                  constant
 "ratio"        ``fn(log_ratio (N, T), mask (N, T)) -> (N, T)``                   token, sequence
