@@ -48,7 +48,7 @@ CASES = [
     ),
     (
         ["--overlong_buffer_length", "12", "--max_new_tokens", "12"],
-        "algorithm.overlong_buffer_length (12) must be smaller than generation.max_new_tokens (12)",
+        "rewards.overlong_buffer_length (12) must be smaller than generation.max_new_tokens (12)",
     ),
     (["--mini_batch_size", "5"], "optim.mini_batch_size (5) must divide the N"),
     (["--min_new_tokens", "20"], "min_new_tokens (20) must not exceed max_new_tokens (12)"),
@@ -96,3 +96,74 @@ def test_assignment_is_validated_too():
     config = GRPOConfig()
     with pytest.raises(ValueError, match="epsilon_low"):
         config.algorithm.epsilon_low = 0.0
+
+
+RENAMED = [
+    ("grpo", {"algorithm": {"overlong_buffer_length": 4}}, "algorithm.overlong_buffer_length", "rewards.overlong_buffer_length"),
+    ("grpo", {"algorithm": {"overlong_penalty": 2.0}}, "algorithm.overlong_penalty", "rewards.overlong_penalty"),
+    ("grpo", {"generation": {"vllm_kv_cache_gib": 1.0}}, "generation.vllm_kv_cache_gib", "vllm.kv_cache_gib"),
+    ("grpo", {"generation": {"vllm_gpu_memory_utilization": 0.5}}, "generation.vllm_gpu_memory_utilization",
+     "vllm.gpu_memory_utilization"),
+    ("grpo", {"generation": {"vllm_weight_sync_timeout_s": 9}}, "generation.vllm_weight_sync_timeout_s",
+     "vllm.weight_sync_timeout_s"),
+    ("ppo", {"algorithm": {"value_clip": 0.3}}, "algorithm.value_clip", "algorithm.cliprange_value"),
+    ("rl", {"algorithm": {"value_coef": 0.3}}, "algorithm.value_coef", "algorithm.vf_coef"),
+    ("rl", {"algorithm": {"clip_range_value": 0.3}}, "algorithm.clip_range_value", "algorithm.cliprange_value"),
+    ("rl", {"algorithm": {"normalize_advantages": False}}, "algorithm.normalize_advantages",
+     "algorithm.whiten_advantages"),
+]  # fmt: skip
+
+
+def _config_class(name):
+    from grpokit.config import PPOConfig
+    from grpokit.rl.config import RLConfig
+
+    return {"grpo": GRPOConfig, "ppo": PPOConfig, "rl": RLConfig}[name]
+
+
+@pytest.mark.parametrize(("trainer", "data", "old", "new"), RENAMED, ids=[r[2] for r in RENAMED])
+def test_an_old_field_name_in_a_file_names_the_new_one(tmp_path, trainer, data, old, new):
+    import yaml
+
+    from grpokit.config import load_config
+
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=f"{old} was renamed to {new}"):
+        load_config(path, cls=_config_class(trainer))
+
+
+@pytest.mark.parametrize(("trainer", "data", "old", "new"), RENAMED, ids=[r[2] for r in RENAMED])
+def test_an_old_field_name_on_the_command_line_names_the_new_one(trainer, data, old, new):
+    from grpokit.config import field_paths, load_config
+
+    new_names = {path.rsplit(".", 1)[-1] for path in field_paths(_config_class(trainer))}
+    for key in [old] + [old.rsplit(".", 1)[-1]] * (old.rsplit(".", 1)[-1] not in new_names):
+        with pytest.raises(ConfigError, match=f"--{old} was renamed to --{new}"):
+            load_config(None, {key: "1"}, cls=_config_class(trainer))
+
+
+def test_an_old_field_name_in_python_names_the_new_one():
+    from grpokit.config import PPOAlgorithmConfig
+
+    with pytest.raises(ValueError, match="value_clip was renamed to algorithm.cliprange_value"):
+        PPOAlgorithmConfig(value_clip=None)
+
+
+def test_cli_reports_an_old_name_before_loading(no_model_loads, capsys, tmp_path):
+    code = main(["train", "--name_or_path", str(tmp_path), "--trainer", "ppo", "--value_clip", "0.3"])
+    assert code == 2
+    assert "--algorithm.value_clip was renamed to --algorithm.cliprange_value" in capsys.readouterr().err
+
+
+def test_shared_loss_names_are_the_same_in_every_trainer():
+    from grpokit.config import LossConfig, PPOAlgorithmConfig, ValueLossConfig
+    from grpokit.rl.config import RLAlgorithmConfig
+
+    for cls in (GRPOConfig.model_fields["algorithm"].annotation, PPOAlgorithmConfig, RLAlgorithmConfig):
+        assert issubclass(cls, LossConfig)
+        assert set(LossConfig.model_fields) <= set(cls.model_fields)
+    for cls in (PPOAlgorithmConfig, RLAlgorithmConfig):
+        assert issubclass(cls, ValueLossConfig)
+    assert PPOAlgorithmConfig().loss_type == "ppo"
+    assert RLAlgorithmConfig().vf_coef == 0.5 and PPOAlgorithmConfig().vf_coef == 0.1

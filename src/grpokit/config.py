@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,6 +51,9 @@ __all__ = [
     "RewardConfig",
     "TRAINER_CONFIGS",
     "TrainConfig",
+    "VLLMConfig",
+    "LossConfig",
+    "ValueLossConfig",
     "apply_overrides",
     "build_config",
     "field_help",
@@ -74,6 +77,10 @@ class Section(BaseModel):
         extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False
     )
 
+    renamed_fields: ClassVar[dict[str, str]] = {}
+    """Old field name -> its new dotted path, relative to the section's parent (``algorithm.value_clip`` ->
+    ``algorithm.cliprange_value``): an old name fails with a message naming the new one."""
+
     @model_validator(mode="before")
     @classmethod
     def _reject_unknown_keys(cls, data: Any) -> Any:
@@ -82,6 +89,8 @@ class Section(BaseModel):
         if isinstance(data, dict):
             known = set(cls.model_fields)
             for key in data:
+                if key in cls.renamed_fields:
+                    raise ValueError(f"{key} was renamed to {cls.renamed_fields[key]}")
                 if key not in known:
                     raise ValueError(_unknown_key_message(cls, str(key)))
         return data
@@ -132,7 +141,9 @@ class LoRAConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> LoRAConfig:
         if self.r == 0:
-            changed = [k for k in ("alpha", "load_in_4bit") if getattr(self, k) != type(self).model_fields[k].default]
+            changed = [
+                k for k in ("alpha", "load_in_4bit") if getattr(self, k) != type(self).model_fields[k].default
+            ]
             if changed:
                 raise ValueError(f"{', '.join(changed)} set but r is 0 (no adapters): set r >= 1 to use LoRA")
         if self.dropout > 0:
@@ -238,30 +249,18 @@ class GenerationConfig(Section):
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation engine. ``transformers`` samples with the policy itself (same weights, nothing to sync).
     ``vllm`` runs a vLLM engine on a copy of the weights, pushed into it after every training step; its
-    rollout log-probs feed ``algorithm.rollout_importance_sampling``. Needs ``pip install grpokit[vllm]``
-    (CPU: ``scripts/test-vllm.sh``), one process and no ``model.lora``; see docs/vllm.md."""
+    rollout log-probs feed ``algorithm.rollout_importance_sampling``; its own settings are in the ``vllm``
+    section. Needs ``pip install grpokit[vllm]`` (CPU: ``scripts/test-vllm.sh``), one process and no
+    ``model.lora``; see docs/vllm.md."""
 
-    vllm_kv_cache_gib: float | None = Field(None, gt=0)
-    """vLLM's KV-cache size in GiB (``backend: vllm``). ``None``: vLLM sizes it, from
-    ``vllm_gpu_memory_utilization`` on GPU and from free memory on CPU (where the environment variable
-    ``VLLM_CPU_KVCACHE_SPACE``, when set, overrides this field)."""
-
-    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
-    """Fraction of the GPU's memory vLLM may take for its weights and KV cache (``backend: vllm``, GPU only).
-    The engine shares the GPU with the policy, its gradients and optimizer states, hence 0.3 (TRL's default
-    when vLLM is colocated with training) rather than vLLM's own 0.9."""
-
-    vllm_weight_sync_timeout_s: float = Field(300, gt=0)
-    """Deadline in seconds of each push of the policy's weights into the vLLM engine (``backend: vllm``);
-    past it training stops with an error instead of hanging on a stuck engine."""
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "vllm_kv_cache_gib": "vllm.kv_cache_gib",
+        "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
+        "vllm_weight_sync_timeout_s": "vllm.weight_sync_timeout_s",
+    }
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
-        if self.backend != "vllm":
-            defaults = type(self).model_fields
-            changed = [k for k in defaults if k.startswith("vllm_") and getattr(self, k) != defaults[k].default]
-            if changed:
-                raise ValueError(f"{', '.join(changed)} set but backend is {self.backend!r}: set backend: vllm")
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError(
                 f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})"
@@ -271,8 +270,28 @@ class GenerationConfig(Section):
             if not 0 < lo <= hi:
                 raise ValueError(f"temperature_schedule must satisfy 0 < low <= high, got {[lo, hi]}")
         if self.prompt_truncation == "skip" and self.max_prompt_length is None:
-            raise ValueError("prompt_truncation 'skip' needs max_prompt_length (the length beyond which to skip)")
+            raise ValueError(
+                "prompt_truncation 'skip' needs max_prompt_length (the length beyond which to skip)"
+            )
         return self
+
+
+class VLLMConfig(Section):
+    """The vLLM engine of ``generation.backend: vllm`` (see docs/vllm.md)."""
+
+    kv_cache_gib: float | None = Field(None, gt=0)
+    """vLLM's KV-cache size in GiB. ``None``: vLLM sizes it, from ``gpu_memory_utilization`` on GPU and from
+    free memory on CPU (where the environment variable ``VLLM_CPU_KVCACHE_SPACE``, when set, overrides this
+    field)."""
+
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    """Fraction of the GPU's memory vLLM may take for its weights and KV cache (GPU only). The engine shares
+    the GPU with the policy, its gradients and optimizer states, hence 0.3 (TRL's default when vLLM is
+    colocated with training) rather than vLLM's own 0.9."""
+
+    weight_sync_timeout_s: float = Field(300, gt=0)
+    """Deadline in seconds of each push of the policy's weights into the vLLM engine; past it training stops
+    with an error instead of hanging on a stuck engine."""
 
 
 class RewardConfig(Section):
@@ -297,6 +316,13 @@ class RewardConfig(Section):
 
     process_reward_unit: Literal["token", "char"] = "token"
     """Whether a process reward's ``step_end`` is a completion token index or a character offset."""
+
+    overlong_buffer_length: int = Field(0, ge=0)
+    """DAPO soft overlong punishment: the last this many tokens before ``generation.max_new_tokens`` are a
+    buffer where the reward falls linearly from 0 to ``-overlong_penalty`` (0 disables)."""
+
+    overlong_penalty: float = Field(1.0, ge=0)
+    """Penalty at ``generation.max_new_tokens`` for the soft overlong punishment."""
 
     answer_column: str = "answer"
     """Column with the reference answer, read by the ``task`` and ``accuracy`` rewards."""
@@ -510,8 +536,13 @@ class DemoConfig(Section):
         return self
 
 
-class PolicyLossConfig(Section):
-    """The clipped surrogate shared by GRPO and PPO."""
+class LossConfig(Section):
+    """The loss section shared by every trainer (GRPO and PPO for language models, classic RL): one set of
+    names for the clipped surrogate, its KL term, its aggregation and its passes over a batch."""
+
+    loss_type: str = "grpo"
+    """Policy objective, a name registered in ``grpokit.algorithms`` (kind ``loss``): ``grpo`` (the clipped
+    surrogate), ``gspo``, ``cispo``, ``sapo``, ``ppo``, or your own."""
 
     beta: float = Field(0.0, ge=0)
     """KL penalty coefficient against the reference model; 0 never loads a reference model."""
@@ -538,18 +569,40 @@ class PolicyLossConfig(Section):
     entropy_coef: float = Field(0.0, ge=0)
     """Entropy bonus coefficient (subtracted from the loss)."""
 
+
+class ValueLossConfig(Section):
+    """The value-model fields shared by PPO for language models and PPO in classic RL."""
+
+    gamma: float = Field(1.0, ge=0, le=1)
+    """GAE discount per step; 1 (no discount) is usual for language models (one step = one token)."""
+
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    """GAE lambda: 1 gives Monte-Carlo returns (no value bias, high variance), 0 one-step TD targets."""
+
+    whiten_advantages: bool = True
+    """Normalise the advantages of each batch to mean 0 and variance 1 over its real steps."""
+
+    vf_coef: float = Field(0.1, ge=0)
+    """c_v: value-loss weight in ``L = -L_clip + c_v * L_V - c_H * H``."""
+
+    cliprange_value: float | None = Field(0.2, gt=0)
+    """Clip range of the value loss around the rollout-time values (PPO2); ``None``: unclipped."""
+
+
+class PolicyLossConfig(LossConfig):
+    """The shared loss plus what both trainers of language models have: a refreshable reference model and
+    DAPO's overlong filtering."""
+
     ref_model_sync_steps: int = Field(0, ge=0)
     """Copy the policy into the reference model every this many steps (iterative GRPO); 0 never."""
 
     overlong_filtering: bool = False
     """DAPO: completions cut at max_new_tokens are masked out of the loss (still in the group baseline)."""
 
-    overlong_buffer_length: int = Field(0, ge=0)
-    """DAPO soft overlong punishment: the last this many tokens before max_new_tokens are a buffer where the
-    reward falls linearly from 0 to -overlong_penalty (0 disables)."""
-
-    overlong_penalty: float = Field(1.0, ge=0)
-    """Penalty at max_new_tokens for the soft overlong punishment."""
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "overlong_buffer_length": "rewards.overlong_buffer_length",
+        "overlong_penalty": "rewards.overlong_penalty",
+    }
 
     @model_validator(mode="after")
     def _check_reference(self) -> PolicyLossConfig:
@@ -591,12 +644,16 @@ class GRPOAlgorithmConfig(PolicyLossConfig):
     """C, the truncation of the rollout importance weights (2 in Yao et al. 2025)."""
 
 
-class PPOAlgorithmConfig(PolicyLossConfig):
+class PPOAlgorithmConfig(ValueLossConfig, PolicyLossConfig):
     """The clipped loss plus PPO's own parts: KL in the reward, a value model, GAE (the baseline to GRPO).
 
     Defaults that differ from the shared loss follow the usual PPO for language models (InstructGPT, TRL):
     a KL-penalised reward with the k1 estimator, token-mean losses and 4 epochs per batch.
     """
+
+    loss_type: str = "ppo"
+    """Policy objective, a name registered in ``grpokit.algorithms`` (kind ``loss``); ``ppo``: the clipped
+    surrogate on GAE advantages."""
 
     beta: float = Field(0.05, ge=0)
     """Initial KL coefficient. PPO puts the KL *in the reward*: every token gets ``-beta * KL_t`` and the last
@@ -617,20 +674,8 @@ class PPOAlgorithmConfig(PolicyLossConfig):
     num_generations: int = Field(1, ge=1)
     """Completions sampled per prompt; 1 is classic PPO (the value model is the baseline, not a group)."""
 
-    gamma: float = Field(1.0, ge=0, le=1)
-    """GAE discount per completion token; 1 (no discount) is usual for language models."""
-
-    gae_lambda: float = Field(0.95, ge=0, le=1)
-    """GAE lambda: 1 gives Monte-Carlo returns (no value bias, high variance), 0 one-step TD targets."""
-
-    whiten_advantages: bool = True
-    """Normalise the advantages of each batch to mean 0 and variance 1 over its real tokens."""
-
     vf_coef: float = Field(0.1, ge=0)
     """c_v: value-loss weight in ``L = -L_clip + c_v * L_V - c_H * H`` (TRL 0.1; the seed's example 0.5)."""
-
-    value_clip: float | None = Field(0.2, gt=0)
-    """Clip range of the value loss around the rollout-time values (PPO2); ``None``: unclipped."""
 
     value_model: Literal["separate", "shared"] = "separate"
     """``separate``: a copy of the policy's body with a scalar head (as large as the policy); ``shared``: a
@@ -647,6 +692,11 @@ class PPOAlgorithmConfig(PolicyLossConfig):
 
     kl_horizon: int = Field(10000, ge=1)
     """Completions over which the adaptive controller applies a full 20% correction of ``beta``."""
+
+    renamed_fields: ClassVar[dict[str, str]] = {
+        **PolicyLossConfig.renamed_fields,
+        "value_clip": "algorithm.cliprange_value",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -673,6 +723,9 @@ class TrainConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     """Sampling of completions."""
 
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    """The vLLM engine (``generation.backend: vllm``)."""
+
     rewards: RewardConfig = Field(default_factory=RewardConfig)
     """Scoring of completions."""
 
@@ -696,6 +749,14 @@ class TrainConfig(Section):
             raise ValueError("rewards.reward_funcs uses 'task' but data.task is unset")
         if self.model.name_or_path is None and self.data.task is None:
             raise ValueError("model.name_or_path is unset (demo mode), which needs data.task")
+        if self.generation.backend != "vllm":
+            defaults = VLLMConfig.model_fields
+            changed = [f"vllm.{k}" for k in defaults if getattr(self.vllm, k) != defaults[k].default]
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} set but generation.backend is {self.generation.backend!r}: set "
+                    "generation.backend: vllm"
+                )
         if self.generation.backend == "vllm" and self.model.lora.r > 0:
             raise ValueError(
                 "generation.backend 'vllm' with model.lora: the engine needs full weights every step (merging "
@@ -724,9 +785,9 @@ def _check_step_batch(config: GRPOConfig | PPOConfig) -> None:
             f"optim.gradient_accumulation_steps ({config.optim.gradient_accumulation_steps}) must divide the "
             f"N = {config.num_responses} responses of a step"
         )
-    if config.algorithm.overlong_buffer_length >= config.generation.max_new_tokens:
+    if config.rewards.overlong_buffer_length >= config.generation.max_new_tokens:
         raise ValueError(
-            f"algorithm.overlong_buffer_length ({config.algorithm.overlong_buffer_length}) must be smaller "
+            f"rewards.overlong_buffer_length ({config.rewards.overlong_buffer_length}) must be smaller "
             f"than generation.max_new_tokens ({config.generation.max_new_tokens})"
         )
 
@@ -805,6 +866,31 @@ def field_paths(cls: type[BaseModel], prefix: str = "") -> list[str]:
     return paths
 
 
+def renamed_paths(cls: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """Old dotted path -> new dotted path of every renamed field in a config class's tree."""
+    parent = prefix.rsplit(".", 2)[0] + "." if prefix.count(".") > 1 else ""
+    out = {prefix + old: parent + new for old, new in getattr(cls, "renamed_fields", {}).items()}
+    for name, info in cls.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(renamed_paths(ann, f"{prefix}{name}."))
+    return out
+
+
+def _check_renamed(cls: type[BaseModel], data: dict[str, Any], source: str) -> None:
+    renamed = renamed_paths(cls)
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if path in renamed:
+                raise ConfigError(f"invalid {source}:\n  {path} was renamed to {renamed[path]}")
+            if isinstance(value, dict):
+                walk(value, path + ".")
+
+    walk(data, "")
+
+
 def field_help(cls: type[BaseModel]) -> list[tuple[str, str, str]]:
     """``(dotted path, default as YAML, description)`` for every leaf field: the config reference."""
     rows = []
@@ -849,6 +935,8 @@ def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: dict[
             path = by_name[key][0]
         elif key in by_name:
             raise ConfigError(f"--{key} is ambiguous: use one of {', '.join('--' + p for p in by_name[key])}")
+        elif renamed := [old for old in renamed_paths(cls) if key in (old, old.rsplit(".", 1)[-1])]:
+            raise ConfigError(f"--{renamed[0]} was renamed to --{renamed_paths(cls)[renamed[0]]}")
         else:
             close = difflib.get_close_matches(key, paths + list(by_name), n=1, cutoff=0.6)
             hint = f"; did you mean --{close[0]}?" if close else ""
@@ -875,6 +963,7 @@ def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
 
 def build_config(cls: type[TrainConfig], data: dict[str, Any], *, source: str = "config") -> TrainConfig:
     """Validate ``data`` into ``cls``; every problem is reported as ``ConfigError`` naming its field path."""
+    _check_renamed(cls, data, source)
     try:
         return cls.model_validate(data)
     except ValidationError as err:

@@ -93,7 +93,7 @@ def test_generate_shapes_grouping_eos_and_masks(engine, policy, vtok):
     # Prompts are encoded by grpokit and left-padded, exactly as the transformers sampler does.
     assert batch.prompt_mask[8].tolist() == [0] * 4 + [1] * 4
     assert batch.prompt_ids[8, 4:].tolist() == encode_prompts(vtok, ["1+2="])[0]
-    assert batch.temperatures.tolist() == [1.0] * 24 and batch.old_logprobs.shape == (N, T)
+    assert batch.temperatures.tolist() == [1.0] * 24 and batch.sampler_logprobs.shape == (N, T)
 
     eos, pad = vtok.eos_token_id, vtok.pad_token_id
     lengths = batch.completion_mask.sum(1).long()
@@ -101,14 +101,14 @@ def test_generate_shapes_grouping_eos_and_masks(engine, policy, vtok):
         n = int(lengths[row])
         ids = batch.completion_ids[row].tolist()
         assert batch.completion_mask[row].tolist() == [1.0] * n + [0.0] * (T - n)  # a prefix of ones
-        assert ids[n:] == [pad] * (T - n) and batch.old_logprobs[row, n:].eq(0).all()
+        assert ids[n:] == [pad] * (T - n) and batch.sampler_logprobs[row, n:].eq(0).all()
         assert eos not in ids[: n - 1]  # nothing after a stop token
         if batch.truncated[row]:
             assert n == MAX_NEW and ids[n - 1] != eos
         else:
             assert ids[n - 1] == eos  # the EOS is part of the completion
         assert batch.completions[row] == vtok.decode(ids[:n], skip_special_tokens=True)
-        assert (batch.old_logprobs[row, :n] < 0).all()
+        assert (batch.sampler_logprobs[row, :n] < 0).all()
     # Both endings occur with this seed, so both branches above were exercised.
     assert batch.truncated.any() and (~batch.truncated).any()
     # G samples of a group are different samples, not copies.
@@ -123,7 +123,7 @@ def test_call_larger_than_one_engine_step(engine, policy):
     prompts = [("1+2=" * 18)[: 70 - i] + "9" * i for i in range(17)]
     batch = engine.generate(prompts, 4)
     assert batch.num_responses == 68 and batch.prompt_ids.shape[1] == 70
-    assert _max_gap(batch.old_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
 
 
 def test_seeded_and_resumable(engine, policy):
@@ -143,7 +143,7 @@ def test_rollout_logprobs_match_transformers_forward(engine, policy):
     engine.update_weights(policy)
     batch = engine.generate(PROMPTS, 8)
     mask = batch.completion_mask
-    assert _max_gap(batch.old_logprobs, _trainer_logprobs(policy, batch), mask) < ATOL
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), mask) < ATOL
 
 
 def test_temperature_schedule_logprobs_are_temperature_scaled(engine, policy):
@@ -151,10 +151,10 @@ def test_temperature_schedule_logprobs_are_temperature_scaled(engine, policy):
     scheduled = engine.with_sampling(temperature_schedule=(0.5, 1.5), seed=3)
     batch = scheduled.generate(PROMPTS[:2], 5)
     assert batch.temperatures.tolist() == [0.5, 0.75, 1.0, 1.25, 1.5] * 2
-    assert _max_gap(batch.old_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
     # The same tokens at temperature 1 have other log-probs: the check above could fail.
     unscaled = _trainer_logprobs(policy, RolloutBatch(**{**batch.__dict__, "temperatures": torch.ones(10)}))
-    assert _max_gap(batch.old_logprobs, unscaled, batch.completion_mask) > 1e-2
+    assert _max_gap(batch.sampler_logprobs, unscaled, batch.completion_mask) > 1e-2
 
 
 def test_top_k_and_min_tokens_logprobs_are_the_sampling_distribution(engine, policy):
@@ -175,7 +175,7 @@ def test_top_k_and_min_tokens_logprobs_are_the_sampling_distribution(engine, pol
     logits = logits.masked_fill(logits < kth, float("-inf"))
     expected = logits.log_softmax(-1).gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)  # (N, T)
     assert torch.isfinite(expected[batch.completion_mask.bool()]).all()  # every sampled token was in the top k
-    assert _max_gap(batch.old_logprobs, expected.masked_fill(batch.completion_mask == 0, 0), batch.completion_mask) < ATOL
+    assert _max_gap(batch.sampler_logprobs, expected.masked_fill(batch.completion_mask == 0, 0), batch.completion_mask) < ATOL
 
 
 def test_weight_update_makes_greedy_match_the_trainer(engine, policy, vtok):
@@ -193,7 +193,7 @@ def test_weight_update_makes_greedy_match_the_trainer(engine, policy, vtok):
     assert torch.equal(after.completion_mask, reference.completion_mask)
     assert not torch.equal(after.completion_ids, before.completion_ids)  # the update changed the outputs
     sampled = engine.generate(PROMPTS, 4)
-    assert _max_gap(sampled.old_logprobs, _trainer_logprobs(policy, sampled), sampled.completion_mask) < ATOL
+    assert _max_gap(sampled.sampler_logprobs, _trainer_logprobs(policy, sampled), sampled.completion_mask) < ATOL
 
 
 def test_tied_embedding_update_reaches_the_lm_head(engine, policy, vtok):
@@ -204,7 +204,7 @@ def test_tied_embedding_update_reaches_the_lm_head(engine, policy, vtok):
     _perturb(policy, names={"model.embed_tokens.weight"}, scale=1.0, seed=2)
     engine.update_weights(policy)
     batch = engine.generate(PROMPTS, 4)
-    assert _max_gap(batch.old_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
     greedy = engine.with_sampling(temperature=0).generate(PROMPTS, 1)
     reference = TransformersSampler(policy, vtok, max_new_tokens=MAX_NEW, temperature=0).generate(PROMPTS, 1)
     assert torch.equal(greedy.completion_ids, reference.completion_ids)
@@ -228,7 +228,7 @@ def test_update_weights_rejects_mismatches_and_leaves_the_engine_alive(engine, p
     with pytest.raises(ValueError, match=r"unexpected: lm_head\.weight"):
         engine.update_weights({**state, "lm_head.weight": state["model.embed_tokens.weight"].clone()})
     batch = engine.generate(PROMPTS, 2)  # nothing was pushed: still the policy's weights
-    assert _max_gap(batch.old_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
 
 
 def test_truncated_importance_weights_on_engine_logprobs(engine, policy):
@@ -236,20 +236,20 @@ def test_truncated_importance_weights_on_engine_logprobs(engine, policy):
     batch = engine.generate(PROMPTS, 8)
     mask = batch.completion_mask
     # Same weights in engine and trainer: the correction is the identity (to rounding).
-    weights, metrics = truncated_importance_weights(_trainer_logprobs(policy, batch), batch.old_logprobs, mask)
+    weights, metrics = truncated_importance_weights(_trainer_logprobs(policy, batch), batch.sampler_logprobs, mask)
     assert torch.allclose(weights[mask.bool()], torch.ones(()), rtol=0, atol=ATOL)
     assert metrics["is_capped_fraction"] == 0.0 and metrics["rollout_logprob_abs_diff"] < ATOL
 
     # The engine lags the trainer (weights not pushed): tokens the trainer now prefers get w > 1, capped at C.
     _perturb(policy, scale=0.5, seed=3)
     trainer = _trainer_logprobs(policy, batch)
-    weights, metrics = truncated_importance_weights(trainer, batch.old_logprobs, mask, cap=2.0)
+    weights, metrics = truncated_importance_weights(trainer, batch.sampler_logprobs, mask, cap=2.0)
     real = weights[mask.bool()]
     assert metrics["is_capped_fraction"] > 0 and real.max() == 2.0 and real.min() < 1.0
-    ratio = (trainer - batch.old_logprobs).exp()[mask.bool()]
+    ratio = (trainer - batch.sampler_logprobs).exp()[mask.bool()]
     assert torch.allclose(real, ratio.clamp(max=2.0), rtol=1e-6, atol=0)
     assert metrics["rollout_logprob_abs_diff"] > 1e-2
-    seq_weights, seq_metrics = truncated_importance_weights(trainer, batch.old_logprobs, mask, level="sequence")
+    seq_weights, seq_metrics = truncated_importance_weights(trainer, batch.sampler_logprobs, mask, level="sequence")
     assert seq_weights.max() == 2.0 and 0 < seq_metrics["is_capped_fraction"] <= 1
 
 
@@ -275,7 +275,7 @@ def test_weight_sync_timeout_raises_and_recovers(engine, policy, monkeypatch):
     _perturb(policy, seed=4)
     engine.update_weights(policy)  # waits for the stuck sync, then pushes again; generation is allowed again
     batch = engine.generate(PROMPTS, 2)
-    assert _max_gap(batch.old_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
 
 
 def test_grpo_steps_with_weight_sync_and_truncated_importance_sampling(engine, policy):
@@ -296,14 +296,14 @@ def test_grpo_steps_with_weight_sync_and_truncated_importance_sampling(engine, p
         logprobs, _ = completion_logprobs(policy, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, mask,
                                           temperature=batch.temperatures)
         old = logprobs.detach()  # pi_old is the trainer's own forward, not the engine's numbers
-        weights, is_metrics = truncated_importance_weights(old, batch.old_logprobs, mask, level="token", cap=2.0)
+        weights, is_metrics = truncated_importance_weights(old, batch.sampler_logprobs, mask, level="token", cap=2.0)
         gaps.append(is_metrics["rollout_logprob_abs_diff"])
         loss, _ = policy_loss(logprobs, old, advantages, mask, importance_weights=weights)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         policy.eval()
-        drifts.append(_max_gap(_trainer_logprobs(policy, batch), batch.old_logprobs, mask))  # what a stale engine costs
+        drifts.append(_max_gap(_trainer_logprobs(policy, batch), batch.sampler_logprobs, mask))  # what a stale engine costs
         engine.update_weights(policy)
     # Each step moves the policy well past rounding, yet each step's rollouts match the trainer's weights:
     # the engine was synced after every step.
@@ -325,8 +325,8 @@ def test_grpo_trainer_with_the_vllm_backend(model_dir, tmp_path):
         "max_steps": 4, "seed": 11,
         "model": {"name_or_path": str(model_dir), "device": "cpu"},
         "data": {"prompts_per_step": 4, "shuffle": False},
-        "generation": {"max_new_tokens": 8, "backend": "vllm", "vllm_kv_cache_gib": 0.125,
-                       "vllm_weight_sync_timeout_s": 60},
+        "generation": {"max_new_tokens": 8, "backend": "vllm"},
+        "vllm": {"kv_cache_gib": 0.125, "weight_sync_timeout_s": 60},
         "optim": {"learning_rate": 3e-3},
         "algorithm": {"num_generations": 8},
         "logging": {"output_dir": str(tmp_path), "run_name": "vllm", "quiet": True, "report_to": [], "report": False},

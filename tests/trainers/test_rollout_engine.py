@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grpokit.config import ConfigError, GRPOAlgorithmConfig, OptimConfig, PPOConfig, build_config
-from grpokit.engine.common import sequence_logprobs
+from grpokit.models.forward import sequence_logprobs
 from grpokit.engine.parallel import DataParallel
 from grpokit.models.loading import load_model, load_tokenizer
 from grpokit.rollout import TransformersSampler
@@ -48,7 +48,7 @@ class FakeEngine:
         batch = self.inner.generate(prompts, num_generations, columns)
         even = (torch.arange(batch.num_responses) % 2 == 0)[:, None]  # (N, 1)
         shift = torch.where(even, LOG3, LOG_HALF) * batch.completion_mask  # (N, T)
-        batch.old_logprobs = batch.old_logprobs - shift  # log pi_trainer - log pi_rollout = shift
+        batch.sampler_logprobs = batch.sampler_logprobs - shift  # log pi_trainer - log pi_rollout = shift
         self.batches.append(batch)
         return batch
 
@@ -107,7 +107,7 @@ def test_token_weights_reach_the_loss_and_are_capped(policy_and_batch):
     # Per token, log pi_trainer - log pi_rollout alternates log 3 (weight capped to 2) and log 0.5 (weight 0.5).
     odd_token = (torch.arange(mask.shape[1]) % 2 == 1)[None, :]  # (1, T)
     shift = torch.where(odd_token, LOG_HALF, LOG3) * mask  # (N, T)
-    batch.old_logprobs = trainer - shift
+    batch.sampler_logprobs = trainer - shift
     advantages, metrics = _update(model, batch, "token")
 
     weights = torch.where(odd_token, 0.5, 2.0) * mask  # (N, T)
@@ -127,7 +127,7 @@ def test_sequence_weights_use_the_product_over_the_response(policy_and_batch):
     # Each token of row i is shifted by s_i / length_i, so the sequence log-ratio is s_i: rows alternate
     # log 3 (capped to C = 2) and log 0.5.
     per_row = torch.where(torch.arange(batch.num_responses) % 2 == 0, LOG3, LOG_HALF)  # (N,)
-    batch.old_logprobs = trainer - (per_row / lengths)[:, None] * mask
+    batch.sampler_logprobs = trainer - (per_row / lengths)[:, None] * mask
     advantages, metrics = _update(model, batch, "sequence", loss_aggregation="token_mean")
 
     weights = torch.where(per_row > 0, 2.0, 0.5)  # (N,)
@@ -138,7 +138,7 @@ def test_sequence_weights_use_the_product_over_the_response(policy_and_batch):
 
 def test_no_weights_without_rollout_importance(policy_and_batch):
     model, batch, trainer = policy_and_batch
-    batch.old_logprobs = trainer - LOG3 * batch.completion_mask
+    batch.sampler_logprobs = trainer - LOG3 * batch.completion_mask
     advantages, metrics = _update(model, batch, None)
     assert metrics["policy_loss"] == pytest.approx(float(-advantages.mean()), rel=1e-5, abs=1e-6)
     assert not any(key.startswith("rollout_is/") for key in metrics)
@@ -146,7 +146,7 @@ def test_no_weights_without_rollout_importance(policy_and_batch):
 
 def test_missing_rollout_logprobs_is_an_error_naming_the_field(policy_and_batch):
     model, batch, _ = policy_and_batch
-    batch.old_logprobs = None
+    batch.sampler_logprobs = None
     with pytest.raises(ValueError, match="algorithm.rollout_importance_sampling is 'token'.*no rollout log-probs"):
         _update(model, batch, "token")
 
@@ -235,9 +235,10 @@ def test_auto_importance_sampling_follows_the_backend(make_config):
     ("sections", "message"),
     [
         ({"generation": {"backend": "vllm"}, "model": {"lora": {"r": 4}}}, "generation.backend 'vllm' with model.lora"),
-        ({"generation": {"vllm_kv_cache_gib": 1.0}}, "vllm_kv_cache_gib set but backend is 'transformers'"),
-        ({"generation": {"backend": "vllm", "vllm_gpu_memory_utilization": 1.5}}, "vllm_gpu_memory_utilization"),
-        ({"generation": {"backend": "vllm", "vllm_weight_sync_timeout_s": 0}}, "vllm_weight_sync_timeout_s"),
+        ({"vllm": {"kv_cache_gib": 1.0}}, "vllm.kv_cache_gib set but generation.backend is 'transformers'"),
+        ({"generation": {"backend": "vllm"}, "vllm": {"gpu_memory_utilization": 1.5}}, "vllm.gpu_memory_utilization"),
+        ({"generation": {"backend": "vllm"}, "vllm": {"weight_sync_timeout_s": 0}}, "vllm.weight_sync_timeout_s"),
+        ({"generation": {"vllm_kv_cache_gib": 1.0}}, "generation.vllm_kv_cache_gib was renamed to vllm.kv_cache_gib"),
         ({"generation": {"backend": "sglang"}}, "generation.backend"),
         ({"algorithm": {"rollout_importance_cap": 0}}, "algorithm.rollout_importance_cap"),
         ({"algorithm": {"rollout_importance_sampling": "tokens"}}, "algorithm.rollout_importance_sampling"),

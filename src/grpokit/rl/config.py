@@ -20,11 +20,11 @@ Knob names follow the papers and the LLM config: ``num_generations`` (G), ``epsi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from grpokit.config import CheckpointConfig, LoggingConfig, Section
+from grpokit.config import CheckpointConfig, LoggingConfig, LossConfig, Section, ValueLossConfig
 
 __all__ = [
     "EnvironmentConfig",
@@ -78,7 +78,10 @@ class PolicyConfig(Section):
         return value
 
 
-class RLAlgorithmConfig(Section):
+class RLAlgorithmConfig(ValueLossConfig, LossConfig):
+    """The shared loss section (:class:`grpokit.config.LossConfig`, same names as the LLM trainers) plus
+    the classic-RL choices: algorithm, start states, grouping and advantage granularity."""
+
     algorithm: Literal["grpo", "ppo"] = "grpo"
     """``grpo``: group-relative advantages, no value network. ``ppo``: a learned value network and GAE
     (the baseline the GRPO paper compares against)."""
@@ -118,24 +121,18 @@ class RLAlgorithmConfig(Section):
     gae_lambda: float = Field(0.95, ge=0, le=1)
     """PPO only: GAE lambda (Schulman et al. 2015, arXiv 1506.02438)."""
 
-    normalize_advantages: bool = True
+    whiten_advantages: bool = True
     """PPO only: whiten the GAE advantages over the batch (cleanrl's ``norm_adv``)."""
 
-    value_coef: float = Field(0.5, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
     """PPO only: c_v, weight of the value loss in the total loss."""
 
-    clip_range_value: float | None = Field(None, gt=0)
+    cliprange_value: float | None = Field(None, gt=0)
     """PPO only: clip the new value within this distance of the old (PPO2's clipped value loss); ``None``
     trains the value unclipped (returns on a large scale, e.g. Pendulum's, move further than any clip)."""
 
     epsilon_low: float = Field(0.2, gt=0, le=1)
     """Lower clip range: the ratio pi/pi_old is clipped at 1 - epsilon_low."""
-
-    epsilon_high: float | None = Field(None, gt=0)
-    """Upper clip range, 1 + epsilon_high (DAPO's clip-higher). ``None``: same as epsilon_low."""
-
-    ratio_level: Literal["token", "sequence"] = "token"
-    """Importance ratio per step (PPO/GRPO) or per episode (GSPO's length-normalised sequence ratio)."""
 
     beta: float = Field(0.0, ge=0)
     """KL penalty coefficient against a frozen copy of the initial policy; 0 keeps no reference policy."""
@@ -153,6 +150,12 @@ class RLAlgorithmConfig(Section):
 
     num_iterations: int = Field(4, ge=1)
     """mu: passes over each batch of episodes (PPO's update epochs)."""
+
+    renamed_fields: ClassVar[dict[str, str]] = {
+        "value_coef": "algorithm.vf_coef",
+        "clip_range_value": "algorithm.cliprange_value",
+        "normalize_advantages": "algorithm.whiten_advantages",
+    }
 
     @field_validator("advantage_estimator")
     @classmethod

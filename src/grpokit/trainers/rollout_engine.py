@@ -78,7 +78,9 @@ def check_rollout_backend(config: TrainConfig, parallel: DataParallel) -> None:
 
 def _require_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
-        raise ImportError(f"generation.backend 'vllm' needs vLLM, which is not installed: {VLLM_INSTALL_HINT}")
+        raise ImportError(
+            f"generation.backend 'vllm' needs vLLM, which is not installed: {VLLM_INSTALL_HINT}"
+        )
 
 
 def build_sampler(
@@ -116,9 +118,9 @@ def build_sampler(
         model,
         tokenizer,
         dtype=config.model.dtype,
-        kv_cache_gib=gen.vllm_kv_cache_gib,
-        gpu_memory_utilization=gen.vllm_gpu_memory_utilization,
-        weight_sync_timeout_s=gen.vllm_weight_sync_timeout_s,
+        kv_cache_gib=config.vllm.kv_cache_gib,
+        gpu_memory_utilization=config.vllm.gpu_memory_utilization,
+        weight_sync_timeout_s=config.vllm.weight_sync_timeout_s,
         **knobs,
     )
 
@@ -149,7 +151,7 @@ def rollout_importance_weights(
 
     Args:
         trainer_logprobs: (n, T) the loss's ``pi_old`` log-probs of the sampled tokens (choice 3).
-        rollout_logprobs: (n, T) the log-probs the rollout engine reported for them (``batch.old_logprobs``).
+        rollout_logprobs: (n, T) the log-probs the rollout engine reported for them (``batch.sampler_logprobs``).
         mask: (n, T) 1 on the tokens that enter the loss.
         level: ``"token"`` or ``"sequence"``.
         cap: the truncation C > 0.
@@ -167,9 +169,11 @@ def rollout_importance_weights(
     if rollout_logprobs is None:
         raise ValueError(
             f"algorithm.rollout_importance_sampling is {level!r} but the sampler returned no rollout log-probs "
-            "(RolloutBatch.old_logprobs is None); set rollout_importance_sampling: none"
+            "(RolloutBatch.sampler_logprobs is None); set rollout_importance_sampling: none"
         )
-    weights, metrics = truncated_importance_weights(trainer_logprobs, rollout_logprobs, mask, level=level, cap=cap)
+    weights, metrics = truncated_importance_weights(
+        trainer_logprobs, rollout_logprobs, mask, level=level, cap=cap
+    )
     names = {
         "rollout_logprob_abs_diff": "rollout_is/logprob_abs_diff",
         "is_capped_fraction": "rollout_is/capped_fraction",
