@@ -27,7 +27,7 @@ from grpokit.algorithms.advantages import (
 from grpokit.algorithms.importance import truncated_importance_weights
 from grpokit.algorithms.kl import AdaptiveKLController, FixedKLController, kl_divergence, kl_loss_gradient
 from grpokit.algorithms.masked import entropy_from_logits, masked_mean, masked_sum, masked_var, masked_whiten
-from grpokit.algorithms.policy_loss import aggregate, policy_loss
+from grpokit.algorithms.policy_loss import aggregate, aggregation_count, policy_loss
 from grpokit.algorithms.ppo import gae, kl_penalized_rewards, value_loss
 from grpokit.algorithms.registry import available, register
 
@@ -36,6 +36,7 @@ __all__ = [
     "FixedKLController",
     "GroupIndex",
     "aggregate",
+    "aggregation_count",
     "available",
     "entropy_from_logits",
     "gae",

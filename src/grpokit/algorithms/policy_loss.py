@@ -57,14 +57,29 @@ from grpokit.algorithms._checks import (
 )
 from grpokit.algorithms.kl import kl_divergence, kl_loss_gradient
 from grpokit.algorithms.masked import entropy_from_logits, masked_mean, masked_sum
-from grpokit.algorithms.registry import lookup, register
+from grpokit.algorithms.registry import _AGGREGATION_COUNTS, lookup, register
 
 # ---------------------------------------------------------------------------------------------
 # Aggregations: fn(loss_tokens (N, T), mask (N, T) float, max_length: int | None) -> scalar
 # ---------------------------------------------------------------------------------------------
 
 
-@register("aggregation", "sequence_mean")
+def _count_nonempty_rows(mask: torch.Tensor) -> float:
+    """Responses with at least one loss token: ``sequence_mean``'s normaliser."""
+    return float((mask.sum(1) > 0).sum().item())
+
+
+def _count_tokens(mask: torch.Tensor) -> float:
+    """Loss tokens: ``token_mean``'s normaliser."""
+    return float(mask.sum().item())
+
+
+def _count_rows(mask: torch.Tensor) -> float:
+    """Rows, empty ones included: ``constant``'s normaliser (times the fixed max_length)."""
+    return float(mask.shape[0])
+
+
+@register("aggregation", "sequence_mean", count=_count_nonempty_rows)
 def aggregate_sequence_mean(
     loss_tokens: torch.Tensor, mask: torch.Tensor, max_length: int | None
 ) -> torch.Tensor:
@@ -79,7 +94,7 @@ def aggregate_sequence_mean(
     return (per_response * nonempty).sum() / nonempty.sum().clamp(min=1)
 
 
-@register("aggregation", "token_mean")
+@register("aggregation", "token_mean", count=_count_tokens)
 def aggregate_token_mean(
     loss_tokens: torch.Tensor, mask: torch.Tensor, max_length: int | None
 ) -> torch.Tensor:
@@ -87,7 +102,7 @@ def aggregate_token_mean(
     return masked_sum(loss_tokens, mask) / mask.sum().clamp(min=1)
 
 
-@register("aggregation", "constant")
+@register("aggregation", "constant", count=_count_rows)
 def aggregate_constant(loss_tokens: torch.Tensor, mask: torch.Tensor, max_length: int | None) -> torch.Tensor:
     """``sum_{i,t} l_{i,t} / (N * max_length)``: a constant normaliser (Dr. GRPO, arXiv 2503.20783).
 
@@ -133,6 +148,45 @@ def aggregate(
     loss_tokens = check_tensor("loss_tokens", loss_tokens, ndim=2)
     mask = as_mask("mask", mask, loss_tokens, "loss_tokens")
     return fn(loss_tokens, mask, max_length)
+
+
+def aggregation_count(name: str, mask: torch.Tensor) -> float:
+    """The count the aggregation ``name`` divides by, on ``mask``: its normaliser.
+
+    - ``"token_mean"``: the number of loss tokens, ``sum_{i,t} m_{i,t}``;
+    - ``"sequence_mean"``: the number of rows with at least one loss token;
+    - ``"constant"``: the number of rows (the normaliser is ``N * max_length``; ``max_length`` is
+      fixed, so it cancels).
+
+    For a mini-batch mask m split into micro-batches m_1..m_K (rows):
+
+        ``sum_k aggregate(l_k, m_k) * count(m_k) / count(m) = aggregate(l, m)``
+
+    so gradient accumulation scales each micro-batch loss by ``count(m_k) / count(m)``, and data
+    parallelism all-reduces the counts of its ranks to get ``count(m)``. A micro-batch whose count
+    is 0 contributes 0.
+
+    Args:
+        name: a registered ``"aggregation"`` name.
+        mask: (N, T) bool or float, 1 on the tokens that enter the loss.
+
+    Returns:
+        The count as a python float.
+
+    Raises:
+        ValueError: an unknown name, a mask that is not 2-D, or an aggregation registered without a
+            count (``register("aggregation", name, count=fn)`` declares one).
+    """
+    lookup("aggregation", name, argument="aggregation")
+    mask = check_tensor("mask", mask, ndim=2)
+    count = _AGGREGATION_COUNTS.get(name)
+    if count is None:
+        raise ValueError(
+            f"aggregation={name!r} was registered without a count, so it cannot be split into "
+            f"micro-batches; register it with register('aggregation', {name!r}, count=fn)"
+        )
+    floating = mask.dtype if mask.is_floating_point() else torch.get_default_dtype()
+    return float(count(mask.to(floating)))
 
 
 # ---------------------------------------------------------------------------------------------
