@@ -65,7 +65,7 @@ def test_key_in_wrong_section_suggests_its_path():
         ({"generation": {"top_p": 1.5}}, r"generation\.top_p: Input should be less than or equal to 1"),
         (
             {"algorithm": {"kl_estimator": "k4"}},
-            r"algorithm\.kl_estimator: Input should be 'k1', 'k2' or 'k3'",
+            r"algorithm\.kl_estimator: unknown kl_estimator 'k4'; valid names: k1, k2, k3",
         ),
         ({"generation": {"min_new_tokens": 9, "max_new_tokens": 4}}, r"min_new_tokens \(9\) must not exceed"),
         ({"optim": {"warmup_steps": 3, "warmup_ratio": 0.1}}, r"warmup_steps or warmup_ratio, not both"),
@@ -138,3 +138,48 @@ def test_saved_config_round_trips(tmp_path):
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["algorithm"]["beta"] == 0.04
     assert load_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [("kl", "kl_estimator"), ("advantage", "advantage_estimator"), ("aggregation", "loss_aggregation"),
+     ("ratio", "ratio_level")],
+)  # fmt: skip
+def test_a_name_registered_before_the_config_is_built_is_accepted(kind, field):
+    from grpokit.algorithms import register
+    from grpokit.algorithms.registry import _REGISTRIES
+
+    name = f"custom_{kind}_for_config_test"
+    with pytest.raises(ConfigError, match=f"unknown {field} '{name}'; valid names: "):
+        build_config(GRPOConfig, {"algorithm": {field: name}})
+    register(kind, name)(lambda *args, **kwargs: None)
+    try:
+        assert getattr(build_config(GRPOConfig, {"algorithm": {field: name}}).algorithm, field) == name
+    finally:
+        _REGISTRIES[kind].pop(name)
+
+
+@pytest.mark.parametrize("trainer", ["grpo", "rl"])
+def test_k1_as_a_loss_term_is_refused_with_its_reason(trainer):
+    from grpokit.rl.config import RLConfig
+
+    cls = {"grpo": GRPOConfig, "rl": RLConfig}[trainer]
+    with pytest.raises(ConfigError, match=r"k1 .* zero expected gradient.*use k2, k3 or 'k3\+'"):
+        build_config(cls, {"algorithm": {"beta": 0.05, "kl_estimator": "k1"}})
+    assert build_config(cls, {"algorithm": {"beta": 0.0, "kl_estimator": "k1"}}).algorithm.kl_estimator == "k1"
+    assert build_config(cls, {"algorithm": {"beta": 0.05, "kl_estimator": "k3+"}}).algorithm.beta == 0.05
+
+
+def test_ppo_keeps_k1_because_its_kl_is_in_the_reward():
+    from grpokit.config import PPOConfig
+
+    assert build_config(PPOConfig, {"algorithm": {"beta": 0.05}}).algorithm.kl_estimator == "k1"
+
+
+def test_loss_type_is_checked_against_the_loss_registry():
+    from grpokit.config import PPOConfig
+
+    assert build_config(GRPOConfig, {"algorithm": {"loss_type": "gspo"}}).algorithm.loss_type == "gspo"
+    assert build_config(PPOConfig, {}).algorithm.loss_type == "ppo"
+    with pytest.raises(ConfigError, match=r"algorithm\.loss_type: unknown loss_type 'dpo'; valid names: .*grpo"):
+        build_config(GRPOConfig, {"algorithm": {"loss_type": "dpo"}})

@@ -25,13 +25,14 @@ built, before any model is loaded; failures raise :class:`ConfigError` naming th
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "CheckpointConfig",
@@ -107,6 +108,41 @@ def _unknown_key_message(cls: type[BaseModel], key: str) -> str:
     if close:
         hint = f"; did you mean '{nested.get(close[0], close[0])}'?"
     return f"unknown field '{key}'{hint} (valid: {', '.join(candidates)})"
+
+
+# Built-in losses of the "loss" registry: accepted even where ``grpokit.algorithms.objectives`` (which
+# registers them) is not importable, so that configs naming them load before any torch import fails.
+_BUILTIN_LOSSES = ("cispo", "grpo", "gspo", "ppo", "sapo")
+
+
+def registered_names(kind: str) -> list[str]:
+    """The names registered in ``grpokit.algorithms`` for ``kind``, looked up now (not at import time), so a
+    name registered with ``grpokit.algorithms.register`` before the config is built is accepted."""
+    import importlib
+
+    import grpokit.algorithms  # noqa: F401  (its modules register the built-in names)
+    from grpokit.algorithms import registry
+
+    if kind == "loss":
+        with contextlib.suppress(ImportError):
+            importlib.import_module("grpokit.algorithms.objectives")
+    if kind not in registry.KINDS:
+        return sorted(_BUILTIN_LOSSES) if kind == "loss" else []
+    names = registry.available(kind)
+    if kind == "loss":
+        names = sorted(set(names) | set(_BUILTIN_LOSSES))
+    return names
+
+
+def check_registered(kind: str, value: str, field: str) -> str:
+    """``value`` if it is a registered ``kind`` name, else a ``ValueError`` listing the valid names."""
+    names = registered_names(kind)
+    if value not in names:
+        raise ValueError(
+            f"unknown {field} {value!r}; valid names: {', '.join(names)} (register your own with "
+            f"grpokit.algorithms.register({kind!r}, name))"
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -547,8 +583,10 @@ class LossConfig(Section):
     beta: float = Field(0.0, ge=0)
     """KL penalty coefficient against the reference model; 0 never loads a reference model."""
 
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    """Per-token KL estimator (Schulman's k1/k2/k3; k3 is DeepSeekMath's unbiased, non-negative one)."""
+    kl_estimator: str = "k3"
+    """Per-token KL estimator, a name registered in ``grpokit.algorithms`` (kind ``kl``): Schulman's k1/k2/k3
+    (k3 is DeepSeekMath's unbiased, non-negative one), ``k3+`` (k3's value with k2's gradient), or your own.
+    As a loss term (``beta > 0`` in GRPO and classic RL) k1 is refused: its expected gradient is zero."""
 
     epsilon_low: float = Field(0.2, gt=0)
     """Lower clip range: the ratio is clipped at 1 - epsilon_low."""
@@ -556,18 +594,52 @@ class LossConfig(Section):
     epsilon_high: float | None = Field(None, gt=0)
     """Upper clip range, 1 + epsilon_high (DAPO's clip-higher uses 0.28). ``None``: same as epsilon_low."""
 
-    ratio_level: Literal["token", "sequence"] = "token"
-    """Importance ratio per token (PPO/GRPO) or per sequence (GSPO's length-normalised sequence ratio)."""
+    ratio_level: str = "token"
+    """Importance ratio per token (PPO/GRPO) or per sequence (GSPO's length-normalised sequence ratio); a
+    name registered in ``grpokit.algorithms`` (kind ``ratio``)."""
 
-    loss_aggregation: Literal["sequence_mean", "token_mean", "constant"] = "sequence_mean"
-    """How token losses become one number: mean per sequence then over sequences (GRPO paper), mean over all
-    tokens of the batch (DAPO), or sum divided by a constant (Dr. GRPO)."""
+    loss_aggregation: str = "sequence_mean"
+    """How token losses become one number, a name registered in ``grpokit.algorithms`` (kind
+    ``aggregation``): mean per sequence then over sequences (``sequence_mean``, GRPO paper), mean over all
+    tokens of the batch (``token_mean``, DAPO), or sum divided by a constant (``constant``, Dr. GRPO)."""
 
     num_iterations: int = Field(1, ge=1)
     """mu: passes over each generation batch. 1 = on-policy (old log-probs are the current ones, detached)."""
 
     entropy_coef: float = Field(0.0, ge=0)
     """Entropy bonus coefficient (subtracted from the loss)."""
+
+    kl_in_reward: ClassVar[bool] = False
+    """Whether the trainer puts the KL in the reward (PPO for language models) rather than in the loss."""
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        return check_registered("loss", value, "loss_type")
+
+    @field_validator("kl_estimator")
+    @classmethod
+    def _known_kl(cls, value: str) -> str:
+        return check_registered("kl", value, "kl_estimator")
+
+    @field_validator("ratio_level")
+    @classmethod
+    def _known_ratio(cls, value: str) -> str:
+        return check_registered("ratio", value, "ratio_level")
+
+    @field_validator("loss_aggregation")
+    @classmethod
+    def _known_aggregation(cls, value: str) -> str:
+        return check_registered("aggregation", value, "loss_aggregation")
+
+    @model_validator(mode="after")
+    def _check_kl_term(self) -> LossConfig:
+        if self.beta > 0 and self.kl_estimator == "k1" and not self.kl_in_reward:
+            raise ValueError(
+                f"kl_estimator 'k1' with beta {self.beta}: as a loss term k1 = log(pi / pi_ref) has zero "
+                "expected gradient, so it adds no regularisation toward the reference; use k2, k3 or 'k3+'"
+            )
+        return self
 
 
 class ValueLossConfig(Section):
@@ -620,9 +692,15 @@ class GRPOAlgorithmConfig(PolicyLossConfig):
     num_generations: int = Field(8, ge=2)
     """G: completions sampled per prompt (a group needs two to have a baseline)."""
 
-    advantage_estimator: Literal["grpo", "grpo_batch_norm", "dr_grpo", "rank", "rloo"] = "grpo"
-    """Group advantage: (r - mean)/std per group (grpo), std over the batch, no std (Dr. GRPO), ranks, or
-    leave-one-out mean (RLOO)."""
+    advantage_estimator: str = "grpo"
+    """Group advantage, a name registered in ``grpokit.algorithms`` (kind ``advantage``): (r - mean)/std per
+    group (``grpo``), std over the batch (``grpo_batch_norm``), no std (``dr_grpo``, Dr. GRPO), ranks
+    (``rank``), leave-one-out mean (``rloo``), or your own."""
+
+    @field_validator("advantage_estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        return check_registered("advantage", value, "advantage_estimator")
 
     advantage_eps: float = Field(1e-4, gt=0)
     """Added to the standard deviation when advantages are normalised."""
@@ -660,10 +738,13 @@ class PPOAlgorithmConfig(ValueLossConfig, PolicyLossConfig):
     also gets the score (not a loss term as in GRPO). Fixed, or adapted when ``adaptive_kl``; 0 never loads a
     reference model."""
 
-    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
-    """Per-token KL estimator in the reward (k1 = log pi_old - log pi_ref, as InstructGPT and TRL)."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimator in the reward (k1 = log pi_old - log pi_ref, as InstructGPT and TRL), a name
+    registered in ``grpokit.algorithms`` (kind ``kl``)."""
 
-    loss_aggregation: Literal["sequence_mean", "token_mean", "constant"] = "token_mean"
+    kl_in_reward: ClassVar[bool] = True
+
+    loss_aggregation: str = "token_mean"
     """How token losses (policy and value) become one number; token mean is PPO's usual (see the GRPO
     ``loss_aggregation`` for the others)."""
 

@@ -24,7 +24,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from grpokit.config import CheckpointConfig, LoggingConfig, LossConfig, Section, ValueLossConfig
+from grpokit.config import (
+    CheckpointConfig,
+    LoggingConfig,
+    LossConfig,
+    Section,
+    ValueLossConfig,
+    check_registered,
+)
 
 __all__ = [
     "EnvironmentConfig",
@@ -137,13 +144,14 @@ class RLAlgorithmConfig(ValueLossConfig, LossConfig):
     beta: float = Field(0.0, ge=0)
     """KL penalty coefficient against a frozen copy of the initial policy; 0 keeps no reference policy."""
 
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    """Per-step KL estimator for the beta term (k3 is DeepSeekMath's)."""
+    kl_estimator: str = "k3"
+    """Per-step KL estimator for the beta term, a name registered in ``grpokit.algorithms`` (kind ``kl``;
+    k3 is DeepSeekMath's). k1 is refused with ``beta > 0``: as a loss term its expected gradient is zero."""
 
     entropy_coef: float = Field(0.0, ge=0)
     """Entropy bonus coefficient (subtracted from the loss, aggregated like it)."""
 
-    loss_aggregation: Literal["sequence_mean", "token_mean", "constant"] = "token_mean"
+    loss_aggregation: str = "token_mean"
     """How per-step losses become one number: ``token_mean`` weighs every env step equally (as PPO does);
     ``sequence_mean`` weighs every episode equally (the GRPO paper); ``constant`` divides by N times the
     time limit (Dr. GRPO)."""
@@ -160,11 +168,7 @@ class RLAlgorithmConfig(ValueLossConfig, LossConfig):
     @field_validator("advantage_estimator")
     @classmethod
     def _known_estimator(cls, value: str) -> str:
-        from grpokit.algorithms import available
-
-        if value not in available("advantage"):
-            raise ValueError(f"unknown advantage_estimator {value!r}; valid names: {available('advantage')}")
-        return value
+        return check_registered("advantage", value, "advantage_estimator")
 
     @field_validator("grouping")
     @classmethod
