@@ -183,3 +183,20 @@ def test_loss_type_is_checked_against_the_loss_registry():
     assert build_config(PPOConfig, {}).algorithm.loss_type == "ppo"
     with pytest.raises(ConfigError, match=r"algorithm\.loss_type: unknown loss_type 'dpo'; valid names: .*grpo"):
         build_config(GRPOConfig, {"algorithm": {"loss_type": "dpo"}})
+
+
+def test_the_config_package_imports_no_training_layer():
+    import ast
+    from pathlib import Path
+
+    import grpokit.config
+
+    forbidden = ("trainers", "engine", "rollout", "models", "rewards", "data", "tracking", "apps")
+    for path in Path(grpokit.config.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                parts = name.split(".")
+                assert not (parts[0] == "grpokit" and len(parts) > 1 and parts[1] in forbidden), (path, name)

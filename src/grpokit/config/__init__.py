@@ -1,0 +1,105 @@
+"""One typed configuration for every trainer: YAML file + command-line overrides, validated up front.
+
+The tree is a set of sections (pydantic models); every field has a docstring, which is its description in
+``grpokit train --help`` and in the generated config reference::
+
+    GRPOConfig
+      seed, max_steps                   run length and reproducibility
+      model       ModelConfig           what to fine-tune (shared with PPO)
+      data        DataConfig            where prompts come from (shared)
+      generation  GenerationConfig      how completions are sampled (shared)
+      rewards     RewardConfig          how completions are scored (shared)
+      optim       OptimConfig           AdamW, schedule, clipping, minibatches (shared)
+      logging     LoggingConfig         run directory, metrics, samples, progress bar (shared)
+      checkpoint  CheckpointConfig      periodic saves and resume (shared)
+      demo        DemoConfig            the built-in demo's tiny model and warm-up (shared)
+      algorithm   GRPOAlgorithmConfig   clipped loss (PolicyLossConfig, shared) + GRPO-only knobs
+
+A PPO trainer reuses everything in :class:`TrainConfig` and brings its own ``algorithm`` section built on
+:class:`PolicyLossConfig`. Field names are unique across the tree, so a field can be overridden from the
+command line by its name alone (``--beta 0.04``) or by its dotted path (``--algorithm.beta 0.04``).
+
+The package holds one module per concern: :mod:`~grpokit.config.base` (the ``Section`` base, field paths,
+renamed fields, registry lookups), :mod:`~grpokit.config.sections` (the shared sections),
+:mod:`~grpokit.config.loss` (the loss section shared by GRPO, PPO and classic RL, and the algorithm
+sections), :mod:`~grpokit.config.trainers` (the composed trainer configs), :mod:`~grpokit.config.demo`
+(the demo's section), :mod:`~grpokit.config.loading` (YAML, overrides, saving). It imports none of
+grpokit's trainers, engine, rollout, models, rewards, data or tracking; names are checked against the
+``grpokit.algorithms`` registries when a config is built.
+
+All validation (unknown keys with a "did you mean", ranges, cross-field rules) happens when the config is
+built, before any model is loaded; failures raise :class:`ConfigError` naming the field.
+"""
+
+from grpokit.config.base import (
+    ConfigError,
+    Section,
+    check_registered,
+    field_paths,
+    registered_names,
+    renamed_paths,
+)
+from grpokit.config.demo import DemoConfig
+from grpokit.config.loading import (
+    apply_overrides,
+    build_config,
+    field_help,
+    load_config,
+    read_config_file,
+    save_config,
+    trainer_config_class,
+)
+from grpokit.config.loss import (
+    GRPOAlgorithmConfig,
+    LossConfig,
+    PolicyLossConfig,
+    PPOAlgorithmConfig,
+    ValueLossConfig,
+)
+from grpokit.config.sections import (
+    CheckpointConfig,
+    DataConfig,
+    GenerationConfig,
+    LoggingConfig,
+    LoRAConfig,
+    ModelConfig,
+    OptimConfig,
+    RewardConfig,
+    VLLMConfig,
+)
+from grpokit.config.trainers import TRAINER_CONFIGS, GRPOConfig, PPOConfig, TrainConfig
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "DemoConfig",
+    "GRPOAlgorithmConfig",
+    "GRPOConfig",
+    "GenerationConfig",
+    "LoRAConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PPOAlgorithmConfig",
+    "PPOConfig",
+    "PolicyLossConfig",
+    "RewardConfig",
+    "Section",
+    "TRAINER_CONFIGS",
+    "TrainConfig",
+    "VLLMConfig",
+    "LossConfig",
+    "ValueLossConfig",
+    "apply_overrides",
+    "build_config",
+    "check_registered",
+    "field_help",
+    "field_paths",
+    "load_config",
+    "read_config_file",
+    "registered_names",
+    "renamed_paths",
+    "save_config",
+    "trainer_config_class",
+]

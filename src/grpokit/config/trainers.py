@@ -1,0 +1,166 @@
+"""The trainer configs, composed from the sections: :class:`GRPOConfig` and :class:`PPOConfig`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from grpokit.config.base import Section
+from grpokit.config.demo import DemoConfig
+from grpokit.config.loss import GRPOAlgorithmConfig, PPOAlgorithmConfig
+from grpokit.config.sections import (
+    CheckpointConfig,
+    DataConfig,
+    GenerationConfig,
+    LoggingConfig,
+    ModelConfig,
+    OptimConfig,
+    RewardConfig,
+    VLLMConfig,
+)
+
+
+class TrainConfig(Section):
+    """Everything a trainer of language models shares (subclassed by GRPOConfig and PPOConfig)."""
+
+    seed: int = 0
+    """Seeds Python, NumPy, torch, the prompt order and sampling: the same seed gives the same run."""
+
+    max_steps: int = Field(1000, ge=1)
+    """Training steps (one step = one batch of prompts, its rollouts and the updates on them). The default
+    is the built-in demo's GRPO phase (0.5 to 3 minutes on one CPU core, see docs/demo.md)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The policy to fine-tune."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Prompts."""
+
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    """Sampling of completions."""
+
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    """The vLLM engine (``generation.backend: vllm``)."""
+
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    """Scoring of completions."""
+
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """Optimizer, schedule and minibatching."""
+
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """Run directory, metrics and progress."""
+
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Checkpoints and resume."""
+
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    """The built-in demo (used when model.name_or_path is unset)."""
+
+    @model_validator(mode="after")
+    def _check_cross_section(self) -> TrainConfig:
+        if self.data.path is None and self.data.task is None:
+            raise ValueError("data: set data.path (a prompt file) or data.task (a built-in task)")
+        if "task" in self.rewards.reward_funcs and self.data.task is None:
+            raise ValueError("rewards.reward_funcs uses 'task' but data.task is unset")
+        if self.model.name_or_path is None and self.data.task is None:
+            raise ValueError("model.name_or_path is unset (demo mode), which needs data.task")
+        if self.generation.backend != "vllm":
+            defaults = VLLMConfig.model_fields
+            changed = [f"vllm.{k}" for k in defaults if getattr(self.vllm, k) != defaults[k].default]
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} set but generation.backend is {self.generation.backend!r}: set "
+                    "generation.backend: vllm"
+                )
+        if self.generation.backend == "vllm" and self.model.lora.r > 0:
+            raise ValueError(
+                "generation.backend 'vllm' with model.lora: the engine needs full weights every step (merging "
+                "the adapters each step is not implemented); set model.lora.r: 0 or generation.backend: "
+                "transformers"
+            )
+        return self
+
+
+def _check_step_batch(config: GRPOConfig | PPOConfig) -> None:
+    """Minibatches must split the N = B*G responses of a step evenly; the overlong buffer must fit; a LoRA
+    reference (the base, adapters disabled) cannot be re-synced."""
+    if config.model.lora.r > 0 and config.algorithm.ref_model_sync_steps > 0:
+        raise ValueError(
+            "algorithm.ref_model_sync_steps needs a separate reference model; with model.lora the reference is "
+            "the base model with its adapters disabled, which cannot be refreshed (set ref_model_sync_steps: 0)"
+        )
+    mbs = config.optim.mini_batch_size
+    if mbs is not None and config.num_responses % mbs:
+        raise ValueError(
+            f"optim.mini_batch_size ({mbs}) must divide the N = prompts_per_step * num_generations = "
+            f"{config.num_responses} responses of a step"
+        )
+    if mbs is None and config.num_responses % config.optim.gradient_accumulation_steps:
+        raise ValueError(
+            f"optim.gradient_accumulation_steps ({config.optim.gradient_accumulation_steps}) must divide the "
+            f"N = {config.num_responses} responses of a step"
+        )
+    if config.rewards.overlong_buffer_length >= config.generation.max_new_tokens:
+        raise ValueError(
+            f"rewards.overlong_buffer_length ({config.rewards.overlong_buffer_length}) must be smaller "
+            f"than generation.max_new_tokens ({config.generation.max_new_tokens})"
+        )
+
+
+class GRPOConfig(TrainConfig):
+    """Configuration of :class:`grpokit.trainers.grpo.GRPOTrainer`."""
+
+    trainer: Literal["grpo"] = "grpo"
+    """Which trainer the file configures: ``grpo`` (this config), or ``ppo`` (the PPO baseline, whose fields
+    differ in the ``algorithm`` section). ``grpokit train`` picks the config class from it."""
+
+    algorithm: GRPOAlgorithmConfig = Field(default_factory=GRPOAlgorithmConfig)
+    """GRPO loss and group options."""
+
+    @property
+    def num_responses(self) -> int:
+        """Derived: N = B*G responses per step (before dynamic-sampling top-ups)."""
+        return self.data.prompts_per_step * self.algorithm.num_generations
+
+    @model_validator(mode="after")
+    def _check_grpo(self) -> GRPOConfig:
+        _check_step_batch(self)
+        return self
+
+    @model_validator(mode="after")
+    def _check_process_estimator(self) -> GRPOConfig:
+        estimator = self.algorithm.advantage_estimator
+        if self.rewards.process_reward_func is not None and estimator != "grpo":
+            raise ValueError(
+                f"algorithm.advantage_estimator '{estimator}' applies to outcome rewards; with "
+                "rewards.process_reward_func the advantages are DeepSeekMath's process-supervised ones "
+                "(leave advantage_estimator at 'grpo')"
+            )
+        return self
+
+
+class PPOConfig(TrainConfig):
+    """Configuration of :class:`grpokit.trainers.ppo.PPOTrainer`: the shared sections plus PPO's algorithm."""
+
+    trainer: Literal["ppo"] = "ppo"
+    """Which trainer the file configures: ``ppo`` (this config), or ``grpo``. ``grpokit train`` picks the
+    config class from it."""
+
+    algorithm: PPOAlgorithmConfig = Field(default_factory=PPOAlgorithmConfig)
+    """PPO loss, value model, GAE and KL-in-the-reward options."""
+
+    @property
+    def num_responses(self) -> int:
+        """Derived: N = B*G responses per step (G = 1 in classic PPO)."""
+        return self.data.prompts_per_step * self.algorithm.num_generations
+
+    @model_validator(mode="after")
+    def _check_ppo(self) -> PPOConfig:
+        _check_step_batch(self)
+        return self
+
+
+TRAINER_CONFIGS: dict[str, type[TrainConfig]] = {"grpo": GRPOConfig, "ppo": PPOConfig}
+"""Config class of each trainer, by the name in the ``trainer`` field."""
