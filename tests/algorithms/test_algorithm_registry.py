@@ -12,6 +12,7 @@ def test_every_kind_lists_its_builtins():
     assert available("kl") == ["k1", "k2", "k3", "k3+"]
     assert available("aggregation") == ["constant", "sequence_mean", "token_mean"]
     assert available("ratio") == ["sequence", "token"]
+    assert available("loss") == ["cispo", "grpo", "gspo", "ppo", "sapo"]
 
 
 def test_unknown_kind_lists_the_kinds():

@@ -13,8 +13,9 @@ GRPO (DeepSeekMath, arXiv 2402.03300) in three calls::
 
 PPO: ``kl_penalized_rewards`` -> ``gae`` -> ``policy_loss`` (per-token advantages) + ``value_loss``.
 
-Swappable pieces are chosen by name from four registries (``available(kind)`` lists them,
-``register(kind, name)`` adds one): "advantage", "kl", "aggregation", "ratio".
+Swappable pieces are chosen by name from five registries (``available(kind)`` lists them,
+``register(kind, name)`` adds one): "advantage", "kl", "aggregation", "ratio", and "loss" (whole
+losses with one signature, ``compute_loss(name, LossInputs(...), LossSettings(...))``).
 """
 
 from grpokit.algorithms.advantages import (
@@ -27,6 +28,7 @@ from grpokit.algorithms.advantages import (
 from grpokit.algorithms.importance import truncated_importance_weights
 from grpokit.algorithms.kl import AdaptiveKLController, FixedKLController, kl_divergence, kl_loss_gradient
 from grpokit.algorithms.masked import entropy_from_logits, masked_mean, masked_sum, masked_var, masked_whiten
+from grpokit.algorithms.objectives import LossInputs, LossSettings, compute_loss
 from grpokit.algorithms.policy_loss import aggregate, aggregation_count, policy_loss
 from grpokit.algorithms.ppo import gae, kl_penalized_rewards, value_loss
 from grpokit.algorithms.registry import available, register
@@ -35,9 +37,12 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "GroupIndex",
+    "LossInputs",
+    "LossSettings",
     "aggregate",
     "aggregation_count",
     "available",
+    "compute_loss",
     "entropy_from_logits",
     "gae",
     "group_advantages",

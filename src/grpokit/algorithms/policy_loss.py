@@ -250,6 +250,7 @@ def policy_loss(
     logits: torch.Tensor | None = None,
     importance_weights: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
+    entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate loss with a KL penalty: minus the GRPO objective (DeepSeekMath eq. 3).
 
@@ -287,20 +288,67 @@ def policy_loss(
             and the entropy bonus.
         importance_weights: (N, T) detached multiplicative weights on the surrogate (e.g. from
             ``truncated_importance_weights``).
-        entropy_coef: entropy bonus coefficient c_H (>= 0); needs ``logits`` when > 0.
+        entropy_coef: entropy bonus coefficient c_H (>= 0); needs ``logits`` or ``entropy`` when > 0.
+        entropy: (N, T) per-token entropy with gradient, for policies that are not categorical over
+            ``logits`` (e.g. Gaussian); used for the bonus and the metric when ``logits`` is None.
 
     Returns:
         ``(loss, metrics)``: the scalar loss in ``logprobs``' dtype, and python floats
         ``policy_loss`` (the aggregated surrogate, weights included), ``clip_fraction_low``,
         ``clip_fraction_high``, ``clip_fraction`` (of real tokens), ``ratio_mean``, ``ratio_min``,
         ``ratio_max`` (over real tokens), ``kl`` (token mean; when ``beta > 0`` or ``ref_logprobs``
-        is given), ``entropy`` (token mean; when ``logits`` is given).
+        is given), ``entropy`` (token mean; when ``logits`` or ``entropy`` is given).
 
     Raises:
         ValueError: shape or dtype mismatch, no real tokens, an unknown registered name (the valid
-            names are listed), ``beta > 0`` without ``ref_logprobs`` or with ``kl_estimator="k1"``, ``entropy_coef > 0`` without
-            ``logits``, ``aggregation="constant"`` without ``max_length``.
+            names are listed), ``beta > 0`` without ``ref_logprobs`` or with ``kl_estimator="k1"``,
+            ``entropy_coef > 0`` without ``logits`` or ``entropy``, ``aggregation="constant"`` without
+            ``max_length``.
     """
+    return _policy_objective(
+        logprobs, old_logprobs, advantages, mask, ref_logprobs=ref_logprobs, beta=beta,
+        kl_estimator=kl_estimator, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
+        ratio_level=ratio_level, aggregation=aggregation, max_length=max_length, logits=logits,
+        importance_weights=importance_weights, entropy_coef=entropy_coef, entropy=entropy,
+    )  # fmt: skip
+
+
+SURROGATES = ("clip", "cispo", "sapo")
+
+
+def _policy_objective(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    ref_logprobs: torch.Tensor | None,
+    beta: float,
+    kl_estimator: str,
+    epsilon_low: float,
+    epsilon_high: float | None,
+    ratio_level: str,
+    aggregation: str,
+    max_length: int | None,
+    logits: torch.Tensor | None,
+    importance_weights: torch.Tensor | None,
+    entropy_coef: float,
+    entropy: torch.Tensor | None,
+    surrogate: str = "clip",
+    sapo_tau_pos: float = 1.0,
+    sapo_tau_neg: float = 1.05,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``policy_loss`` with a choice of per-token surrogate (r the ratio, A the advantage, w the weights):
+
+    - ``"clip"``: ``-w * min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)`` (PPO/GRPO);
+    - ``"cispo"``: ``-w * sg(clip(r, 1 - eps_low, 1 + eps_high)) * A * log pi_theta`` (CISPO);
+    - ``"sapo"``: ``-w * f(r) * A`` with ``f(r) = sigmoid(tau (r - 1)) * 4 / tau``, tau = ``sapo_tau_pos``
+      where A > 0 else ``sapo_tau_neg`` (SAPO).
+
+    The KL and entropy terms and all checks are shared. See ``grpokit.algorithms.objectives``.
+    """
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate={surrogate!r} is not one of {list(SURROGATES)}")
     ratio_fn = lookup("ratio", ratio_level, argument="ratio_level")
     aggregate_fn = lookup("aggregation", aggregation, argument="aggregation")
     lookup("kl", kl_estimator, argument="kl_estimator")
@@ -327,8 +375,13 @@ def policy_loss(
     check_positive("entropy_coef", entropy_coef, allow_zero=True)
     if beta > 0 and ref_logprobs is None:
         raise ValueError(f"beta={beta} > 0 needs ref_logprobs (the reference policy's log-probs); got None")
-    if entropy_coef > 0 and logits is None:
-        raise ValueError(f"entropy_coef={entropy_coef} > 0 needs logits to compute the entropy; got None")
+    if entropy_coef > 0 and logits is None and entropy is None:
+        raise ValueError(
+            f"entropy_coef={entropy_coef} > 0 needs logits (or entropy) to compute the entropy; got None"
+        )
+    if surrogate == "sapo":
+        check_positive("sapo_tau_pos", sapo_tau_pos)
+        check_positive("sapo_tau_neg", sapo_tau_neg)
     if ref_logprobs is not None:
         ref_logprobs = _checked_like("ref_logprobs", ref_logprobs, logprobs)
     if importance_weights is not None:
@@ -340,6 +393,9 @@ def policy_loss(
                 f"logits has shape {tuple(logits.shape)}; its first two dimensions must be logprobs' "
                 f"(N, T) = {tuple(logprobs.shape)}"
             )
+    if entropy is not None:
+        entropy = check_float("entropy", check_tensor("entropy", entropy, ndim=2))
+        check_same_shape("entropy", entropy, "logprobs", logprobs)
     check_nonempty("mask", mask)
 
     real = mask > 0  # (N, T)
@@ -351,8 +407,15 @@ def policy_loss(
     adv = advantages.detach().to(logprobs.dtype)
     adv = adv.unsqueeze(1).expand_as(ratio) if adv.dim() == 1 else adv  # (N, T)
 
-    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * adv)  # (N, T)
-    pg_tokens = -surrogate if importance_weights is None else -surrogate * importance_weights  # (N, T)
+    if surrogate == "clip":
+        objective = torch.min(ratio * adv, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * adv)
+    elif surrogate == "cispo":
+        weight = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high).detach()  # (N, T)
+        objective = weight * adv * torch.where(real, logprobs, zero)
+    else:  # sapo
+        tau = torch.where(adv > 0, ratio.new_tensor(sapo_tau_pos), ratio.new_tensor(sapo_tau_neg))  # (N, T)
+        objective = torch.sigmoid(tau * (ratio - 1)) * (4 / tau) * adv
+    pg_tokens = -objective if importance_weights is None else -objective * importance_weights  # (N, T)
     pg_loss = aggregate_fn(pg_tokens, mask, max_length)
     loss = pg_loss
 
@@ -374,14 +437,20 @@ def policy_loss(
     if logits is not None:
         with torch.set_grad_enabled(entropy_coef > 0 and torch.is_grad_enabled()):
             entropy = entropy_from_logits(logits).to(logprobs.dtype)  # (N, T)
+    if entropy is not None:
+        entropy = torch.where(real, entropy.to(logprobs.dtype), zero)  # (N, T)
         if entropy_coef > 0:
             loss = loss - entropy_coef * aggregate_fn(entropy, mask, max_length)
         entropy_mean = masked_mean(entropy.detach(), mask)
 
     with torch.no_grad():
         r = ratio.detach()
-        low = real & (r < 1 - epsilon_low) & (adv < 0)  # (N, T) the clip removed the gradient
-        high = real & (r > 1 + epsilon_high) & (adv > 0)  # (N, T)
+        if surrogate == "clip":
+            low = real & (r < 1 - epsilon_low) & (adv < 0)  # (N, T) the clip removed the gradient
+            high = real & (r > 1 + epsilon_high) & (adv > 0)  # (N, T)
+        else:  # cispo: the weight was truncated (its gradient is kept); sapo: outside the would-be clip
+            low = real & (r < 1 - epsilon_low)  # (N, T)
+            high = real & (r > 1 + epsilon_high)  # (N, T)
         inf = torch.tensor(float("inf"), dtype=r.dtype, device=r.device)
         names = ["policy_loss", "clip_fraction_low", "clip_fraction_high", "clip_fraction",
                  "ratio_mean", "ratio_min", "ratio_max"]  # fmt: skip
