@@ -22,6 +22,7 @@ from grpokit.algorithms.advantages import (
     GroupIndex,
     group_advantages,
     group_reward_stats,
+    multi_reward_advantages,
     outcome_as_process,
     process_advantages,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "multi_reward_advantages",
     "outcome_as_process",
     "policy_loss",
     "process_advantages",

@@ -255,6 +255,90 @@ def group_advantages(
     return torch.where(constant, torch.zeros_like(advantages), advantages)
 
 
+def multi_reward_advantages(
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    estimator: str = "grpo",
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """GDPO advantages from K reward functions: normalise each reward in its group, then combine.
+
+    GDPO ("Group reward-Decoupled Normalization Policy Optimization for Multi-reward RL
+    Optimization", Liu et al., NVIDIA, arXiv 2601.05242): summing K rewards before the group
+    normalisation collapses distinct reward combinations into the same advantage, so each reward
+    column k is normalised within its group first, the results are summed with the weights, and
+    the sum is normalised over the batch so its scale does not grow with K:
+
+        ``A_k = est(r_{:,k}; groups)``  (the group estimator, column by column)
+        ``S_i = sum_k w_k A_{i,k}``
+        ``A_i = (S_i - mean_batch(S)) / (std_batch(S) + eps)``   (sample std, as the paper's batch-wise step)
+
+    ``r_{i,k}`` may be NaN for "response i was not scored by reward function k" (e.g. a function
+    that only applies to some prompts): such an entry takes no part in column k's group statistics
+    and contributes 0 to ``S_i`` (TRL's ``nansum`` convention). A response with no score at all gets
+    advantage exactly 0 and is left out of the batch statistics. A group of one, a column constant
+    in a group, and a batch whose ``S`` is constant give exactly 0, as in ``group_advantages``.
+
+    Args:
+        rewards: (N, K) rewards, finite or NaN; integer rewards are cast to the default float dtype.
+        group_ids: (N,) integer group id of each response.
+        weights: (K,) weight of each reward; None means all 1.
+        estimator: a registered ``"advantage"`` name used for every column (``"grpo"`` in the paper).
+        eps: added to the std by the column estimator and by the batch normalisation (1e-4, as TRL).
+
+    Returns:
+        (N,) advantages in ``rewards``' floating dtype.
+
+    Raises:
+        ValueError: shapes, an infinite reward, a non-finite weight, an empty batch, an unknown
+            estimator, a negative eps (the argument is named).
+    """
+    lookup("advantage", estimator, argument="estimator")
+    rewards = check_tensor("rewards", rewards, ndim=2)
+    if not rewards.is_floating_point():
+        rewards = rewards.to(torch.get_default_dtype())
+    N, K = rewards.shape
+    if N == 0 or K == 0:
+        raise ValueError(
+            f"rewards is empty (shape {tuple(rewards.shape)}): nothing to compute advantages for"
+        )
+    group_ids = check_tensor("group_ids", group_ids, ndim=1)
+    if group_ids.shape[0] != N:
+        raise ValueError(
+            f"group_ids has {group_ids.shape[0]} entries but rewards has {N} rows; they must match"
+        )
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    check_finite("rewards (NaN marks 'not scored')", torch.where(rewards.isnan(), 0.0, rewards))
+    if weights is None:
+        weights = rewards.new_ones(K)
+    else:
+        weights = check_float("weights", check_tensor("weights", weights, ndim=1))
+        if weights.shape[0] != K:
+            raise ValueError(
+                f"weights has {weights.shape[0]} entries but rewards has {K} columns; they must match"
+            )
+        check_finite("weights", weights)
+        weights = weights.to(device=rewards.device, dtype=rewards.dtype)
+
+    scored = ~rewards.isnan()  # (N, K)
+    combined = rewards.new_zeros(N)  # (N,)
+    for k in range(K):  # K reward functions, a handful; the groups are vectorised
+        rows = scored[:, k]  # (N,)
+        if rows.any():
+            column = rewards.new_zeros(N)
+            column[rows] = group_advantages(rewards[rows, k], group_ids[rows], estimator, eps)
+            combined = combined + weights[k] * column
+
+    any_score = scored.any(1)  # (N,)
+    batch = combined[any_score]  # (N',)
+    if batch.numel() < 2 or bool((batch == batch[0]).all()):
+        return torch.zeros_like(combined)
+    normalised = (combined - batch.mean()) / (batch.std() + eps)  # (N,)
+    return torch.where(any_score, normalised, torch.zeros_like(normalised))
+
+
 def group_reward_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> dict[str, float]:
     """Summary of how much signal the groups carry, for logging (python floats).
 
