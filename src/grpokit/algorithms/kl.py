@@ -81,8 +81,9 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """``k3 = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1`` (DeepSeekMath eq. 4). Shapes: (N, T) -> (N, T).
 
     Value: unbiased, low-variance estimate of KL(pi_theta || pi_ref), always >= 0.
-    Gradient as a loss term on samples from pi: ``E[(1 - pi_ref/pi) grad log pi] = grad KL(pi_ref || pi_theta)``,
-    the FORWARD KL, not the reverse KL its value estimates.
+    Gradient as a loss term on samples from pi:
+    ``E[(1 - pi_ref/pi) grad log pi] = grad KL(pi_ref || pi_theta)``, the FORWARD KL, not the reverse
+    KL its value estimates.
     """
     log_r = ref_logprobs - logprobs
     # expm1(x) - x keeps precision when the two policies are close (log_r ~ 0), where
