@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from grpokit.algorithms import group_advantages
-from grpokit.engine.parallel import DataParallel, gather_group_advantages
+from grpokit.engine.parallel import DataParallel
 from grpokit.tracking import read_metrics
 from grpokit.trainers.grpo import GRPOTrainer
+from grpokit.trainers.sharding import gather_group_advantages
 
 WORLD = 2
 ESTIMATORS = ("grpo", "grpo_batch_norm", "dr_grpo", "rloo", "rank")

@@ -1,4 +1,4 @@
-"""The pieces of data-parallel GRPO that need no second process: sharding, seeds, loss weights, metric
+"""The pieces of data-parallel GRPO that need no second process: sharding, seeds, metric
 pooling, the sharded sampler and the config checks."""
 
 from __future__ import annotations
@@ -9,18 +9,15 @@ import pytest
 import torch
 
 from grpokit.config import GRPOConfig, PPOConfig, build_config
-from grpokit.engine.common import micro_weight
 from grpokit.engine.parallel import (
     DataParallel,
-    MinibatchNorm,
-    ShardedSampler,
-    aggregation_count,
     derive_seed,
     launched_distributed,
     reduce_reward_metrics,
     reduce_update_metrics,
     shard_bounds,
 )
+from grpokit.trainers.sharding import ShardedSampler
 
 
 def as_rank(rank: int, world_size: int) -> DataParallel:
@@ -63,34 +60,6 @@ MASK_0 = torch.tensor(
 MASK_1 = torch.tensor(
     [[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float32
 )  # 7 tokens, 3 non-empty rows
-
-
-@pytest.mark.parametrize(
-    ("aggregation", "counts"),
-    [("token_mean", (4, 7)), ("sequence_mean", (2, 3)), ("constant", (3, 3))],
-)
-def test_aggregation_counts(aggregation, counts):
-    assert (aggregation_count(aggregation, MASK_0), aggregation_count(aggregation, MASK_1)) == counts
-
-
-@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
-def test_weights_of_two_processes_average_to_the_global_loss(aggregation):
-    """DDP averages: (w_0 + w_1) / 2 must weight each micro-batch by its share of the *global* count."""
-    total = aggregation_count(aggregation, torch.cat([MASK_0, MASK_1]))
-    norms = [MinibatchNorm(aggregation, m, total, 2) for m in (MASK_0, MASK_1)]
-    for mask, norm in zip((MASK_0, MASK_1), norms):
-        for rows in (slice(0, 2), slice(2, 3)):  # two micro-batches per process
-            ddp_share = norm.weight(mask[rows]) / 2
-            assert ddp_share == pytest.approx(aggregation_count(aggregation, mask[rows]) / total)
-    # One process: exactly the old micro-batch share of the minibatch.
-    single = MinibatchNorm(aggregation, MASK_1, aggregation_count(aggregation, MASK_1), 1)
-    assert single.weight(MASK_1[:2]) == micro_weight(aggregation, MASK_1[:2], MASK_1)
-    assert not single.empty and MinibatchNorm(aggregation, MASK_0[2:], 0.0, 2).empty
-
-
-def test_unknown_aggregation_is_named():
-    with pytest.raises(ValueError, match="unknown loss aggregation 'median'"):
-        aggregation_count("median", MASK_0)
 
 
 def test_update_metrics_pool_by_tokens_and_keep_extremes():

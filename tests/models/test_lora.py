@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from grpokit.config import GRPOConfig, build_config
-from grpokit.engine.common import sequence_logprobs
+from grpokit.models.forward import sequence_logprobs
 from grpokit.models import build_char_tokenizer, build_tiny_model, load_model
 from grpokit.models.lora import (
     AdapterDisabledReference,

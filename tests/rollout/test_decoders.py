@@ -34,10 +34,10 @@ def test_fast_decoder_matches_the_model_forward(arch_model, tok):
     slow = TransformersSampler(arch_model, tok, decoder="transformers", **kwargs).generate(PROMPTS, 4)
     # Same seed, same distributions up to rounding -> the same samples.
     assert torch.equal(fast.completion_ids, slow.completion_ids)
-    torch.testing.assert_close(fast.old_logprobs, slow.old_logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast.sampler_logprobs, slow.sampler_logprobs, rtol=0, atol=1e-5)
     recomputed, _ = completion_logprobs(arch_model, fast.prompt_ids, fast.prompt_mask, fast.completion_ids,
                                         fast.completion_mask, temperature=fast.temperatures)
-    torch.testing.assert_close(fast.old_logprobs, recomputed, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast.sampler_logprobs, recomputed, rtol=0, atol=1e-5)
 
 
 def test_unsupported_models_fall_back(tok):
@@ -70,7 +70,7 @@ def test_fast_decoder_under_autocast(arch_model, tok):
     # moves that forward from float32 (0.05-0.14 with these deliberately large random weights; the decoder
     # keeps attention in float32, transformers does not). A wrong RoPE, mask or cache is off by > 1.
     bf16_effect = (mixed - exact).abs().max()
-    assert (batch.old_logprobs - exact).abs().max() > 1e-4
-    assert (batch.old_logprobs - mixed).abs().max() <= 2 * bf16_effect
+    assert (batch.sampler_logprobs - exact).abs().max() > 1e-4
+    assert (batch.sampler_logprobs - mixed).abs().max() <= 2 * bf16_effect
     with pytest.raises(ValueError, match="autocast_dtype must be a torch.dtype"):
         TransformersSampler(arch_model, tok, autocast_dtype="bf16")

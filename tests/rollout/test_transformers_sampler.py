@@ -20,10 +20,10 @@ def test_shapes_order_and_columns(model, tok):
     # left padding: the short prompt "1+2=" sits at the end of its row
     assert batch.prompt_mask[4].tolist() == [0] * 4 + [1] * 4
     assert batch.prompt_ids[4, 4:].tolist() == tok("1+2=")["input_ids"]
-    assert batch.old_logprobs.shape == (N, T) and batch.temperatures.tolist() == [1.0] * 12
+    assert batch.sampler_logprobs.shape == (N, T) and batch.temperatures.tolist() == [1.0] * 12
     # Sampling runs under inference_mode, but the batch must be usable in autograd (and in-place) later.
     tensors = [batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask,
-               batch.group_ids, batch.temperatures, batch.truncated, batch.old_logprobs]
+               batch.group_ids, batch.temperatures, batch.truncated, batch.sampler_logprobs]
     assert not any(torch.is_inference(t) for t in tensors)
 
 
@@ -67,8 +67,8 @@ def test_old_logprobs_equal_a_full_forward(model, tok, settings, decoder):
     batch = sampler.generate(PROMPTS, 3)
     recomputed, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                         batch.completion_mask, temperature=batch.temperatures)
-    torch.testing.assert_close(batch.old_logprobs, recomputed, rtol=0, atol=1e-5)
-    assert (batch.old_logprobs[batch.completion_mask.bool()] < 0).all()
+    torch.testing.assert_close(batch.sampler_logprobs, recomputed, rtol=0, atol=1e-5)
+    assert (batch.sampler_logprobs[batch.completion_mask.bool()] < 0).all()
 
 
 def test_eos_stops_rows_and_masks(model, tok):
@@ -127,7 +127,7 @@ def test_batch_invariance_of_a_prompt(model, tok, decoder):
         rows = together.group_ids == index
         n = alone.completion_ids.shape[1]
         assert torch.equal(together.completion_ids[rows, :n], alone.completion_ids)
-        torch.testing.assert_close(together.old_logprobs[rows, :n], alone.old_logprobs, rtol=0, atol=1e-5)
+        torch.testing.assert_close(together.sampler_logprobs[rows, :n], alone.sampler_logprobs, rtol=0, atol=1e-5)
 
 
 def test_model_mode_is_restored(model, tok):
@@ -188,4 +188,4 @@ def test_finished_rows_leave_the_decoder_batch(model, tok, decoder, monkeypatch)
     # The rows that stayed were not disturbed by the moves: their log-probs equal a full forward's.
     recomputed, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                         batch.completion_mask, temperature=batch.temperatures)
-    torch.testing.assert_close(batch.old_logprobs, recomputed, rtol=0, atol=1e-5)
+    torch.testing.assert_close(batch.sampler_logprobs, recomputed, rtol=0, atol=1e-5)

@@ -5,14 +5,13 @@ import types
 import pytest
 import torch
 
-from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, build_config
-from grpokit.engine.common import PhaseTimer
+from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, RewardConfig, build_config
 from grpokit.rewards import RewardPipeline, RewardScores
 from grpokit.rollout.batch import RolloutBatch
+from grpokit.tracking.timing import PhaseTimer
 from grpokit.trainers.grpo import (
     GRPOTrainer,
     compute_advantages,
-    concat_batches,
     informative_groups,
     score,
 )
@@ -78,10 +77,47 @@ def test_process_rewards_give_per_token_advantages():
 def test_soft_overlong_penalty_is_added_to_scored_rewards():
     batch = make_batch(["p"], G=3, lengths=[2, 3, 4])
     pipeline = RewardPipeline([lambda p, c, **k: [1.0, None, 1.0]])
-    algorithm = GRPOAlgorithmConfig(overlong_buffer_length=2, overlong_penalty=1.0)
-    scores = score(pipeline, batch, algorithm, max_new_tokens=4)
+    rewards = RewardConfig(overlong_buffer_length=2, overlong_penalty=1.0)
+    scores = score(pipeline, batch, rewards, max_new_tokens=4)
     # buffer starts at 4 - 2 = 2 tokens: length 2 -> 0, length 4 -> -1; the unscored row stays NaN
     assert scores.rewards[0] == 1.0 and scores.rewards[2] == 0.0 and scores.rewards[1].isnan()
+
+
+def process_scores(step_rewards, step_ends, scored=None):
+    """Process-supervised scores: (N, S) step rewards ending at token indices (N, S), -1 = no step."""
+    step_rewards = torch.tensor(step_rewards, dtype=torch.float32)
+    scored = torch.ones(len(step_rewards), dtype=torch.bool) if scored is None else torch.tensor(scored)
+    return RewardScores(
+        torch.zeros(len(step_rewards)), scored, {},
+        step_rewards=step_rewards, step_ends=torch.tensor(step_ends),
+    )  # fmt: skip
+
+
+def test_soft_overlong_penalty_reaches_process_rewards_on_the_last_step():
+    """With process rewards the advantages come from the step rewards: the penalty must land there (it used
+    to be added to the outcome rewards only, which process advantages never read)."""
+    batch = make_batch(["p"], G=2, lengths=[2, 4])
+    steps = process_scores([[1.0, 0.5], [1.0, -1.0]], [[0, 1], [1, 3]])
+    pipeline = types.SimpleNamespace(score=lambda batch: steps)
+    scores = score(pipeline, batch, RewardConfig(overlong_buffer_length=2, overlong_penalty=1.0), 4)
+    # length 2: no penalty; length 4: -1 on its last step (ending at token 3)
+    assert scores.step_rewards.tolist() == [[1.0, 0.5], [1.0, -2.0]]
+    advantages, _ = compute_advantages(batch, scores, GRPOAlgorithmConfig())
+    unpenalised, _ = compute_advantages(
+        batch, process_scores([[1.0, 0.5], [1.0, -1.0]], [[0, 1], [1, 3]]), GRPOAlgorithmConfig()
+    )
+    assert not torch.equal(advantages, unpenalised)
+
+
+def test_informative_groups_follow_step_rewards_with_process_supervision():
+    """Equal final outcomes but different steps still teach (non-zero process advantages); equal steps do
+    not, whatever the outcome column says."""
+    batch = make_batch(["p", "q"], G=2)
+    scores = process_scores(
+        [[1.0, 0.0], [1.0, 1.0], [0.5, 0.5], [0.5, 0.5]], [[0, 1], [0, 1], [0, 1], [0, 1]]
+    )
+    scores.rewards = torch.tensor([1.0, 1.0, 0.0, 1.0])  # outcome: p constant, q differs
+    assert informative_groups(scores, batch.group_ids).tolist() == [True, True, False, False]
 
 
 def test_informative_groups_ignore_unscored_rows():
@@ -96,7 +132,7 @@ def test_informative_groups_ignore_unscored_rows():
 def test_concat_batches_repads_and_renumbers_groups():
     a = make_batch(["p"], G=2, P=2, T=3)
     b = make_batch(["q", "r"], G=2, P=4, T=5, lengths=[5, 1, 2, 3])
-    out = concat_batches([a, b], pad_id=0)
+    out = RolloutBatch.concat([a, b], pad_id=0)
     assert out.prompt_ids.shape == (6, 4) and out.completion_ids.shape == (6, 5)
     assert out.prompt_mask[0].tolist() == [0, 0, 1, 1]  # left padding kept on the left
     assert out.completion_mask[0].tolist() == [1, 1, 1, 0, 0]  # right padding on the right

@@ -7,9 +7,11 @@ import torch
 import yaml
 
 from grpokit.engine import checkpoint as ckpt
-from grpokit.engine import common
+from grpokit.models import forward
 from grpokit.tracking import read_metrics, read_samples
+from grpokit.tracking.timing import PhaseTimer
 from grpokit.trainers import grpo
+from grpokit.trainers import objective as objective_module
 from grpokit.trainers.grpo import GRPOTrainer
 
 
@@ -165,23 +167,35 @@ def test_reference_resyncs_every_n_steps(make_config, rows):
     assert all(torch.equal(policy[k], v) for k, v in trainer.reference.model.state_dict().items())
 
 
-@pytest.mark.parametrize("num_iterations", [1, 2])
-def test_old_logprobs_pass_only_when_num_iterations_above_one(make_config, rows, monkeypatch, num_iterations):
+@pytest.mark.parametrize(
+    ("num_iterations", "mini_batch_size", "optimizer_steps"), [(1, None, 1), (2, None, 2), (1, 2, 4)]
+)
+def test_old_logprobs_pass_only_when_a_batch_gets_several_optimizer_steps(
+    make_config, rows, monkeypatch, num_iterations, mini_batch_size, optimizer_steps
+):
+    """pi_old is frozen before the first optimizer step whenever there is more than one (mu > 1, or several
+    minibatches at mu = 1); with exactly one, the current log-probs detached are pi_old and cost nothing.
+    At mu = 1 with 4 minibatches the later minibatches used to see ratio == 1 (nothing clipped, ever)."""
     calls = []
-    real = grpo.sequence_logprobs
+    real = objective_module.sequence_logprobs
 
     def spy(model, batch, micro_batch_size):
         calls.append(model)
         return real(model, batch, micro_batch_size)
 
-    monkeypatch.setattr(grpo, "sequence_logprobs", spy)
-    config = make_config(max_steps=1, algorithm={"num_iterations": num_iterations})
+    monkeypatch.setattr(objective_module, "sequence_logprobs", spy)
+    config = make_config(
+        max_steps=1,
+        algorithm={"num_iterations": num_iterations},
+        optim={"learning_rate": 3e-2, "mini_batch_size": mini_batch_size},
+    )
     trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
     metrics = trainer.train().last_metrics
-    assert len(calls) == num_iterations - 1 and all(m is trainer.model for m in calls)
-    if num_iterations == 1:
+    assert metrics["optimizer_steps"] == optimizer_steps
+    assert len(calls) == (optimizer_steps > 1) and all(m is trainer.model for m in calls)
+    if optimizer_steps == 1:
         assert metrics["ratio_min"] == metrics["ratio_max"] == 1.0
-    else:  # the second pass sees the updated policy against the frozen pi_old
+    else:  # later minibatches / passes see the updated policy against the frozen pi_old
         assert metrics["ratio_max"] > 1.0 or metrics["ratio_min"] < 1.0
 
 
@@ -191,9 +205,11 @@ def test_gradient_accumulation_matches_one_big_batch(make_config, rows, aggregat
 
     config = make_config(algorithm={"loss_aggregation": aggregation})
     trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
-    batch, scores, _ = trainer.collect_rollouts(common.PhaseTimer())
+    batch, scores, _ = trainer.collect_rollouts(PhaseTimer())
     advantages, loss_mask = grpo.compute_advantages(batch, scores, config.algorithm)
     loss_mask[0, 2:] = 0  # uneven token counts per micro-batch make the weighting matter
+
+    logged = {}
 
     def gradient(accumulation: int) -> dict[str, torch.Tensor]:
         model = copy.deepcopy(trainer.model)
@@ -201,7 +217,7 @@ def test_gradient_accumulation_matches_one_big_batch(make_config, rows, aggregat
         optim = config.optim.model_copy(
             update={"gradient_accumulation_steps": accumulation, "max_grad_norm": None}
         )
-        grpo.update_policy(
+        logged[accumulation] = grpo.update_policy(
             model,
             torch.optim.SGD(model.parameters(), lr=1.0),
             batch,
@@ -217,6 +233,10 @@ def test_gradient_accumulation_matches_one_big_batch(make_config, rows, aggregat
     assert any(g.abs().max() > 1e-4 for g in whole.values())
     for name in whole:
         torch.testing.assert_close(split[name], whole[name], rtol=1e-4, atol=1e-7)
+    # The logged loss is the minibatch's loss however it was split (it used to be token-weighted for every
+    # aggregation, which is wrong for sequence_mean and constant).
+    for key in ("loss", "policy_loss"):
+        assert logged[4][key] == pytest.approx(logged[1][key], rel=1e-5, abs=1e-8)
 
 
 def test_unscored_samples_are_masked_out(make_config, rows):
@@ -259,8 +279,8 @@ def test_sequence_logprobs_do_not_depend_on_batch_padding(tiny_model_dir):
             completions=[""] * len(prompts),
         )
 
-    alone = common.sequence_logprobs(model, batch([[4, 5]], [[6, 7, 8]]), 8)
-    padded = common.sequence_logprobs(
+    alone = forward.sequence_logprobs(model, batch([[4, 5]], [[6, 7, 8]]), 8)
+    padded = forward.sequence_logprobs(
         model, batch([[4, 5], [9, 10, 11, 12, 9, 10]], [[6, 7, 8], [5, 6, 7, 8, 9]]), 8
     )
     torch.testing.assert_close(padded[0, :3], alone[0], rtol=1e-5, atol=1e-6)
@@ -301,7 +321,10 @@ def test_data_file_errors_name_the_row(make_config, tmp_path, monkeypatch):
         {"generation": {"temperature_schedule": [0.7, 1.0]}},
         {"algorithm": {"entropy_coef": 0.01}},
         {"algorithm": {"ratio_level": "sequence", "loss_aggregation": "constant", "epsilon_low": 3e-4}},
-        {"algorithm": {"dynamic_sampling": True, "overlong_filtering": True, "overlong_buffer_length": 2}},
+        {
+            "algorithm": {"dynamic_sampling": True, "overlong_filtering": True},
+            "rewards": {"overlong_buffer_length": 2},
+        },
         {
             "algorithm": {"num_iterations": 2, "beta": 0.05, "kl_estimator": "k2"},
             "optim": {"mini_batch_size": 4},

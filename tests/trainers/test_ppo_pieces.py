@@ -247,7 +247,7 @@ def test_the_value_loss_trains_a_shared_body_but_not_a_separate_policy(tiny):
     # Zero advantages and no entropy bonus: the policy loss has no gradient, so only the value loss can move
     # the policy's weights, which it must do exactly when the body is shared. Two epochs: in the first the
     # zero-initialised head passes no gradient to the body.
-    algorithm = PPOAlgorithmConfig(beta=0.0, num_iterations=2, value_clip=None)
+    algorithm = PPOAlgorithmConfig(beta=0.0, num_iterations=2, cliprange_value=None)
     for shared in (False, True):
         policy, value_model, rollouts = completed(tiny, algorithm, shared=shared)
         before = [p.detach().clone() for p in policy.base_model.parameters()]

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from grpokit.config import PPOConfig, build_config
-from grpokit.engine import common
+from grpokit.models import forward
+from grpokit.tracking.timing import PhaseTimer
 from grpokit.tracking import read_metrics
 from grpokit.trainers.ppo import PPOTrainer
 
@@ -199,7 +200,7 @@ def test_value_model_follows_mixed_precision_and_checkpointing(make_ppo_config, 
     assert value_model.grpokit_autocast == ("cpu", torch.bfloat16)  # the policy's forward precision
     layers = [m for m in value_model.body.modules() if "forward" in vars(m)]
     assert len(layers) == 2 and all(layer.forward.__self__ is layer for layer in layers)  # its own layers
-    batch = trainer.collect_rollouts(common.PhaseTimer())[0]
-    values = value_model(**common.batch_to(batch, torch.arange(4), torch.device("cpu")))
+    batch = trainer.collect_rollouts(PhaseTimer())[0]
+    values = value_model(**forward.batch_to(batch, torch.arange(4), torch.device("cpu")))
     assert values.dtype == torch.float32  # the head runs outside autocast (a bf16 Linear would give bf16)
     assert trainer.train().last_metrics["faults/nonfinite_skipped"] == 0.0

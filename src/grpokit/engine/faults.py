@@ -6,7 +6,7 @@ What each fault does (the table with what the user sees is in ``docs/reliability
 * **SIGTERM / SIGINT** (pre-emption, Ctrl-C): :class:`StopSignals` records the signal; the trainer finishes
   the step in progress, writes a checkpoint of it and raises :class:`TrainingInterrupted` (exit status
   128 + signal number from the CLI). A second signal stops at once.
-* **Non-finite loss or gradient norm**: :func:`guarded_optimizer_step` skips that optimizer step (the weights
+* **Non-finite loss or gradient norm**: :func:`grpokit.engine.update.step_optimizers` skips that optimizer step (the weights
   and the optimizer state are untouched) and the trainer counts it in ``faults/nonfinite_skipped``;
   :class:`NonFiniteTracker` raises :class:`NonFiniteUpdatesError` after ``max_consecutive_nonfinite`` skipped
   updates in a row, writing no checkpoint, so the newest checkpoint is the last good one.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -43,7 +42,6 @@ __all__ = [
     "StopSignals",
     "TrainingAborted",
     "TrainingInterrupted",
-    "guarded_optimizer_step",
     "is_out_of_memory",
     "out_of_memory_message",
     "rewind_run_dir",
@@ -153,33 +151,6 @@ class StopSignals:
 # ---------------------------------------------------------------------------------------------------------
 # Non-finite updates
 # ---------------------------------------------------------------------------------------------------------
-
-
-def guarded_optimizer_step(
-    optimizer: torch.optim.Optimizer,
-    params: list[torch.Tensor],
-    max_grad_norm: float | None,
-    loss_finite: bool = True,
-) -> float | None:
-    """Clip the gradients and step, unless the loss or the gradient norm is not finite.
-
-    A skipped step zeroes the gradients and leaves the weights and the optimizer state (Adam moments, step
-    count) untouched: one NaN must not poison the moments for every later step.
-
-    Args:
-        params: the trainable parameters, their ``.grad`` accumulated.
-        max_grad_norm: clip the global L2 norm to this (``None``: measure only).
-        loss_finite: False when a micro-batch loss of this step was NaN or infinite.
-    Returns:
-        The gradient norm before clipping, or ``None`` when the step was skipped.
-    """
-    max_norm = max_grad_norm if max_grad_norm is not None else math.inf
-    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    if not (loss_finite and math.isfinite(norm)):
-        optimizer.zero_grad(set_to_none=True)
-        return None
-    optimizer.step()
-    return norm
 
 
 class NonFiniteTracker:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,8 +150,9 @@ def load_policy(
             "model.lora settings the run was started with"
         )
     if settings.r == 0:
-        return load_model(checkpoint or model.name_or_path, dtype=model.dtype, device=device)
+        return load_model(checkpoint or _name_or_path(model), dtype=model.dtype, device=device)
     _check_quantization(settings, device)
+    name_or_path = _name_or_path(model)
     kwargs: dict[str, Any] = {}
     if settings.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -161,14 +163,20 @@ def load_policy(
             bnb_4bit_use_double_quant=True,
         )  # fmt: skip
         kwargs["device_map"] = {"": device}
-        base = load_model(model.name_or_path, dtype=model.dtype, device=device, **kwargs)
+        base = load_model(name_or_path, dtype=model.dtype, device=device, **kwargs)
         # Casts norms to float32 and enables input grads so the frozen 4-bit base passes gradients through.
         base = _peft().prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     else:
-        base = load_model(model.name_or_path, dtype=model.dtype, device=device)
+        base = load_model(name_or_path, dtype=model.dtype, device=device)
     if checkpoint is None:
-        return apply_lora(base, settings, model.name_or_path)
+        return apply_lora(base, settings, name_or_path)
     return _peft().PeftModel.from_pretrained(base, os.fspath(checkpoint), is_trainable=True)
+
+
+def _name_or_path(model: ModelConfig) -> str:
+    if model.name_or_path is None:
+        raise ValueError("model.name_or_path is unset: load_policy needs the directory of the model to load")
+    return model.name_or_path
 
 
 class _WithoutAdapters(torch.nn.Module):
@@ -178,11 +186,13 @@ class _WithoutAdapters(torch.nn.Module):
     adds nothing to a ``state_dict`` and never changes the policy's train/eval mode.
     """
 
+    policy: Any  # the peft model, set with object.__setattr__ in __init__
+
     def __init__(self, policy: torch.nn.Module):
         super().__init__()
         object.__setattr__(self, "policy", policy)  # not registered: no second copy anywhere
 
-    def parameters(self, recurse: bool = True):  # type: ignore[override]
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
         return self.policy.parameters(recurse)
 
     def train(self, mode: bool = True) -> _WithoutAdapters:
@@ -202,7 +212,7 @@ class _WithoutAdapters(torch.nn.Module):
 class AdapterDisabledReference:
     """The reference policy of a LoRA run: the policy's own frozen base, run with adapters disabled.
 
-    Same interface as :class:`grpokit.engine.common.ReferencePolicy` (``model``, ``maybe_sync``,
+    Same interface as :class:`grpokit.models.reference.ReferencePolicy` (``model``, ``maybe_sync``,
     ``checkpoint_module``), at no memory cost and nothing to checkpoint.
     """
 

@@ -193,6 +193,10 @@ class RLOptimConfig(Section):
     num_minibatches: int = Field(4, ge=1)
     """Minibatches per pass: the N episodes are shuffled and split into this many (whole episodes each)."""
 
+    max_consecutive_nonfinite: int = Field(3, ge=1)
+    """An optimizer step whose loss or gradient norm is NaN/inf is skipped (weights and optimizer state
+    unchanged) and counted in ``train/faults/nonfinite_skipped``; this many skipped in a row stop the run."""
+
 
 class EvaluationConfig(Section):
     eval_steps: int = Field(5, ge=0)

@@ -44,8 +44,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from grpokit.algorithms import aggregate, group_reward_stats, kl_divergence, policy_loss, value_loss
+from grpokit.algorithms import (
+    LossInputs,
+    LossSettings,
+    compute_loss,
+    group_reward_stats,
+    kl_divergence,
+    masked_mean,
+)
 from grpokit.config import save_config
+from grpokit.engine.faults import NonFiniteTracker
+from grpokit.engine.update import MicroLoss, OptimizerSlot, UpdateSchedule, run_update
 from grpokit.rl.advantages import episode_advantages, gae_advantages
 from grpokit.rl.checkpoint import (
     checkpoint_dir,
@@ -157,6 +166,7 @@ class RLTrainer:
             params, lr=config.optim.learning_rate, eps=config.optim.adam_epsilon
         )
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.nonfinite = NonFiniteTracker(config.optim.max_consecutive_nonfinite)
         self.step = 0
         self.env_steps = 0
         self.wall_offset = 0.0  # seconds trained before a resume
@@ -275,7 +285,7 @@ class RLTrainer:
                 final_values = self.value_network(batch.final_observations)  # (N,)
             return gae_advantages(
                 batch, final_values, gamma=alg.gamma, lam=alg.gae_lambda,
-                normalize=alg.normalize_advantages, reward_scale=scale,
+                normalize=alg.whiten_advantages, reward_scale=scale,
             )  # fmt: skip
         advantages = episode_advantages(
             batch, group_ids, alg.advantage_mode, alg.advantage_estimator,
@@ -286,52 +296,26 @@ class RLTrainer:
     def _update(
         self, batch: EpisodeBatch, advantages: torch.Tensor, returns: torch.Tensor | None
     ) -> dict[str, float]:
-        """``num_iterations`` passes over the batch, each split into ``num_minibatches`` of whole episodes."""
+        """The engine's update: ``num_iterations`` passes over the batch, each split into ``num_minibatches`` of
+        whole episodes; the loss is ``algorithm.loss_type``'s (PPO: the clipped loss plus the value loss)."""
         cfg, alg = self.config, self.config.algorithm
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        sums: dict[str, float] = {}
-        count = 0
         self.policy.train()
-        for _ in range(alg.num_iterations):
-            order = torch.randperm(batch.num_episodes, generator=self.generator)
-            for index in order.chunk(cfg.optim.num_minibatches):
-                mb = batch.select(index)
-                T = mb.mask.shape[1]
-                mb_advantages = advantages[index] if advantages.dim() == 1 else advantages[index, :T]
-                logprobs, entropy, logits = self._evaluate_actions(mb)  # (n, T), (n, T), (n, T, A) or None
-                loss, metrics = policy_loss(
-                    logprobs, mb.log_probs, mb_advantages, mb.mask,
-                    ref_logprobs=mb.ref_log_probs, beta=alg.beta, kl_estimator=alg.kl_estimator,
-                    epsilon_low=alg.epsilon_low, epsilon_high=alg.epsilon_high, ratio_level=alg.ratio_level,
-                    aggregation=alg.loss_aggregation, max_length=self.max_episode_steps,
-                    logits=logits, entropy_coef=alg.entropy_coef if logits is not None else 0.0,
-                )  # fmt: skip
-                if logits is None:
-                    if alg.entropy_coef > 0:
-                        loss = loss - alg.entropy_coef * aggregate(
-                            entropy, mb.mask, alg.loss_aggregation, self.max_episode_steps
-                        )
-                    metrics["entropy"] = float(((entropy * mb.mask).sum() / mb.mask.sum()).item())
-                with torch.no_grad():
-                    # KL(pi_old || pi_theta) with k3 on the sampled steps: cleanrl's approx_kl.
-                    approx_kl = kl_divergence(mb.log_probs, logprobs.detach(), "k3")
-                    metrics["approx_kl"] = float(((approx_kl * mb.mask).sum() / mb.mask.sum()).item())
-                if self.value_network is not None:
-                    values = _per_step(mb, lambda obs, real: self.value_network(obs))  # (n, T) with grad
-                    v_loss, v_metrics = value_loss(
-                        values, mb.values, returns[index, :T], mb.mask, alg.clip_range_value, "token_mean"
-                    )
-                    loss = loss + alg.value_coef * v_loss
-                    metrics |= v_metrics
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else math.inf
-                metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, max_norm).item())
-                self.optimizer.step()
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-        return {f"train/{k}": v / count for k, v in sums.items()}
+        objective = EpisodeObjective(self, batch, advantages, returns)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        stats = run_update(
+            objective,
+            batch.mask,
+            aggregation=alg.loss_aggregation,
+            optimizers=[OptimizerSlot(self.optimizer, params, cfg.optim.max_grad_norm)],
+            schedule=UpdateSchedule(
+                num_iterations=alg.num_iterations,
+                mini_batch_size=math.ceil(batch.num_episodes / cfg.optim.num_minibatches),
+            ),
+            generator=self.generator,
+        )
+        self.nonfinite.update(stats.nonfinite_skipped, stats.optimizer_steps)
+        self.nonfinite.check(self.step + 1, None)
+        return {f"train/{k}": v for k, v in stats.as_metrics().items() if k != "train_tokens"}
 
     def _evaluate_actions(self, mb: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Log-probs and entropies (n, T) of the taken actions under the current policy, with gradient;
@@ -497,6 +481,57 @@ class RLTrainer:
         self.wall_offset = float(state["wall_time"])
         self.cpu_offset = float(state["cpu_time"])
         self.eval_time = float(state["eval_time"])
+
+
+class EpisodeObjective:
+    """The micro-batch loss of a batch of episodes (the engine's :class:`~grpokit.engine.update.Objective`).
+
+    pi_old is exact here: the collector recorded each action's log-prob under the policy that acted, which is
+    the policy before this update (no KV cache or other engine in between).
+    """
+
+    def __init__(
+        self, trainer: RLTrainer, batch: EpisodeBatch, advantages: torch.Tensor, returns: torch.Tensor | None
+    ):
+        alg = trainer.config.algorithm
+        self.trainer, self.batch, self.advantages, self.returns = trainer, batch, advantages, returns
+        self.loss_type = "ppo" if trainer.is_ppo else alg.loss_type
+        self.settings = LossSettings(
+            beta=alg.beta, kl_estimator=alg.kl_estimator, epsilon_low=alg.epsilon_low,
+            epsilon_high=alg.epsilon_high, ratio_level=alg.ratio_level, aggregation=alg.loss_aggregation,
+            max_length=trainer.max_episode_steps, entropy_coef=alg.entropy_coef, vf_coef=alg.vf_coef,
+            cliprange_value=alg.cliprange_value,
+        )  # fmt: skip
+
+    def pi_old(self) -> torch.Tensor:
+        return self.batch.log_probs
+
+    def micro_loss(self, rows: torch.Tensor, pi_old: torch.Tensor | None) -> MicroLoss:
+        mb = self.batch.select(rows)
+        T = mb.mask.shape[1]
+        advantages = self.advantages[rows] if self.advantages.dim() == 1 else self.advantages[rows, :T]
+        logprobs, entropy, logits = self.trainer._evaluate_actions(mb)  # (n, T), (n, T), (n, T, A) or None
+        values = returns = None
+        if self.trainer.value_network is not None:
+            values = _per_step(mb, lambda obs, real: self.trainer.value_network(obs))  # (n, T) with grad
+            returns = self.returns[rows, :T]
+        loss, metrics = compute_loss(
+            self.loss_type,
+            LossInputs(
+                logprobs=logprobs, old_logprobs=mb.log_probs, advantages=advantages, mask=mb.mask,
+                ref_logprobs=mb.ref_log_probs, logits=logits, entropy=entropy if logits is None else None,
+                values=values, old_values=mb.values, returns=returns,
+            ),
+            self.settings,
+        )  # fmt: skip
+        with torch.no_grad():
+            if "entropy" not in metrics:
+                metrics["entropy"] = float(masked_mean(entropy.detach(), mb.mask))
+            # KL(pi_old || pi_theta) with k3 on the sampled steps: cleanrl's approx_kl.
+            metrics["approx_kl"] = float(
+                masked_mean(kl_divergence(mb.log_probs, logprobs.detach(), "k3"), mb.mask)
+            )
+        return MicroLoss(loss, metrics, int(mb.mask.sum()))
 
 
 def _scatter(flat: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ class Sampler(Protocol):
 
         Returns:
             A :class:`RolloutBatch` of N = B*G rows, ordered group by group, with ``group_ids`` equal
-            to the prompt index and ``old_logprobs`` filled in.
+            to the prompt index and ``sampler_logprobs`` filled in.
         """
         ...
 

@@ -10,7 +10,7 @@ Built for RL rollouts rather than chat, which is where its speed comes from:
 3. for Llama-family models (Llama, Qwen2, Qwen3, Mistral) each token runs a lean re-implementation of
    the decoder layer on the model's own weights, packed once per call, with a preallocated KV cache
    (:class:`~grpokit.rollout.decoders.FastLlamaDecoder`); other models use their own ``forward``;
-4. the log-prob of every sampled token is taken from the same logits (``old_logprobs``), so the trainer
+4. the log-prob of every sampled token is taken from the same logits (``sampler_logprobs``), so the trainer
    needs no extra forward pass for the old policy when it takes one gradient step per batch;
 5. rows that finished leave the decode batch (once they are ``DROP_FINISHED_SHARE`` of it), so compute
    follows the responses still being written (2.4x faster generation when lengths vary; see
@@ -18,12 +18,12 @@ Built for RL rollouts rather than chat, which is where its speed comes from:
 
 Conventions:
 
-- ``old_logprobs`` are under the temperature-scaled distribution ``softmax(z / tau_i)``, before
+- ``sampler_logprobs`` are under the temperature-scaled distribution ``softmax(z / tau_i)``, before
   top-k/top-p filtering and before ``min_new_tokens`` masks EOS: that is the distribution the trainer's
   :func:`~grpokit.models.logprobs.completion_logprobs` recomputes, so the ratio is 1 on-policy. Top-k /
   top-p / min-tokens make the true sampling distribution differ from it (as in TRL and verl).
 - Greedy decoding (``temperature=0`` or ``do_sample=False``) records ``temperatures = 0`` and
-  ``old_logprobs`` under the unscaled model (``tau = 1``); it is meant for evaluation, not training.
+  ``sampler_logprobs`` under the unscaled model (``tau = 1``); it is meant for evaluation, not training.
 - ``temperature_schedule=(lo, hi)`` gives sample i of each group ``lo + (hi - lo) * i / (G - 1)``
   (endpoints included; G = 1 gets ``lo``): more diverse groups at no extra cost.
 """
@@ -140,7 +140,10 @@ class TransformersSampler:
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.top_k = int(top_k)
-        self.temperature_schedule = None if temperature_schedule is None else tuple(map(float, temperature_schedule))
+        self.temperature_schedule: tuple[float, float] | None = None
+        if temperature_schedule is not None:  # (lo, hi), checked above
+            lo, hi = temperature_schedule
+            self.temperature_schedule = (float(lo), float(hi))
         self.max_prompt_length = max_prompt_length
         self.prompt_truncation = prompt_truncation
         self.greedy = temperature == 0 or not do_sample
@@ -217,7 +220,7 @@ class TransformersSampler:
         logits = decoder.prefill(prompt_ids, prompt_mask, G, T_max)  # (N, V)
         for t in range(T_max):
             scaled = logits.float() / tau  # (n, V)
-            log_norm = torch.logsumexp(scaled, dim=-1)  # (n,), of the distribution old_logprobs refer to
+            log_norm = torch.logsumexp(scaled, dim=-1)  # (n,), of the distribution sampler_logprobs refer to
             candidates = scaled.index_fill(-1, stop_ids, float("-inf")) if t < self.min_new_tokens else scaled
             next_tokens = sample_next_token(
                 candidates, greedy=self.greedy, top_k=self.top_k, top_p=self.top_p, generator=self.generator
@@ -286,7 +289,7 @@ class TransformersSampler:
         T = int(lengths.max())
         completion_ids = tokens[:, :T].masked_fill(~completion_mask[:, :T], self.pad_id)  # (N, T)
         completion_mask = completion_mask[:, :T]
-        old_logprobs = logprobs[:, :T].masked_fill(~completion_mask, 0.0)  # (N, T)
+        sampler_logprobs = logprobs[:, :T].masked_fill(~completion_mask, 0.0)  # (N, T)
         texts = self.tokenizer.batch_decode(
             [row[:n] for row, n in zip(completion_ids.tolist(), lengths.tolist())], skip_special_tokens=True
         )
@@ -301,5 +304,5 @@ class TransformersSampler:
             prompts=[prompt for prompt in prompts for _ in range(G)],
             completions=texts,
             columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
-            old_logprobs=old_logprobs,
+            sampler_logprobs=sampler_logprobs,
         )

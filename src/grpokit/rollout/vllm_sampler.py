@@ -7,14 +7,14 @@ optimizer step (no restart). Install with ``pip install grpokit[vllm]``; see ``d
 
 How a step uses it::
 
-    batch = sampler.generate(prompts, G)     # batch.old_logprobs: ROLLOUT log-probs, from vLLM
+    batch = sampler.generate(prompts, G)     # batch.sampler_logprobs: ROLLOUT log-probs, from vLLM
     ...                                      # the trainer recomputes its own log-probs, then corrects
     ...                                      # the engine/trainer gap with truncated importance sampling
     sampler.update_weights(policy)           # after optimizer.step(): the engine now samples pi_theta
 
 Conventions, and where they differ from :class:`~grpokit.rollout.TransformersSampler`, numbered:
 
-1. ``old_logprobs`` are the log-probs vLLM reports for the sampled tokens (``logprobs_mode=
+1. ``sampler_logprobs`` are the log-probs vLLM reports for the sampled tokens (``logprobs_mode=
    "processed_logprobs"``, as TRL uses for its importance-sampling correction): those of the
    distribution vLLM actually sampled from, i.e. ``softmax(z / tau)`` after the min-tokens EOS mask and
    top-k / top-p filtering and renormalisation. With ``top_k=0``, ``top_p=1`` and ``min_new_tokens=0``
@@ -406,7 +406,7 @@ class VLLMSampler:
 
         Returns:
             A :class:`RolloutBatch` with N = B*G rows ordered group by group; T is the longest
-            completion of this batch (at most ``max_new_tokens``). ``old_logprobs`` (N, T) are the
+            completion of this batch (at most ``max_new_tokens``). ``sampler_logprobs`` (N, T) are the
             engine's ROLLOUT log-probs (module docstring, convention 1).
         """
         if self._engine.unusable is not None:
@@ -481,14 +481,14 @@ class VLLMSampler:
 
         T = max(1, max(len(ids) for ids, _ in samples))
         completion_ids = torch.full((N, T), self.pad_id, dtype=torch.long)
-        old_logprobs = torch.zeros((N, T), dtype=torch.float32)
+        sampler_logprobs = torch.zeros((N, T), dtype=torch.float32)
         completion_mask = torch.zeros((N, T), dtype=torch.float32)
         truncated = torch.ones(N, dtype=torch.bool)
         stop_ids = set(self.stop_ids)
         for row, (ids, logprobs) in enumerate(samples):
             # vLLM stops right after a stop token and includes it, as the transformers sampler does.
             completion_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            old_logprobs[row, : len(ids)] = torch.tensor(logprobs, dtype=torch.float32)
+            sampler_logprobs[row, : len(ids)] = torch.tensor(logprobs, dtype=torch.float32)
             completion_mask[row, : len(ids)] = 1.0
             truncated[row] = not (ids and ids[-1] in stop_ids)
         lengths = completion_mask.sum(dim=1).long().tolist()  # (N,)
@@ -506,7 +506,7 @@ class VLLMSampler:
             prompts=[prompt for prompt in prompts for _ in range(G)],
             completions=texts,
             columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
-            old_logprobs=old_logprobs,
+            sampler_logprobs=sampler_logprobs,
         )
 
     # -- weight sync ------------------------------------------------------------------------------

@@ -46,43 +46,36 @@ from typing import Any
 
 import torch
 
+from grpokit.algorithms import LossSettings
 from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, OptimConfig, build_config
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import faults
-from grpokit.engine.common import (
-    PhaseTimer,
-    ReferencePolicy,
-    TokenWeightedMetrics,
-    batch_to,
-    build_optimizer,
-    build_scheduler,
-    iterate_minibatches,
-    policy_forward,
-    prepare_run_dir,
-    resolve_device,
-    seed_everything,
-    sequence_logprobs,
-)
-from grpokit.engine.parallel import DataParallel, ShardedSampler, gather_group_advantages, gather_step
+from grpokit.engine.optimization import build_optimizer, build_scheduler
+from grpokit.engine.parallel import DataParallel
+from grpokit.engine.runs import prepare_run_dir, resolve_device, seed_everything
+from grpokit.engine.update import OptimizerSlot, UpdateSchedule, run_update
+from grpokit.models.forward import sequence_logprobs
+from grpokit.models.reference import ReferencePolicy
 from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
 from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
 from grpokit.tracking.run import finish_run_report, open_run_logger
+from grpokit.tracking.timing import PhaseTimer
+from grpokit.trainers.objective import LanguageModelObjective
 from grpokit.trainers.rollout_engine import (
     build_sampler,
     check_rollout_backend,
     close_sampler,
     rollout_importance_level,
-    rollout_importance_weights,
     sync_sampler_weights,
 )
+from grpokit.trainers.sharding import ShardedSampler, gather_group_advantages, gather_step
 
 __all__ = [
     "GRPOTrainer",
     "TrainResult",
     "compute_advantages",
-    "concat_batches",
     "generate_rollouts",
     "informative_groups",
     "score",
@@ -127,29 +120,48 @@ def generate_rollouts(
     return sampler.generate(prompts, num_generations, columns)
 
 
-def score(
-    pipeline: RewardPipeline, batch: RolloutBatch, algorithm: GRPOAlgorithmConfig, max_new_tokens: int
-) -> RewardScores:
-    """Rewards of every completion, plus DAPO's soft overlong punishment when configured."""
+def score(pipeline: RewardPipeline, batch: RolloutBatch, rewards: Any, max_new_tokens: int) -> RewardScores:
+    """Rewards of every completion, plus DAPO's soft overlong punishment when ``rewards.overlong_buffer_length``.
+
+    The penalty goes where the advantages come from: added to the outcome reward, or with process rewards to
+    the reward of each completion's last step (the one its final token closes).
+    """
     scores = pipeline.score(batch)
-    if algorithm.overlong_buffer_length > 0:
+    if rewards.overlong_buffer_length > 0:
         lengths = batch.completion_mask.sum(1).cpu()  # (N,)
         penalty = soft_overlong_penalty(
-            lengths, max_new_tokens, algorithm.overlong_buffer_length, algorithm.overlong_penalty
+            lengths, max_new_tokens, rewards.overlong_buffer_length, rewards.overlong_penalty
         )  # (N,)
-        scores.rewards = torch.where(scores.scored, scores.rewards + penalty, scores.rewards)
+        if scores.step_rewards is None:
+            scores.rewards = torch.where(scores.scored, scores.rewards + penalty, scores.rewards)
+        else:
+            ends = scores.step_ends  # (N, S), -1 = padding
+            last = torch.where(ends >= 0, torch.arange(ends.shape[1]), -1).max(1).values  # (N,) last step
+            rows = (scores.scored & (last >= 0)).nonzero().squeeze(1)
+            step_rewards = scores.step_rewards.clone()
+            step_rewards[rows, last[rows]] += penalty[rows].to(step_rewards.dtype)
+            scores.step_rewards = step_rewards
         scores.metrics["rewards/overlong_penalty/mean"] = penalty.mean().item()
     return scores
 
 
 def informative_groups(scores: RewardScores, group_ids: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: rows of groups whose scored rewards are not all equal (they carry a learning signal)."""
+    """(N,) bool: rows of groups that carry a learning signal.
+
+    Outcome rewards: the group's scored rewards are not all equal. Process rewards: the group's scored step
+    rewards are not all equal (they are normalised over the group, so equal ones give zero advantages).
+    """
     group_ids = group_ids.cpu()
     keep = torch.zeros_like(scores.scored)
     for g in group_ids.unique():
         rows = group_ids == g
-        values = scores.rewards[rows & scores.scored]  # scored rewards of group g
-        keep[rows] = values.numel() >= 2 and bool((values != values[0]).any())
+        if scores.step_rewards is None:
+            values = scores.rewards[rows & scores.scored]  # scored rewards of group g
+            keep[rows] = values.numel() >= 2 and bool((values != values[0]).any())
+        else:
+            members = rows & scores.scored
+            values = scores.step_rewards[members][scores.step_ends[members] >= 0]  # every step of group g
+            keep[rows] = values.numel() >= 2 and bool((values != values[0]).any())
     return keep
 
 
@@ -193,10 +205,47 @@ def compute_advantages(
         # batch-level estimators need the whole batch), so each process joins the gather.
         if rows.numel() or (parallel is not None and parallel.is_distributed):
             advantages[rows] = gather_group_advantages(
-                scores.rewards[rows], group_ids[rows], algorithm.advantage_estimator, algorithm.advantage_eps,
+                scores.rewards[rows],
+                group_ids[rows],
+                algorithm.advantage_estimator,
+                algorithm.advantage_eps,
                 parallel=parallel,
             )  # (N',)
     return advantages, loss_mask
+
+
+def loss_settings(algorithm: Any, max_length: int | None, *, kl_in_loss: bool = True) -> LossSettings:
+    """The loss hyper-parameters of an ``algorithm`` section (one set of names for every trainer).
+
+    ``kl_in_loss=False`` (PPO, whose KL penalty is in the reward): no KL term, and the logged ``kl`` uses k3.
+    """
+    return LossSettings(
+        beta=algorithm.beta if kl_in_loss else 0.0,
+        kl_estimator=algorithm.kl_estimator if kl_in_loss else "k3",
+        epsilon_low=algorithm.epsilon_low,
+        epsilon_high=algorithm.epsilon_high,
+        ratio_level=algorithm.ratio_level,
+        aggregation=algorithm.loss_aggregation,
+        max_length=max_length,
+        entropy_coef=algorithm.entropy_coef,
+        vf_coef=getattr(algorithm, "vf_coef", 0.0),
+        cliprange_value=getattr(algorithm, "cliprange_value", None),
+    )
+
+
+def update_schedule(algorithm: Any, optim: OptimConfig) -> UpdateSchedule:
+    """How a generation batch becomes optimizer steps: mu passes of ``mini_batch_size`` minibatches."""
+    return UpdateSchedule(
+        num_iterations=algorithm.num_iterations,
+        mini_batch_size=optim.mini_batch_size,
+        gradient_accumulation_steps=optim.gradient_accumulation_steps,
+    )
+
+
+def micro_batch_size(optim: OptimConfig, num_rows: int, world_size: int = 1) -> int:
+    """Rows per forward pass: a (per-process) minibatch split into its gradient-accumulation micro-batches."""
+    minibatch = (optim.mini_batch_size or num_rows * world_size) // world_size
+    return max(1, math.ceil(minibatch / optim.gradient_accumulation_steps))
 
 
 def update_policy(
@@ -212,161 +261,42 @@ def update_policy(
     reference: ReferencePolicy | None = None,
     parallel: DataParallel | None = None,
     rollout_importance: str | None = None,
+    policy: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    """``num_iterations`` passes of clipped-loss minibatch updates on one rollout batch.
-
-    Each minibatch of ``mini_batch_size`` responses is one optimizer step, its gradient accumulated over
-    ``gradient_accumulation_steps`` micro-batches weighted so the sum equals the full-minibatch loss. With
-    several processes (``parallel``) the weights use the global token / response counts, so the averaged
-    gradient is the one of the global minibatch (``engine/parallel.py``).
+    """GRPO's update of one generation batch: the engine's :func:`~grpokit.engine.update.run_update` with the
+    loss named by ``algorithm.loss_type``.
 
     Args:
-        batch: the N rollouts; ``temperatures`` (N,) give the distribution each row was sampled from.
+        model: the policy as trained (accelerate's wrapper with several processes).
+        batch: this process's N rollouts.
         advantages: (N,) or (N, T) detached advantages.
         loss_mask: (N, T) 1 on tokens that enter the loss.
-        parallel: the process group (``model`` and ``optimizer`` then being accelerate's wrappers); None for
-            one process.
         rollout_importance: ``"token"`` or ``"sequence"``: weight each surrogate by the truncated importance
-            weight ``min(pi_old / pi_rollout, algorithm.rollout_importance_cap)`` against the sampler's
-            log-probs ``batch.old_logprobs`` (:func:`~grpokit.trainers.rollout_engine.rollout_importance_weights`);
-            None: no weights.
+            weight ``min(pi_old / pi_sampler, algorithm.rollout_importance_cap)`` against the sampler's
+            log-probs; None: no weights.
+        policy: the plain (unwrapped) policy for no-grad passes; default ``model``.
     Returns:
-        Metrics averaged over micro-batches (token-weighted): the policy-loss metrics, ``loss``,
-        ``grad_norm`` (mean over applied optimizer steps, before clipping), ``optimizer_steps`` (applied),
-        ``faults/nonfinite_skipped`` (optimizer steps skipped for a non-finite loss or gradient norm),
-        ``train_tokens``; with ``rollout_importance``, ``rollout_is/*`` (token-weighted over micro-batches).
+        The update's metrics (:meth:`~grpokit.engine.update.UpdateStats.as_metrics`) and
+        ``logprobs/sampler_mismatch``.
     """
-    from grpokit.algorithms import masked_mean, policy_loss
-
-    device = next(model.parameters()).device
-    N = batch.num_responses
-    micro_size = max(1, math.ceil((optim.mini_batch_size or N) / optim.gradient_accumulation_steps))
-    model.eval()  # see note 2: no dropout, so pi_theta == pi_old before the first step
-    # pi_old: the policy that generated the batch, frozen before any update (note 1).
-    old_all = sequence_logprobs(model, batch, micro_size) if algorithm.num_iterations > 1 else None  # (N, T)
-    ref_all = (
-        sequence_logprobs(reference.model, batch, micro_size) if reference is not None else None
-    )  # (N, T)
-    params = [p for p in model.parameters() if p.requires_grad]
-
+    policy = model if policy is None else policy
     dp = parallel if parallel is not None else DataParallel()
-    means = TokenWeightedMetrics()
-    gap_sum, gap_tokens = 0.0, 0.0  # |log pi_old - sampler log-probs| over tokens seen before the first step
-    grad_norms: list[float] = []
-    skipped = 0  # optimizer steps not taken: non-finite loss or gradient norm
-    tokens = 0
-    for _ in range(algorithm.num_iterations):  # mu passes over the same rollouts
-        for minibatch in iterate_minibatches(N, optim.mini_batch_size, optim.gradient_accumulation_steps):
-            mini_mask = loss_mask[torch.cat(minibatch)]  # (m, T)
-            norm = dp.minibatch_norm(algorithm.loss_aggregation, mini_mask)  # global counts: one all-reduce
-            if norm.empty:  # every row (of every process) unscored or filtered: nothing to learn from
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            finite = True
-            for rows in dp.micro_batches(model, minibatch):
-                mask = loss_mask[rows]  # (n, T)
-                if mask.sum() == 0 and not dp.runs_empty_micro_batches:
-                    continue
-                inputs = batch_to(batch, rows, device)
-                T = inputs["completion_ids"].shape[1]
-                mask = mask[:, :T].to(device)  # (n, T')
-                logprobs, logits, entropy = policy_forward(
-                    model, inputs, batch.temperatures[rows].to(device), need_logits=algorithm.entropy_coef > 0
-                )  # (n, T'), (n, T', V) | None, (n, T') | None
-                if mask.sum() == 0:  # another process has loss tokens here: join its gradient sync with zeros
-                    dp.backward(logprobs.sum() * 0.0)
-                    continue
-                old = logprobs.detach() if old_all is None else old_all[rows, :T].to(device)  # (n, T')
-                adv = advantages[rows] if advantages.dim() == 1 else advantages[rows, :T]
-                weights, is_metrics = None, {}
-                if rollout_importance is not None:
-                    rollout = None if batch.old_logprobs is None else batch.old_logprobs[rows, :T].to(device)
-                    weights, is_metrics = rollout_importance_weights(
-                        old, rollout, mask, rollout_importance, algorithm.rollout_importance_cap
-                    )  # (n, T')
-                loss, metrics = policy_loss(
-                    logprobs,
-                    old,
-                    adv.to(device),
-                    mask,
-                    ref_logprobs=None if ref_all is None else ref_all[rows, :T].to(device),
-                    beta=algorithm.beta,
-                    kl_estimator=algorithm.kl_estimator,
-                    epsilon_low=algorithm.epsilon_low,
-                    epsilon_high=algorithm.epsilon_high,
-                    ratio_level=algorithm.ratio_level,
-                    aggregation=algorithm.loss_aggregation,
-                    max_length=max_new_tokens,
-                    logits=logits,
-                    importance_weights=weights,
-                    entropy_coef=algorithm.entropy_coef,
-                )
-                dp.backward(loss * norm.weight(mask))
-                metrics.update(is_metrics)
-                metrics["loss"] = loss.item()
-                finite = finite and math.isfinite(metrics["loss"])
-                if entropy is not None:
-                    metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
-                n_tokens = float(mask.sum())
-                if not grad_norms and batch.old_logprobs is not None:  # still the sampling policy
-                    sampler = batch.old_logprobs[rows, :T].to(device)  # (n, T')
-                    gap_sum += float(((old - sampler).abs() * mask).sum())
-                    gap_tokens += n_tokens
-                means.add(metrics, n_tokens)
-                tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
-            finite = dp.all_true(finite)  # every process skips the step, or none does
-            grad_norm = faults.guarded_optimizer_step(optimizer, params, optim.max_grad_norm, finite)
-            if grad_norm is None:
-                skipped += 1
-            else:
-                grad_norms.append(grad_norm)
-    out = means.result()
-    if gap_tokens:
-        out["logprobs/sampler_mismatch"] = gap_sum / gap_tokens
-    out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else 0.0
-    out["optimizer_steps"] = float(len(grad_norms))
-    out["faults/nonfinite_skipped"] = float(skipped)
-    out["train_tokens"] = float(tokens)
-    return out
-
-
-def concat_batches(batches: Sequence[RolloutBatch], pad_id: int) -> RolloutBatch:
-    """One batch from several generation rounds: prompts re-padded on the left, completions on the right,
-    group ids made distinct across rounds."""
-    if len(batches) == 1:
-        return batches[0]
-    P = max(b.prompt_ids.shape[1] for b in batches)
-    T = max(b.completion_ids.shape[1] for b in batches)
-
-    def left(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
-        return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
-
-    def right(x: torch.Tensor | None, width: int, value: float) -> torch.Tensor | None:
-        return None if x is None else torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
-
-    offset, group_ids = 0, []
-    for b in batches:
-        group_ids.append(b.group_ids - b.group_ids.min() + offset)
-        offset = int(group_ids[-1].max()) + 1
-
-    def cat_optional(name: str) -> torch.Tensor | None:
-        values = [getattr(b, name) for b in batches]
-        return None if any(v is None for v in values) else torch.cat([right(v, T, 0.0) for v in values])
-
-    return RolloutBatch(
-        prompt_ids=torch.cat([left(b.prompt_ids, P, pad_id) for b in batches]),
-        prompt_mask=torch.cat([left(b.prompt_mask, P, 0) for b in batches]),
-        completion_ids=torch.cat([right(b.completion_ids, T, pad_id) for b in batches]),
-        completion_mask=torch.cat([right(b.completion_mask, T, 0) for b in batches]),
-        group_ids=torch.cat(group_ids),
-        temperatures=torch.cat([b.temperatures for b in batches]),
-        truncated=torch.cat([b.truncated for b in batches]),
-        prompts=[p for b in batches for p in b.prompts],
-        completions=[c for b in batches for c in b.completions],
-        columns={k: [v for b in batches for v in b.columns[k]] for k in batches[0].columns},
-        old_logprobs=cat_optional("old_logprobs"),
-        ref_logprobs=cat_optional("ref_logprobs"),
-    )
+    model.eval()  # note 2: no dropout, so pi_theta == pi_old before the first step
+    micro = micro_batch_size(optim, batch.num_responses, dp.world_size)
+    ref = sequence_logprobs(reference.model, batch, micro) if reference is not None else None  # (N, T)
+    objective = LanguageModelObjective(
+        model=model, policy=policy, batch=batch, advantages=advantages, loss_mask=loss_mask,
+        loss_type=algorithm.loss_type, settings=loss_settings(algorithm, max_new_tokens), ref_logprobs=ref,
+        rollout_importance=rollout_importance, rollout_importance_cap=algorithm.rollout_importance_cap,
+        micro_batch_size=micro,
+    )  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    stats = run_update(
+        objective, loss_mask, aggregation=algorithm.loss_aggregation,
+        optimizers=[OptimizerSlot(optimizer, params, optim.max_grad_norm)],
+        schedule=update_schedule(algorithm, optim), models=[model], parallel=dp,
+    )  # fmt: skip
+    return {**stats.as_metrics(), **objective.metrics()}
 
 
 def _select_scores(scores: RewardScores, rows: torch.Tensor) -> RewardScores:
@@ -408,7 +338,7 @@ class GRPOTrainer:
     ):
         if config.model.name_or_path is None:
             raise ValueError(
-                "model.name_or_path is unset: use grpokit.trainers.demo.run_demo for the built-in demo"
+                "model.name_or_path is unset: set --model, or run the built-in demo with `grpokit train`"
             )
         # Everything that can fail on user input is checked before the model is loaded, the config first
         # (again: a config changed with model_copy(update=...) was never validated).
@@ -442,7 +372,10 @@ class GRPOTrainer:
                 cfg.rewards.reward_failure, cfg.rewards.reward_fallback_value, cfg.rewards.reward_timeout_s
             )
             self.rewards = RewardPipeline(
-                list(reward_funcs), cfg.rewards.reward_weights, tokenizer=self.tokenizer, failure_policy=policy
+                list(reward_funcs),
+                cfg.rewards.reward_weights,
+                tokenizer=self.tokenizer,
+                failure_policy=policy,
             )
         else:
             self.rewards = RewardPipeline.from_config(
@@ -587,7 +520,7 @@ class GRPOTrainer:
         update = update_policy(
             self.train_model, self.train_optimizer, batch, advantages, loss_mask, algorithm=cfg.algorithm,
             optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
-            parallel=self.parallel, rollout_importance=self.rollout_importance,
+            parallel=self.parallel, rollout_importance=self.rollout_importance, policy=self.model,
         )  # fmt: skip
         update["lr"] = self.scheduler.get_last_lr()[0]  # the rate this step's updates used
         self.scheduler.step()
@@ -609,7 +542,7 @@ class GRPOTrainer:
             with timer.phase("generate"):
                 batch = generate_rollouts(self.sampler, rows, G, cfg.data.prompt_column)
             with timer.phase("score"):
-                scores = score(self.rewards, batch, algo, cfg.generation.max_new_tokens)
+                scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
             batches.append(batch)
             all_scores.append(scores)
             if not algo.dynamic_sampling:
@@ -621,7 +554,7 @@ class GRPOTrainer:
             if kept_groups >= B or rounds > algo.max_dynamic_sampling_rounds:
                 break
         pad_id = self.tokenizer.pad_token_id
-        everything = concat_batches(batches, pad_id)
+        everything = RolloutBatch.concat(batches, pad_id)
         everything_scores = RewardScores.concat(all_scores)
         keep = torch.cat(kept_rows)  # (N_all,)
         info = {"rounds": rounds, "kept_groups": min(kept_groups, B)}
@@ -767,7 +700,13 @@ class GRPOTrainer:
             self.save_checkpoint(step - 1, before)
         raise faults.OutOfMemoryAbort(
             faults.out_of_memory_message(
-                error, phase, step, self.config, self.checkpointer.last_saved, exact=exact, run_dir=self.run_dir
+                error,
+                phase,
+                step,
+                self.config,
+                self.checkpointer.last_saved,
+                exact=exact,
+                run_dir=self.run_dir,
             )
         )
 
@@ -793,7 +732,9 @@ class GRPOTrainer:
         :meth:`checkpoint_modules` as ``<name>.safetensors`` (PPO's value model)."""
         final = self.run_dir / "final"
         modules = self.checkpoint_modules()
-        weights = self.parallel.full_state_dict(self.model)  # gathered when sharded (ZeRO-3, FSDP2), else None
+        weights = self.parallel.full_state_dict(
+            self.model
+        )  # gathered when sharded (ZeRO-3, FSDP2), else None
 
         def save() -> None:
             with ckpt.atomic_directory(final) as tmp:
@@ -861,9 +802,5 @@ def _load_dataset(
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:
-    """Run GRPO as configured; the built-in demo when ``model.name_or_path`` is unset."""
-    if config.model.name_or_path is None:
-        from grpokit.trainers.demo import run_demo
-
-        return run_demo(config, **kwargs).train_result
+    """Run GRPO as configured (``model.name_or_path`` must be set; the demo is ``grpokit.apps.demo``)."""
     return GRPOTrainer(config, **kwargs).train()

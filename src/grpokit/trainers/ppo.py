@@ -52,24 +52,25 @@ import torch
 
 from grpokit.config import OptimConfig, PPOAlgorithmConfig, PPOConfig
 from grpokit.engine import checkpoint as ckpt
-from grpokit.engine.common import (
-    PhaseTimer,
-    ReferencePolicy,
-    TokenWeightedMetrics,
-    batch_to,
-    build_optimizer,
-    build_scheduler,
-    iterate_minibatches,
-    micro_weight,
-    per_token_no_grad,
-    policy_forward,
-    sequence_logprobs,
-)
-from grpokit.engine.faults import guarded_optimizer_step
+from grpokit.engine.optimization import build_optimizer, build_scheduler
+from grpokit.engine.parallel import DataParallel
+from grpokit.engine.update import OptimizerSlot, run_update
+from grpokit.models.forward import per_token_no_grad, sequence_logprobs
+from grpokit.models.reference import ReferencePolicy
 from grpokit.models.value import ValueModel, build_value_model
 from grpokit.rewards import RewardScores
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.trainers.grpo import GRPOTrainer, TrainResult, generate_rollouts, score
+from grpokit.tracking.timing import PhaseTimer
+from grpokit.trainers.grpo import (
+    GRPOTrainer,
+    TrainResult,
+    generate_rollouts,
+    loss_settings,
+    micro_batch_size,
+    score,
+    update_schedule,
+)
+from grpokit.trainers.objective import LanguageModelObjective, ValueTargets
 
 __all__ = [
     "PPORollouts",
@@ -92,7 +93,7 @@ it shares the policy's body)."""
 class PPORollouts(RolloutBatch):
     """A :class:`RolloutBatch` completed by PPO's no-grad passes: everything the update reads.
 
-    ``old_logprobs`` stay the sampler's own; ``ref_logprobs`` are the reference policy's (None when beta = 0).
+    ``sampler_logprobs`` stay the sampler's own; ``ref_logprobs`` are the reference policy's (None when beta = 0).
     """
 
     pi_old_logprobs: torch.Tensor | None = None  # (N, T) log pi_old of the sampled tokens, full forward
@@ -220,22 +221,35 @@ def evaluate_rollouts(
     )  # fmt: skip
 
 
-def whitened_advantages(rollouts: PPORollouts, whiten: bool) -> torch.Tensor:
+def whitened_advantages(
+    rollouts: PPORollouts, whiten: bool, parallel: DataParallel | None = None
+) -> torch.Tensor:
     """(N, T) advantages, normalised to mean 0 and variance 1 over the loss tokens when ``whiten``.
 
-    Fewer than two loss tokens cannot be whitened (no variance); they are left as they are.
+    With several processes the mean and the (unbiased) variance are those of every process's loss tokens,
+    so W processes whiten as one would. Fewer than two loss tokens in all cannot be whitened (no variance);
+    they are left as they are.
     """
-    from grpokit.algorithms import masked_whiten
-
     mask = rollouts.loss_mask  # (N, T)
-    if not whiten or mask.sum() < 2:
-        return torch.where(mask > 0, rollouts.advantages, 0.0)
-    return masked_whiten(rollouts.advantages, mask)
+    advantages = torch.where(mask > 0, rollouts.advantages, 0.0)  # (N, T)
+    if not whiten:
+        return advantages
+    dp = parallel if parallel is not None else DataParallel()
+    sums = dp.all_reduce_sum(
+        torch.stack([mask.sum().double(), advantages.double().sum(), (advantages.double() ** 2).sum()])
+    )  # count, sum, sum of squares over every process
+    count, total, squares = (float(v) for v in sums)
+    if count < 2:
+        return advantages
+    mean = total / count
+    var = max(squares - count * mean * mean, 0.0) / (count - 1)
+    whitened = (rollouts.advantages - mean) / math.sqrt(var + 1e-8)
+    return torch.where(mask > 0, whitened, 0.0).to(rollouts.advantages.dtype)
 
 
 def update_policy_and_value(
-    policy: torch.nn.Module,
-    value_model: ValueModel,
+    model: torch.nn.Module,
+    value_model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     value_optimizer: torch.optim.Optimizer,
     rollouts: PPORollouts,
@@ -244,94 +258,50 @@ def update_policy_and_value(
     algorithm: PPOAlgorithmConfig,
     optim: OptimConfig,
     max_new_tokens: int,
+    parallel: DataParallel | None = None,
+    policy: torch.nn.Module | None = None,
+    value_model_owned: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    """``num_iterations`` epochs of minibatch steps on ``L = -L_clip + c_v * L_V - c_H * H``.
-
-    Each minibatch of ``mini_batch_size`` responses is one step of both optimizers, its gradient accumulated
-    over ``gradient_accumulation_steps`` micro-batches weighted so the sum equals the full-minibatch loss.
+    """PPO's update of one batch: the engine's :func:`~grpokit.engine.update.run_update` on
+    ``L = -L_clip + c_v * L_V - c_H * H`` (``algorithm.loss_type``, "ppo" by default), stepping the policy's
+    and the value model's optimizers together (each clipped on its own parameters).
 
     Args:
-        rollouts: the N completed rollouts (:func:`evaluate_rollouts`).
+        model, value_model: the policy and the value model as trained (accelerate's wrappers with several
+            processes).
+        rollouts: the N completed rollouts (:func:`evaluate_rollouts`); their ``pi_old_logprobs`` are pi_old.
         advantages: (N, T) detached advantages (whitened or not).
+        policy: the plain policy (default ``model``); value_model_owned: the value model's own parameters'
+            module (default ``value_model``; only the head when it shares the policy's body).
     Returns:
-        Token-weighted means over micro-batches of the ``policy_loss`` and ``value_loss`` metrics, ``loss``,
-        ``entropy``; ``grad_norm`` and ``value_grad_norm`` (means over applied steps, before clipping),
-        ``optimizer_steps`` (applied policy steps), ``faults/nonfinite_skipped`` (minibatch steps where a
-        non-finite loss or gradient norm made either optimizer skip), ``train_tokens``.
+        The update's metrics (:meth:`~grpokit.engine.update.UpdateStats.as_metrics`): the loss metrics,
+        ``grad_norm`` and ``value_grad_norm``, ``optimizer_steps``, ``faults/nonfinite_skipped``.
     """
-    from grpokit.algorithms import masked_mean, policy_loss, value_loss
-
-    device = next(policy.parameters()).device
-    N = rollouts.num_responses
-    loss_mask = rollouts.loss_mask  # (N, T)
-    policy.eval()  # no dropout: pi_theta == pi_old before the first step
+    dp = parallel if parallel is not None else DataParallel()
+    model.eval()  # no dropout: pi_theta == pi_old before the first step
     value_model.eval()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    value_params = [p for p in value_model.owned.parameters() if p.requires_grad]
-    means = TokenWeightedMetrics()
-    grad_norms: list[float] = []
-    value_grad_norms: list[float] = []
-    skipped = 0
-    tokens = 0
-    for _ in range(algorithm.num_iterations):  # PPO epochs over the same rollouts
-        for minibatch in iterate_minibatches(N, optim.mini_batch_size, optim.gradient_accumulation_steps):
-            mini_mask = loss_mask[torch.cat(minibatch)]  # (m, T)
-            if mini_mask.sum() == 0:  # every row unscored or filtered: nothing to learn from
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            value_optimizer.zero_grad(set_to_none=True)
-            finite = True
-            for rows in minibatch:
-                mask = loss_mask[rows]  # (n, T)
-                if mask.sum() == 0:
-                    continue
-                inputs = batch_to(rollouts, rows, device)
-                T = inputs["completion_ids"].shape[1]
-                mask = mask[:, :T].to(device)  # (n, T')
-                logprobs, logits, entropy = policy_forward(
-                    policy,
-                    inputs,
-                    rollouts.temperatures[rows].to(device),
-                    need_logits=algorithm.entropy_coef > 0,
-                )  # (n, T'), (n, T', V) | None, (n, T') | None
-                values = value_model(**inputs)  # (n, T')
-                if algorithm.num_iterations == 1:  # note 1: the ratio is exactly 1 on the only pass
-                    old = logprobs.detach()
-                else:
-                    old = rollouts.pi_old_logprobs[rows, :T].to(device)  # (n, T')
-                ref = None if rollouts.ref_logprobs is None else rollouts.ref_logprobs[rows, :T].to(device)
-                pg_loss, metrics = policy_loss(
-                    logprobs, old, advantages[rows, :T].to(device), mask,
-                    ref_logprobs=ref, beta=0.0, kl_estimator="k3",  # note 2: the kl metric only
-                    epsilon_low=algorithm.epsilon_low, epsilon_high=algorithm.epsilon_high,
-                    ratio_level=algorithm.ratio_level, aggregation=algorithm.loss_aggregation,
-                    max_length=max_new_tokens, logits=logits, entropy_coef=algorithm.entropy_coef,
-                )  # fmt: skip
-                v_loss, v_metrics = value_loss(
-                    values, rollouts.values[rows, :T].to(device), rollouts.returns[rows, :T].to(device), mask,
-                    algorithm.value_clip, algorithm.loss_aggregation, max_length=max_new_tokens,
-                )  # fmt: skip
-                loss = pg_loss + algorithm.vf_coef * v_loss
-                finite = finite and bool(torch.isfinite(loss))
-                (loss * micro_weight(algorithm.loss_aggregation, mask, mini_mask)).backward()
-                del v_metrics["explained_variance"]  # per micro-batch it is noise; the batch's is logged
-                metrics.update(v_metrics, loss=loss.item())
-                if entropy is not None:
-                    metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
-                means.add(metrics, float(mask.sum()))
-                tokens += int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
-            norm = guarded_optimizer_step(optimizer, params, optim.max_grad_norm, finite)
-            value_norm = guarded_optimizer_step(value_optimizer, value_params, optim.max_grad_norm, finite)
-            skipped += norm is None or value_norm is None
-            grad_norms += [norm] if norm is not None else []
-            value_grad_norms += [value_norm] if value_norm is not None else []
-    out = means.result()
-    out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else 0.0
-    out["value_grad_norm"] = sum(value_grad_norms) / len(value_grad_norms) if value_grad_norms else 0.0
-    out["optimizer_steps"] = float(len(grad_norms))
-    out["faults/nonfinite_skipped"] = float(skipped)
-    out["train_tokens"] = float(tokens)
-    return out
+    micro = micro_batch_size(optim, rollouts.num_responses, dp.world_size)
+    objective = LanguageModelObjective(
+        model=model, policy=model if policy is None else policy, batch=rollouts, advantages=advantages,
+        loss_mask=rollouts.loss_mask, loss_type=algorithm.loss_type,
+        settings=loss_settings(algorithm, max_new_tokens, kl_in_loss=False),
+        ref_logprobs=rollouts.ref_logprobs,  # the kl metric only (note 2)
+        value=ValueTargets(value_model, rollouts.values, rollouts.returns),
+        micro_batch_size=micro, pi_old_logprobs=rollouts.pi_old_logprobs,
+    )  # fmt: skip
+    owned = value_model if value_model_owned is None else value_model_owned
+    stats = run_update(
+        objective, rollouts.loss_mask, aggregation=algorithm.loss_aggregation,
+        optimizers=[
+            OptimizerSlot(optimizer, [p for p in model.parameters() if p.requires_grad], optim.max_grad_norm),
+            OptimizerSlot(
+                value_optimizer, [p for p in owned.parameters() if p.requires_grad], optim.max_grad_norm,
+                "value_grad_norm",
+            ),
+        ],
+        schedule=update_schedule(algorithm, optim), models=[model, value_model], parallel=dp,
+    )  # fmt: skip
+    return stats.as_metrics()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -370,10 +340,10 @@ class PPOTrainer(GRPOTrainer):
                     "not a PPO checkpoint; resume it with the trainer that wrote it"
                 )
         super().__init__(config, reward_funcs=reward_funcs, dataset=dataset)
-        if self.parallel.is_distributed:
+        if self.parallel.shards_optimizer:
             raise ValueError(
-                "PPO runs in one process: its value model, whitening and KL controller are not split across "
-                f"the {self.parallel.world_size} processes of this launch (data-parallel training is GRPO's)"
+                f"PPO with {self.parallel.engine}: the policy and the value model would be two sharded engines; "
+                "run PPO with DDP (several processes) or in one process"
             )
         from grpokit.algorithms import AdaptiveKLController, FixedKLController
         from grpokit.models.precision import enable_autocast
@@ -387,6 +357,10 @@ class PPOTrainer(GRPOTrainer):
         )
         self.value_optimizer = build_optimizer(self.value_model.owned, value_optim)
         self.value_scheduler = build_scheduler(self.value_optimizer, value_optim, config.max_steps)
+        # With several processes the value model is DDP-wrapped like the policy (its gradients averaged).
+        self.train_value_model, self.train_value_optimizer = self.parallel.prepare(
+            self.value_model, self.value_optimizer
+        )
         self.kl_controller = (
             AdaptiveKLController(algo.beta, algo.kl_target, algo.kl_horizon)
             if algo.adaptive_kl
@@ -397,10 +371,9 @@ class PPOTrainer(GRPOTrainer):
 
     @property
     def micro_batch_size(self) -> int:
-        """Rows per forward pass: a minibatch split into its gradient-accumulation micro-batches."""
-        optim = self.config.optim
-        minibatch = optim.mini_batch_size or self.config.num_responses
-        return max(1, math.ceil(minibatch / optim.gradient_accumulation_steps))
+        """Rows per forward pass: a (per-process) minibatch split into its gradient-accumulation micro-batches."""
+        local_rows = self.config.num_responses // self.parallel.world_size
+        return micro_batch_size(self.config.optim, local_rows, self.parallel.world_size)
 
     # -- the phases ----------------------------------------------------------------------------------------
 
@@ -411,7 +384,7 @@ class PPOTrainer(GRPOTrainer):
         with timer.phase("generate"):
             batch = generate_rollouts(self.sampler, rows, algo.num_generations, cfg.data.prompt_column)
         with timer.phase("score"):
-            scores = score(self.rewards, batch, algo, cfg.generation.max_new_tokens)
+            scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
         with timer.phase("forward"):
             rollouts = evaluate_rollouts(
                 batch, scores, policy=self.model, value_model=self.value_model, reference=self.reference,
@@ -425,7 +398,9 @@ class PPOTrainer(GRPOTrainer):
         """The rollouts' GAE advantages, whitened over the loss tokens; and the loss mask. (N, T) each."""
         if not isinstance(batch, PPORollouts):
             raise ValueError("PPOTrainer.compute_advantages needs the PPORollouts of collect_rollouts")
-        return whitened_advantages(batch, self.config.algorithm.whiten_advantages), batch.loss_mask
+        return whitened_advantages(
+            batch, self.config.algorithm.whiten_advantages, self.parallel
+        ), batch.loss_mask
 
     def update_policy(
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
@@ -437,8 +412,9 @@ class PPOTrainer(GRPOTrainer):
         if not isinstance(batch, PPORollouts):
             raise ValueError("PPOTrainer.update_policy needs the PPORollouts of collect_rollouts")
         update = update_policy_and_value(
-            self.model, self.value_model, self.optimizer, self.value_optimizer, batch, advantages,
-            algorithm=algo, optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens,
+            self.train_model, self.train_value_model, self.train_optimizer, self.train_value_optimizer, batch,
+            advantages, algorithm=algo, optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens,
+            parallel=self.parallel, policy=self.model, value_model_owned=self.value_model.owned,
         )  # fmt: skip
         update["lr"] = self.scheduler.get_last_lr()[0]
         update["value_lr"] = self.value_scheduler.get_last_lr()[0]
@@ -453,12 +429,16 @@ class PPOTrainer(GRPOTrainer):
             update["returns/mean"] = float(batch.returns[batch.loss_mask > 0].mean())
         update["kl_coef"] = self.kl_controller.beta
         if batch.kl is not None:
-            kl_per_completion = float(torch.where(real, batch.kl, 0.0).sum(1).mean())
+            # Every process's completions: the controller moves the same way on all of them.
+            kl_sum, rows = (float(v) for v in self.parallel.all_reduce_sum(
+                torch.tensor([float(torch.where(real, batch.kl, 0.0).sum()), float(batch.num_responses)])
+            ))  # fmt: skip
+            kl_per_completion = kl_sum / rows
             update["kl/rollout_per_completion"] = kl_per_completion
             update["rewards/kl_penalty/mean"] = -self.kl_controller.beta * kl_per_completion
-            self.kl_controller.update(kl_per_completion, batch.num_responses)
-        if batch.old_logprobs is not None:
-            gap = (batch.pi_old_logprobs - batch.old_logprobs.cpu()).abs()  # (N, T)
+            self.kl_controller.update(kl_per_completion, int(rows))
+        if batch.sampler_logprobs is not None:
+            gap = (batch.pi_old_logprobs - batch.sampler_logprobs.cpu()).abs()  # (N, T)
             update["logprobs/sampler_mismatch"] = float(gap[real].mean())
         return update
 
@@ -484,13 +464,5 @@ class PPOTrainer(GRPOTrainer):
 
 
 def train(config: PPOConfig, **kwargs: Any) -> TrainResult:
-    """Run PPO as configured; without ``model.name_or_path``, on the built-in demo's warmed-up tiny model."""
-    if config.model.name_or_path is None:
-        from grpokit.trainers.demo import prepare_demo_model
-
-        log = (lambda _: None) if config.logging.quiet else print
-        model_dir = prepare_demo_model(config, log)
-        config = config.model_copy(
-            update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})}
-        )
+    """Run PPO as configured (``model.name_or_path`` must be set)."""
     return PPOTrainer(config, **kwargs).train()

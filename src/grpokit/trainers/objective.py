@@ -1,0 +1,157 @@
+"""The loss of a language-model trainer over micro-batches of sampled completions (GRPO's and PPO's).
+
+This is the algorithm-specific half of :func:`grpokit.engine.update.run_update`: a micro-batch's forward
+with gradient (policy log-probs, and the value model's values for PPO), then the registered loss named by
+``algorithm.loss_type`` (``grpokit.algorithms.objectives``). Minibatching, accumulation, pi_old, the
+non-finite guard and data-parallel normalisation are the engine's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grpokit.algorithms import LossInputs, LossSettings, compute_loss, masked_mean
+from grpokit.engine.update import MicroLoss
+from grpokit.models.forward import batch_to, policy_forward, sequence_logprobs
+from grpokit.rollout.batch import RolloutBatch
+from grpokit.trainers.rollout_engine import rollout_importance_weights
+
+__all__ = ["LanguageModelObjective", "ValueTargets"]
+
+
+@dataclass
+class ValueTargets:
+    """PPO's value-loss inputs for the whole batch: the value model (trained) and its targets, (N, T)."""
+
+    model: torch.nn.Module  # (wrapped) value model: (**inputs) -> (n, T) values
+    old_values: torch.Tensor  # (N, T) V(s_t) at rollout time
+    returns: torch.Tensor  # (N, T) targets A_t + V(s_t)
+
+
+class LanguageModelObjective:
+    """The micro-batch loss of a batch of N completions.
+
+    Args:
+        model: the policy as trained (DDP/DeepSpeed-wrapped or plain).
+        policy: the plain policy, for the no-grad pi_old pass.
+        batch: the N rollouts; ``temperatures`` give the distribution each row was sampled from.
+        advantages: (N,) or (N, T), detached.
+        loss_mask: (N, T) 1 on tokens that enter the loss.
+        loss_type: a registered ``"loss"`` name.
+        settings: the loss's hyper-parameters.
+        ref_logprobs: (N, T) log pi_ref of the sampled tokens, or None without a reference.
+        rollout_importance: ``"token"``/``"sequence"``: weight the surrogate by ``min(pi_old / pi_sampler, C)``
+            against the sampler's log-probs (``batch.sampler_logprobs``); None: no weights.
+        rollout_importance_cap: C.
+        value: PPO's value model and targets; None for GRPO.
+        micro_batch_size: rows per no-grad forward.
+        pi_old_logprobs: (N, T) pi_old already computed by the trainer (PPO needs it for its KL reward);
+            None: computed when the engine asks.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        policy: torch.nn.Module,
+        batch: RolloutBatch,
+        advantages: torch.Tensor,
+        loss_mask: torch.Tensor,
+        loss_type: str,
+        settings: LossSettings,
+        ref_logprobs: torch.Tensor | None = None,
+        rollout_importance: str | None = None,
+        rollout_importance_cap: float = 2.0,
+        value: ValueTargets | None = None,
+        micro_batch_size: int = 1,
+        pi_old_logprobs: torch.Tensor | None = None,
+    ):
+        self.model, self.policy, self.batch = model, policy, batch
+        self.advantages, self.loss_mask = advantages, loss_mask
+        self.loss_type, self.settings = loss_type, settings
+        self.ref_logprobs = ref_logprobs
+        self.rollout_importance, self.rollout_importance_cap = rollout_importance, rollout_importance_cap
+        self.value = value
+        self.micro_batch_size = micro_batch_size
+        self.precomputed_pi_old = pi_old_logprobs
+        self.device = next(policy.parameters()).device
+        self.need_logits = settings.entropy_coef > 0
+        # |log pi_old - log pi_sampler| over the loss tokens, before any weight moved (KV-cached decoding
+        # rounds differently from a full forward): logged as logprobs/sampler_mismatch.
+        self.mismatch_sum, self.mismatch_tokens = 0.0, 0.0
+
+    def pi_old(self) -> torch.Tensor:
+        """(N, T) log pi_old: the policy before this update, one no-grad pass (or the trainer's own)."""
+        pi_old = self.precomputed_pi_old
+        if pi_old is None:
+            pi_old = sequence_logprobs(self.policy, self.batch, self.micro_batch_size)
+        self._measure_mismatch(pi_old, self.loss_mask)
+        return pi_old
+
+    def micro_loss(self, rows: torch.Tensor, pi_old: torch.Tensor | None) -> MicroLoss:
+        inputs = batch_to(self.batch, rows, self.device)
+        T = inputs["completion_ids"].shape[1]
+        mask = self.loss_mask[rows, :T].to(self.device)  # (n, T')
+        temperatures = self.batch.temperatures[rows].to(self.device)
+        logprobs, logits, entropy = policy_forward(
+            self.model, inputs, temperatures, need_logits=self.need_logits
+        )
+        tokens = int(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum())
+        if mask.sum() == 0:  # another process has loss tokens here: join its gradient sync with a zero loss
+            zero = logprobs.sum() * 0.0
+            if self.value is not None:
+                zero = zero + self.value.model(**inputs).sum() * 0.0
+            return MicroLoss(zero, {}, tokens)
+        if pi_old is None:  # the batch's only optimizer step: the current policy is pi_old
+            old = logprobs.detach()
+            self._measure_mismatch(old.cpu(), self.loss_mask[rows, :T], rows)
+        else:
+            old = pi_old[rows, :T].to(self.device)
+        adv = self.advantages[rows] if self.advantages.dim() == 1 else self.advantages[rows, :T]
+        weights, is_metrics = None, {}
+        if self.rollout_importance is not None:
+            sampler = self.batch.sampler_logprobs
+            weights, is_metrics = rollout_importance_weights(
+                old, None if sampler is None else sampler[rows, :T].to(self.device), mask,
+                self.rollout_importance, self.rollout_importance_cap,
+            )  # fmt: skip
+        values = old_values = returns = None
+        if self.value is not None:
+            values = self.value.model(**inputs)  # (n, T') with grad
+            old_values = self.value.old_values[rows, :T].to(self.device)
+            returns = self.value.returns[rows, :T].to(self.device)
+        ref = None if self.ref_logprobs is None else self.ref_logprobs[rows, :T].to(self.device)
+        loss, metrics = compute_loss(
+            self.loss_type,
+            LossInputs(
+                logprobs=logprobs, old_logprobs=old, advantages=adv.to(self.device), mask=mask,
+                ref_logprobs=ref, logits=logits, importance_weights=weights,
+                values=values, old_values=old_values, returns=returns,
+            ),
+            self.settings,
+        )  # fmt: skip
+        metrics.update(is_metrics)
+        metrics.pop("explained_variance", None)  # per micro-batch it is noise; PPO logs the batch's
+        if entropy is not None:
+            metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
+        return MicroLoss(loss, metrics, tokens)
+
+    def metrics(self) -> dict[str, float]:
+        """What the objective measured besides the loss (``logprobs/sampler_mismatch``)."""
+        if not self.mismatch_tokens:
+            return {}
+        return {"logprobs/sampler_mismatch": self.mismatch_sum / self.mismatch_tokens}
+
+    def _measure_mismatch(
+        self, pi_old: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> None:
+        sampler = self.batch.sampler_logprobs
+        if sampler is None:
+            return
+        sampler = sampler.cpu() if rows is None else sampler.cpu()[rows]
+        T = pi_old.shape[1]
+        mask = mask[:, :T].float()
+        self.mismatch_sum += float(((pi_old.float() - sampler[:, :T].float()).abs() * mask).sum())
+        self.mismatch_tokens += float(mask.sum())
