@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/ppo_vs_grpo.py --output-dir runs/ppo_vs_grpo
 
-Two parts, both through :func:`grpokit.trainers.compare.run_comparison` (what ``grpokit compare`` runs:
+Two parts, both through :func:`grpokit.apps.compare.run_comparison` (what ``grpokit compare`` runs:
 every system in a fresh subprocess, one after the other):
 
 1. **Study** (``--seeds``, default 0 1 2; one per ``--learning-rate``, default 3e-4 and 2e-4): the demo's
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grpokit.trainers.compare import build_compare_configs, render_markdown, run_comparison
+from grpokit.apps.compare import build_compare_configs, render_markdown, run_comparison
 
 # The study's settings: the demo's warmed-up tiny model (its defaults: warmed up until it imitates the flawed
 # teacher), then RL with both systems on the same footing: a reference model and one pass per batch each.

@@ -62,7 +62,7 @@ def test_parse_train_args():
         "quiet": "true",
         "dynamic_sampling": "true",
     }
-    assert flags == {"help": False, "print_config": True}
+    assert flags == {"help": False, "print_config": True, "preset": None}
     with pytest.raises(ValueError, match="--beta needs a value"):
         parse_train_args(["--beta"])
     with pytest.raises(ValueError, match="unexpected argument 'b.yaml'"):

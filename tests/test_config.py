@@ -17,11 +17,26 @@ from grpokit.config import (
 )
 
 
-def test_defaults_are_valid_and_describe_the_demo():
+def test_defaults_are_those_of_a_real_model_not_the_demo():
     config = GRPOConfig()
-    assert config.model.name_or_path is None  # demo mode
-    assert config.data.task == "addition"
+    assert config.data.task is None and config.rewards.reward_funcs == []
+    assert config.generation.max_new_tokens == 256
+    assert "demo" not in GRPOConfig.model_fields
     assert config.num_responses == config.data.prompts_per_step * config.algorithm.num_generations
+
+
+def test_the_demo_preset_holds_the_demo_values():
+    from grpokit.config import DemoConfig, DemoGRPOConfig, available_presets, load_config, preset_path
+
+    assert "demo" in available_presets()
+    config = load_config(preset_path("demo"), cls=None)
+    assert isinstance(config, DemoGRPOConfig) and config.model.name_or_path is None
+    assert (config.data.task, config.rewards.reward_funcs) == ("addition", ["task"])
+    assert (config.generation.max_new_tokens, config.max_steps) == (12, 1000)
+    assert config.demo == DemoConfig()
+    assert "optim" not in config.model_fields_set  # the demo's GRPO learning rate comes from demo.*
+    ppo = load_config(preset_path("demo"), {"trainer": "ppo"}, cls=None)
+    assert type(ppo).__name__ == "DemoPPOConfig"
 
 
 def test_every_field_has_a_description_and_a_unique_name():
@@ -74,8 +89,7 @@ def test_key_in_wrong_section_suggests_its_path():
             {"rewards": {"reward_funcs": ["task"], "reward_weights": [1, 2]}},
             r"reward_weights has 2 entries, expected 1",
         ),
-        ({"rewards": {"reward_funcs": [], "reward_model": None}}, r"no reward"),
-        ({"data": {"task": None}}, r"data\.path .* or data\.task"),
+        ({"rewards": {"reward_funcs": ["task"]}}, r"rewards\.reward_funcs uses 'task' but data\.task is unset"),
     ],
 )
 def test_invalid_values_name_the_field(data, message):
@@ -132,7 +146,7 @@ def test_bad_files_name_the_file(tmp_path):
 
 def test_saved_config_round_trips(tmp_path):
     config = load_config(
-        overrides={"beta": 0.04, "temperature_schedule": [0.7, 1.0], "reward_funcs": ["task", "format"]}
+        overrides={"beta": 0.04, "temperature_schedule": [0.7, 1.0], "reward_funcs": ["task", "format"], "task": "addition"}
     )
     save_config(config, tmp_path / "config.yaml")
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())

@@ -54,7 +54,8 @@ CASES = [
     (["--min_new_tokens", "20"], "min_new_tokens (20) must not exceed max_new_tokens (12)"),
     (["--reward_failure", "ignore"], "rewards.reward_failure: Input should be 'raise' or 'fallback'"),
     (["--reward_timeout_s", "-1"], "rewards.reward_timeout_s: Input should be greater than 0"),
-    (["--task", "null"], "data: set data.path (a prompt file) or data.task"),
+    (["--task", "null", "--reward_funcs", "[accuracy]"], "no prompts: set --data.path FILE"),
+    (["--reward_funcs", "[]"], "no reward: name one with --reward_funcs"),
 ]
 
 
@@ -71,7 +72,8 @@ def no_model_loads(monkeypatch):
 
 @pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a)[:40] for a, _ in CASES])
 def test_cli_rejects_bad_config_before_loading(no_model_loads, capsys, tmp_path, args, message):
-    code = main(["train", "--name_or_path", str(tmp_path), "--output_dir", str(tmp_path / "runs"), *args])
+    base = ["--task", "addition", "--reward_funcs", "[task]", "--max_new_tokens", "12"]
+    code = main(["train", "--name_or_path", str(tmp_path), "--output_dir", str(tmp_path / "runs"), *base, *args])
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("grpokit train: error: invalid config:") or err.startswith("grpokit train: error: ")
@@ -167,3 +169,20 @@ def test_shared_loss_names_are_the_same_in_every_trainer():
         assert issubclass(cls, ValueLossConfig)
     assert PPOAlgorithmConfig().loss_type == "ppo"
     assert RLAlgorithmConfig().vf_coef == 0.5 and PPOAlgorithmConfig().vf_coef == 0.1
+
+
+def test_a_users_data_without_a_reward_fails_before_loading_naming_reward_funcs(no_model_loads, capsys, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "1+1=", "answer": "2"}\n')
+    code = main(["train", "--model", str(tmp_path), "--data.path", str(data)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--reward_funcs" in err, err
+
+
+def test_a_config_without_a_model_names_the_model_and_the_demo_preset(no_model_loads, capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("rewards: {reward_funcs: [accuracy]}\ndata: {path: x.jsonl}\n")
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "no model: set --model PATH" in err and "--preset demo" in err

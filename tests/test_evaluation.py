@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from grpokit.data import get_task
-from grpokit.evaluation import evaluate, pass_at_k
+from grpokit.apps.evaluation import evaluate, pass_at_k
 from grpokit.models import build_char_tokenizer, build_tiny_model
 from grpokit.rollout import TransformersSampler
 

@@ -1,5 +1,5 @@
 """The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``merge``, ``report``, ``rl``,
-``version``.
+``presets``, ``version``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
@@ -17,13 +17,14 @@ __all__ = ["main", "parse_train_args"]
 
 _COMMANDS = """commands:
   train     fine-tune a causal LM with GRPO, or PPO with --trainer ppo (config file + overrides;
-            no arguments: the built-in demo)
+            no arguments: the built-in demo, the preset 'demo')
   demo      the built-in demo: warm up a tiny model, GRPO on the addition task, before/after accuracy
   eval      accuracy and pass@k of a checkpoint on a built-in task
   compare   GRPO vs PPO on the same model, task and budget: memory, time, reward, accuracy, KL
   merge     fold a LoRA run's adapters into the base model: a full model that plain transformers loads
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
+  presets   list the config presets shipped with grpokit and where their YAML files are
   version   print the grpokit version
 
 Run 'grpokit COMMAND --help' for a command's options."""
@@ -58,6 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from grpokit.rl.cli import main as rl_main  # lazy: gymnasium
 
         return rl_main(rest)
+    if command == "presets":
+        from grpokit.config import available_presets, preset_path
+
+        for name in available_presets():
+            print(f"{name}\t{preset_path(name)}")
+        return 0
     if command == "version":
         from grpokit import __version__
 
@@ -97,13 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 # train / demo
 # ---------------------------------------------------------------------------------------------------------
 
-_TRAIN_USAGE = """usage: grpokit {command} [CONFIG.yaml] [--resume RUN_DIR|latest] [--quiet] [--print-config] [--FIELD VALUE ...]
+_TRAIN_USAGE = """usage: grpokit {command} [CONFIG.yaml | --preset NAME] [--resume RUN_DIR|latest] [--quiet] [--print-config] [--FIELD VALUE ...]
 
 Fine-tune a causal LM with GRPO, or with PPO (and a value model) when the config says 'trainer: ppo' or
---trainer ppo is given. Without CONFIG and without --model.name_or_path, runs the built-in demo (tiny model,
-addition task).
+--trainer ppo is given. A run needs a model, prompts (--data.path or --data.task) and a reward
+(--reward_funcs, --reward_model or --process_reward_func). Without CONFIG and without --model, runs the
+built-in demo (the preset 'demo': tiny model, addition task).
 
   CONFIG.yaml           a YAML file of fields (sections as nested mappings); optional (or --config FILE)
+  --preset NAME         start from a config shipped with grpokit (grpokit presets lists them and their
+                        files, to copy)
   --model PATH          the policy: a local Hugging Face model directory (= --model.name_or_path PATH)
   --FIELD VALUE         override one field, by name (--beta 0.04) or dotted path (--algorithm.beta 0.04);
                         --FIELD=VALUE works too. VALUE is read as YAML: 0.9, true, null, [0.7, 1.0].
@@ -142,15 +152,15 @@ def _train_help(command: str, cls: type | None = None) -> str:
 _SHORTHANDS = {"model": "model.name_or_path"}
 
 
-def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], dict[str, bool]]:
-    """Split ``train`` arguments into (config path, field overrides, flags ``help``/``print_config``).
+def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """Split ``train`` arguments into (config path, field overrides, flags ``help``/``print_config``/``preset``).
 
     Raises ``ValueError`` for a stray positional argument or a non-boolean field given without a value.
     """
-    from grpokit.config import TRAINER_CONFIGS, field_paths
+    from grpokit.config import DEMO_CONFIGS, TRAINER_CONFIGS, field_paths
 
     bool_fields = set()
-    for cls in TRAINER_CONFIGS.values():  # the trainer is not known yet: any trainer's booleans
+    for cls in [*TRAINER_CONFIGS.values(), *DEMO_CONFIGS.values()]:  # the trainer is not known yet
         for path in field_paths(cls):
             section: Any = cls
             for part in path.split("."):
@@ -160,7 +170,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
                 bool_fields |= {path, path.rsplit(".", 1)[-1]}
     config_path: str | None = None
     overrides: dict[str, Any] = {}
-    flags = {"help": False, "print_config": False}
+    flags: dict[str, Any] = {"help": False, "print_config": False, "preset": None}
     args = list(argv)
     i = 0
     while i < len(args):
@@ -184,6 +194,8 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
                 if config_path is not None:
                     raise ValueError(f"two config files given: {config_path!r} and {value!r}")
                 config_path = value
+            elif key == "preset":
+                flags["preset"] = value
             else:
                 overrides[_SHORTHANDS.get(key, key)] = value
         elif config_path is None and not arg.startswith("-"):
@@ -193,19 +205,45 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
     return config_path, overrides, flags
 
 
+def _config_source(
+    config_path: str | None, overrides: dict[str, Any], preset: str | None, *, demo: bool
+) -> str | None:
+    """The config file a ``train``/``demo`` command reads: CONFIG, a preset, the resumed run's own, or the
+    ``demo`` preset when neither a file nor a model is given (``grpokit train`` with no arguments)."""
+    from grpokit.config import preset_path
+
+    if preset is not None and config_path is not None:
+        raise ValueError(f"give a config file or --preset, not both ({config_path!r}, preset {preset!r})")
+    if preset is not None:
+        return str(preset_path(preset))
+    if config_path is not None:
+        return config_path
+    resume = overrides.get("resume") or overrides.get("checkpoint.resume")
+    if resume:
+        return _resumed_config(str(resume), overrides)
+    model_given = any(key in ("model.name_or_path", "name_or_path") for key in overrides)
+    if demo or not model_given:
+        return str(preset_path("demo"))
+    return None
+
+
 def _train(argv: Sequence[str], *, demo: bool) -> int:
-    from grpokit.config import PPOConfig, load_config, read_config_file, trainer_config_class
+    from grpokit.config import (
+        PPOConfig,
+        check_runnable,
+        load_config,
+        read_config_file,
+        trainer_config_class,
+    )
     from grpokit.engine.parallel import split_num_processes
 
     argv, num_processes = split_num_processes(argv)
     config_path, overrides, flags = parse_train_args(argv)
+    config_path = _config_source(config_path, overrides, flags["preset"], demo=demo)
     if flags["help"]:
         cls = trainer_config_class(read_config_file(config_path) if config_path else {}, overrides)
         print(_train_help("demo" if demo else "train", cls), end="")
         return 0
-    resume = overrides.get("resume") or overrides.get("checkpoint.resume")
-    if config_path is None and resume:
-        config_path = _resumed_config(str(resume), overrides)
     config = load_config(config_path, overrides, cls=None)  # the class named by the ``trainer`` field
     if demo and config.model.name_or_path is not None:
         raise ValueError(
@@ -220,6 +258,7 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
             yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, default_flow_style=None), end=""
         )
         return 0
+    check_runnable(config)  # a model, prompts and a reward: one line naming the option, before any loading
     if num_processes is not None and num_processes > 1:
         return _launch_processes(num_processes, config, argv, demo=demo)
     from grpokit.engine.parallel import launched_distributed
@@ -227,15 +266,34 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
     if config.model.name_or_path is None and launched_distributed():
         raise ValueError("the built-in demo runs in one process: set model.name_or_path to train on several")
     _quiet_libraries()
-    if isinstance(config, PPOConfig):
+    if config.model.name_or_path is None:  # the demo preset: the demo builds and warms up its own model
+        result = _train_demo(config)
+    elif isinstance(config, PPOConfig):
         from grpokit.trainers.ppo import train
+
+        result = train(config)
     else:
         from grpokit.trainers.grpo import train
 
-    result = train(config)
+        result = train(config)
     if not config.logging.quiet:
         print(f"final model: {result.final_dir}")
     return 0
+
+
+def _train_demo(config: Any) -> Any:
+    """The built-in demo (GRPO), or PPO on the demo's warmed-up tiny model; returns the training result."""
+    from grpokit.apps.demo import prepare_demo_model, run_demo
+    from grpokit.config import PPOConfig
+
+    if not isinstance(config, PPOConfig):
+        return run_demo(config).train_result
+    from grpokit.trainers.ppo import train
+
+    model_dir = prepare_demo_model(config, (lambda _: None) if config.logging.quiet else print)
+    return train(
+        config.model_copy(update={"model": config.model.model_copy(update={"name_or_path": str(model_dir)})})
+    )
 
 
 def _launch_processes(num_processes: int, config: Any, argv: Sequence[str], *, demo: bool) -> int:
@@ -346,7 +404,13 @@ def _compare(argv: Sequence[str]) -> int:
     if flags["help"]:
         print(_COMPARE_USAGE, end="")
         return 0
-    from grpokit.trainers.compare import (
+    if flags["preset"] is not None:
+        from grpokit.config import preset_path
+
+        if config_path is not None:
+            raise ValueError("give a config file or --preset, not both")
+        config_path = str(preset_path(flags["preset"]))
+    from grpokit.apps.compare import (
         CompareRunFailed,
         build_compare_configs,
         render_markdown,
@@ -355,6 +419,9 @@ def _compare(argv: Sequence[str]) -> int:
 
     data = read_config_file(config_path) if config_path else {}
     grpo, ppo = build_compare_configs(data, overrides, per_system)
+    from grpokit.config import check_runnable
+
+    check_runnable(grpo)  # a model (or the demo), prompts and a reward, before any run starts
     if flags["print_config"]:
         import yaml
 
@@ -424,11 +491,11 @@ def _eval(argv: Sequence[str]) -> int:
     _quiet_libraries()
     import json
 
+    from grpokit.apps.demo import held_out_problems
+    from grpokit.apps.evaluation import evaluate
     from grpokit.data.tasks import get_task
-    from grpokit.engine.common import resolve_device
-    from grpokit.evaluation import evaluate
+    from grpokit.engine.runs import resolve_device
     from grpokit.models.loading import load_model, load_tokenizer
-    from grpokit.trainers.demo import held_out_problems
 
     task = get_task(args.task)
     tokenizer = load_tokenizer(args.model)

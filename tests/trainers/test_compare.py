@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from grpokit.apps import compare
+from grpokit.apps.compare import build_compare_configs, measure_run, render_markdown, summarize
 from grpokit.config import ConfigError, GRPOConfig, PPOConfig, build_config, save_config
-from grpokit.trainers import compare
-from grpokit.trainers.compare import build_compare_configs, measure_run, render_markdown, summarize
 
 # ---------------------------------------------------------------------------------------------------------
 # Matched configs
@@ -91,8 +91,9 @@ def run_config(cls, model_dir, tmp_path, name, **algorithm):
         {
             "max_steps": 2,
             "model": {"name_or_path": str(model_dir), "device": "cpu"},
-            "data": {"prompts_per_step": 2 if cls is GRPOConfig else 8, "num_train_problems": 50,
-                     "num_eval_problems": 12},
+            "data": {"task": "addition", "prompts_per_step": 2 if cls is GRPOConfig else 8,
+                     "num_train_problems": 50, "num_eval_problems": 12},
+            "rewards": {"reward_funcs": ["task"]},
             "generation": {"max_new_tokens": 4},
             "algorithm": {"num_generations": 4 if cls is GRPOConfig else 1, **algorithm},
             "logging": {"output_dir": str(tmp_path), "run_name": name, "quiet": True, "report_to": [],
@@ -199,6 +200,7 @@ def test_cli_compare_writes_the_table_plot_and_report(addition_model_dir, tmp_pa
         "compare", "--model", str(addition_model_dir), "--max_steps", "2", "--prompts_per_step", "2",
         "--num_generations", "4", "--max_new_tokens", "4", "--num_train_problems", "50",
         "--num_eval_problems", "8", "--device", "cpu", "--ppo.num_iterations", "1", "--seeds", "3",
+        "--task", "addition", "--reward_funcs", "[task]",
         "--output-dir", str(out),
     ])  # fmt: skip
     assert status == 0

@@ -4,10 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from grpokit.config import GRPOConfig, build_config
-from grpokit.data import get_task
-from grpokit.trainers import demo
-from grpokit.trainers.demo import (
+from grpokit.apps import demo
+from grpokit.apps.demo import (
     cache_dir,
     format_summary,
     held_out_metrics,
@@ -17,13 +15,15 @@ from grpokit.trainers.demo import (
     run_demo,
     warmup_problems,
 )
+from grpokit.config import DemoGRPOConfig, GRPOConfig, build_config
+from grpokit.data import get_task
 
 
-def tiny_demo_config(tmp_path, run_name="run", **demo_fields) -> GRPOConfig:
+def tiny_demo_config(tmp_path, run_name="run", **demo_fields) -> DemoGRPOConfig:
     """The demo pipeline at toy size: every phase runs, in about a second."""
-    return build_config(GRPOConfig, {
+    return build_config(DemoGRPOConfig, {
         "max_steps": 4,
-        "data": {"prompts_per_step": 2, "num_train_problems": 40, "num_eval_problems": 8},
+        "data": {"task": "addition", "prompts_per_step": 2, "num_train_problems": 40, "num_eval_problems": 8},
         "generation": {"max_new_tokens": 5},
         "algorithm": {"num_generations": 2},
         "optim": {"learning_rate": 3e-3},
@@ -183,7 +183,7 @@ def test_held_out_metrics_are_split_by_whether_the_teacher_is_right(monkeypatch)
             out.update({f"pass@{k}": float(right), "sample_accuracy": 0.5 * right, "num_samples": k})
         return out
 
-    monkeypatch.setattr("grpokit.evaluation.evaluate", fake_evaluate)
+    monkeypatch.setattr("grpokit.apps.evaluation.evaluate", fake_evaluate)
     metrics = held_out_metrics(None, None, task, rows, k=4, max_new_tokens=5)
     assert metrics["accuracy"] == pytest.approx((40 - n_wrong) / 40, abs=1e-12)
     assert metrics["pass@4"] == pytest.approx((40 - n_wrong) / 40, abs=1e-12)
@@ -229,20 +229,20 @@ def test_summary_table():
 
 
 def test_grpo_uses_the_demo_learning_rate_unless_the_config_sets_one(tmp_path):
-    from grpokit.config import load_config
-    from grpokit.trainers.demo import demo_optim
+    from grpokit.apps.demo import demo_config, demo_optim
 
-    default = demo_optim(GRPOConfig())
+    default = demo_optim(demo_config())
     assert (default.learning_rate, default.lr_scheduler) == (3e-4, "linear")
     assert GRPOConfig().optim.learning_rate == 1e-4  # the general default is left alone
-    mine = demo_optim(load_config(None, {"learning_rate": "1e-4", "demo.grpo_lr_scheduler": "cosine"}))
+    mine = demo_optim(demo_config({"learning_rate": "1e-4", "demo.grpo_lr_scheduler": "cosine"}))
     assert (mine.learning_rate, mine.lr_scheduler) == (1e-4, "cosine")
-    mine = demo_optim(load_config(None, {"lr_scheduler": "constant"}))
+    mine = demo_optim(demo_config({"lr_scheduler": "constant"}))
     assert (mine.learning_rate, mine.lr_scheduler) == (3e-4, "constant")
 
 
 def test_demo_model_shape_is_validated():
-    from grpokit.config import ConfigError, load_config
+    from grpokit.apps.demo import demo_config
+    from grpokit.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"demo: .*hidden_size \(64\) must be divisible by num_heads \(3\)"):
-        load_config(None, {"demo.num_heads": "3"})
+        demo_config({"demo.num_heads": "3"})

@@ -12,8 +12,12 @@ The tree is a set of sections (pydantic models); every field has a docstring, wh
       optim       OptimConfig           AdamW, schedule, clipping, minibatches (shared)
       logging     LoggingConfig         run directory, metrics, samples, progress bar (shared)
       checkpoint  CheckpointConfig      periodic saves and resume (shared)
-      demo        DemoConfig            the built-in demo's tiny model and warm-up (shared)
-      algorithm   GRPOAlgorithmConfig   clipped loss (PolicyLossConfig, shared) + GRPO-only knobs
+      vllm        VLLMConfig            the vLLM engine of generation.backend: vllm (shared)
+      algorithm   GRPOAlgorithmConfig   the loss (LossConfig, shared with PPO and RL) + GRPO-only knobs
+
+The defaults are those of a real model (no task, no reward, 256 new tokens); the built-in demo's values
+are a preset, ``grpokit/config/presets/demo.yaml`` (``grpokit presets``), whose ``demo`` section makes
+the config a :class:`DemoGRPOConfig` / :class:`DemoPPOConfig`.
 
 A PPO trainer reuses everything in :class:`TrainConfig` and brings its own ``algorithm`` section built on
 :class:`PolicyLossConfig`. Field names are unique across the tree, so a field can be overridden from the
@@ -23,7 +27,7 @@ The package holds one module per concern: :mod:`~grpokit.config.base` (the ``Sec
 renamed fields, registry lookups), :mod:`~grpokit.config.sections` (the shared sections),
 :mod:`~grpokit.config.loss` (the loss section shared by GRPO, PPO and classic RL, and the algorithm
 sections), :mod:`~grpokit.config.trainers` (the composed trainer configs), :mod:`~grpokit.config.demo`
-(the demo's section), :mod:`~grpokit.config.loading` (YAML, overrides, saving). It imports none of
+(the demo's section and configs), :mod:`~grpokit.config.loading` (YAML, overrides, presets, saving). It imports none of
 grpokit's trainers, engine, rollout, models, rewards, data or tracking; names are checked against the
 ``grpokit.algorithms`` registries when a config is built.
 
@@ -39,12 +43,16 @@ from grpokit.config.base import (
     registered_names,
     renamed_paths,
 )
-from grpokit.config.demo import DemoConfig
+from grpokit.config.demo import DEMO_CONFIGS, DemoConfig, DemoGRPOConfig, DemoPPOConfig
 from grpokit.config.loading import (
+    PRESETS_DIR,
     apply_overrides,
+    available_presets,
     build_config,
+    check_runnable,
     field_help,
     load_config,
+    preset_path,
     read_config_file,
     save_config,
     trainer_config_class,
@@ -73,7 +81,14 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
+    "DEMO_CONFIGS",
     "DemoConfig",
+    "DemoGRPOConfig",
+    "DemoPPOConfig",
+    "PRESETS_DIR",
+    "available_presets",
+    "check_runnable",
+    "preset_path",
     "GRPOAlgorithmConfig",
     "GRPOConfig",
     "GenerationConfig",

@@ -1,4 +1,6 @@
-"""The built-in demo's own section (its tiny model, warm-up and evaluation)."""
+"""The built-in demo's configs: its own section (tiny model, warm-up, evaluation) on top of the GRPO and PPO
+configs. Its values are the preset ``grpokit/config/presets/demo.yaml``; a config with a ``demo`` section
+(that preset, or a copy of it) is a demo run."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from grpokit.config.base import Section
+from grpokit.config.trainers import GRPOConfig, PPOConfig, TrainConfig
 
 
 class DemoConfig(Section):
@@ -88,3 +91,36 @@ class DemoConfig(Section):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
             )
         return self
+
+
+def _check_demo(config: TrainConfig) -> None:
+    if config.model.name_or_path is None and config.data.task is None:
+        raise ValueError("the demo builds its own model for a built-in task: set data.task (e.g. addition)")
+
+
+class DemoGRPOConfig(GRPOConfig):
+    """A GRPO config with the demo's section: ``grpokit train`` without a model runs the built-in demo."""
+
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    """The built-in demo (used when model.name_or_path is unset)."""
+
+    @model_validator(mode="after")
+    def _check_demo(self) -> DemoGRPOConfig:
+        _check_demo(self)
+        return self
+
+
+class DemoPPOConfig(PPOConfig):
+    """A PPO config with the demo's section: PPO on the demo's warmed-up tiny model."""
+
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    """The built-in demo (its warmed-up model is PPO's starting point when model.name_or_path is unset)."""
+
+    @model_validator(mode="after")
+    def _check_demo(self) -> DemoPPOConfig:
+        _check_demo(self)
+        return self
+
+
+DEMO_CONFIGS: dict[str, type[TrainConfig]] = {"grpo": DemoGRPOConfig, "ppo": DemoPPOConfig}
+"""Config class of each trainer for a demo run (a config with a ``demo`` section)."""

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from grpokit.config.base import ConfigError, field_paths, renamed_paths
+from grpokit.config.demo import DEMO_CONFIGS
 from grpokit.config.trainers import TRAINER_CONFIGS, GRPOConfig, TrainConfig
 
 
@@ -32,7 +33,7 @@ def _check_renamed(cls: type[BaseModel], data: dict[str, Any], source: str) -> N
 def field_help(cls: type[BaseModel]) -> list[tuple[str, str, str]]:
     """``(dotted path, default as YAML, description)`` for every leaf field: the config reference."""
     rows = []
-    default = cls()
+    default = cls.model_construct()  # defaults without the cross-field checks (a demo config needs a task)
     for path in field_paths(cls):
         section: Any = cls
         value: Any = default
@@ -136,12 +137,48 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def trainer_config_class(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> type[TrainConfig]:
-    """The config class named by the ``trainer`` field (an override wins over the file; default ``grpo``)."""
+    """The config class named by the ``trainer`` field (an override wins over the file; default ``grpo``);
+    its demo variant (:data:`~grpokit.config.demo.DEMO_CONFIGS`) when ``data`` has a ``demo`` section."""
     overrides = overrides or {}
     name = overrides.get("trainer", data.get("trainer", "grpo"))
     if name not in TRAINER_CONFIGS:
         raise ConfigError(f"trainer: unknown trainer {name!r}; valid: {', '.join(TRAINER_CONFIGS)}")
-    return TRAINER_CONFIGS[name]
+    return (DEMO_CONFIGS if "demo" in data else TRAINER_CONFIGS)[name]
+
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+"""The YAML presets shipped with grpokit (``grpokit presets`` lists them)."""
+
+
+def available_presets() -> list[str]:
+    """Names of the shipped presets (``demo``...)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of a shipped preset; copy it to start a config of your own."""
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(available_presets())}")
+    return path
+
+
+def check_runnable(config: TrainConfig) -> None:
+    """What a run from the command line needs besides a valid config: a model (or the demo preset), prompts
+    and a reward. Raises ``ConfigError`` with one line naming the option to set."""
+    if config.model.name_or_path is None and not hasattr(config, "demo"):
+        raise ConfigError(
+            "no model: set --model PATH (a local Hugging Face model directory), or run the built-in demo "
+            "with --preset demo"
+        )
+    if config.data.path is None and config.data.task is None:
+        raise ConfigError("no prompts: set --data.path FILE (.jsonl, .csv, .parquet) or --data.task NAME")
+    rewards = config.rewards
+    if not rewards.reward_funcs and rewards.reward_model is None and rewards.process_reward_func is None:
+        raise ConfigError(
+            "no reward: name one with --reward_funcs (e.g. --reward_funcs accuracy, or "
+            "--reward_funcs my_rewards.py:score), or set --reward_model / --process_reward_func"
+        )
 
 
 def load_config(

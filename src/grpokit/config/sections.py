@@ -52,8 +52,8 @@ class LoRAConfig(Section):
 
 class ModelConfig(Section):
     name_or_path: str | None = None
-    """Local directory of a Hugging Face causal LM (``save_pretrained`` layout). ``None`` runs the built-in
-    demo: a tiny model and character tokenizer are built, warmed up on the task's teacher, then trained."""
+    """Local directory of a Hugging Face causal LM (``save_pretrained`` layout); required by ``grpokit train``
+    except with the ``demo`` preset, which builds a tiny model and warms it up itself."""
 
     tokenizer_name_or_path: str | None = None
     """Tokenizer directory when it differs from ``name_or_path``."""
@@ -78,8 +78,9 @@ class DataConfig(Section):
     """Prompt dataset: a ``.jsonl``, ``.csv`` or ``.parquet`` file, or a ``datasets`` dataset saved to disk.
     ``None`` generates problems from the built-in ``task``."""
 
-    task: str | None = "addition"
-    """Built-in task: the prompt source when ``path`` is unset, and the checker behind the ``task`` reward."""
+    task: str | None = None
+    """Built-in task (e.g. ``addition``): the prompt source when ``path`` is unset, and the checker behind
+    the ``task`` reward. ``None``: prompts come from ``path``."""
 
     prompt_column: str = "prompt"
     """Column holding the prompt: a string, or a list of chat messages (then the chat template is applied)."""
@@ -109,7 +110,7 @@ class DataConfig(Section):
 
 
 class GenerationConfig(Section):
-    max_new_tokens: int = Field(12, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
     """Maximum completion length in tokens; a completion cut there is *truncated* (see overlong options)."""
 
     min_new_tokens: int = Field(0, ge=0)
@@ -191,10 +192,11 @@ class VLLMConfig(Section):
 
 
 class RewardConfig(Section):
-    reward_funcs: list[str] = Field(default_factory=lambda: ["task"])
+    reward_funcs: list[str] = Field(default_factory=list)
     """Reward functions ``f(prompts, completions, **columns) -> list[float | None]``: built-in names
     (``task``, ``accuracy``, ``format``, ``length_penalty``), ``package.module:function`` or
-    ``path/to/file.py:function``. ``None`` in a result means "not applicable" for that sample."""
+    ``path/to/file.py:function``. ``None`` in a result means "not applicable" for that sample. A run from
+    the command line needs at least one reward (this, ``reward_model`` or ``process_reward_func``)."""
 
     reward_weights: list[float] | None = None
     """One weight per reward function, then one for ``reward_model`` if set (default: all 1)."""
@@ -240,8 +242,6 @@ class RewardConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> RewardConfig:
-        if not self.reward_funcs and self.reward_model is None and self.process_reward_func is None:
-            raise ValueError("no reward: set reward_funcs, reward_model or process_reward_func")
         if len(set(self.reward_funcs)) != len(self.reward_funcs):
             raise ValueError(f"reward_funcs has duplicates: {self.reward_funcs}")
         n = len(self.reward_funcs) + (self.reward_model is not None)
@@ -290,6 +290,11 @@ class OptimConfig(Section):
 
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches per minibatch: gradients are accumulated over them (memory, not maths, changes)."""
+
+    shuffle_minibatches: bool = True
+    """With several minibatches per pass, draw each pass's partition at random. False: a fixed strided
+    partition (minibatch k holds rows k, k + K, k + 2K, ...), the same on any number of processes, so a
+    data-parallel run then equals a one-process run exactly."""
 
     gradient_checkpointing: bool = False
     """Recompute each decoder layer's activations in backward instead of storing them: the update's

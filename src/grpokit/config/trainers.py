@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from grpokit.config.base import Section
-from grpokit.config.demo import DemoConfig
 from grpokit.config.loss import GRPOAlgorithmConfig, PPOAlgorithmConfig
 from grpokit.config.sections import (
     CheckpointConfig,
@@ -27,9 +26,8 @@ class TrainConfig(Section):
     seed: int = 0
     """Seeds Python, NumPy, torch, the prompt order and sampling: the same seed gives the same run."""
 
-    max_steps: int = Field(1000, ge=1)
-    """Training steps (one step = one batch of prompts, its rollouts and the updates on them). The default
-    is the built-in demo's GRPO phase (0.5 to 3 minutes on one CPU core, see docs/demo.md)."""
+    max_steps: int = Field(500, ge=1)
+    """Training steps (one step = one batch of prompts, its rollouts and the updates on them)."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The policy to fine-tune."""
@@ -55,17 +53,10 @@ class TrainConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Checkpoints and resume."""
 
-    demo: DemoConfig = Field(default_factory=DemoConfig)
-    """The built-in demo (used when model.name_or_path is unset)."""
-
     @model_validator(mode="after")
     def _check_cross_section(self) -> TrainConfig:
-        if self.data.path is None and self.data.task is None:
-            raise ValueError("data: set data.path (a prompt file) or data.task (a built-in task)")
         if "task" in self.rewards.reward_funcs and self.data.task is None:
             raise ValueError("rewards.reward_funcs uses 'task' but data.task is unset")
-        if self.model.name_or_path is None and self.data.task is None:
-            raise ValueError("model.name_or_path is unset (demo mode), which needs data.task")
         if self.generation.backend != "vllm":
             defaults = VLLMConfig.model_fields
             changed = [f"vllm.{k}" for k in defaults if getattr(self.vllm, k) != defaults[k].default]

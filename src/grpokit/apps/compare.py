@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from grpokit.config import (
+    DEMO_CONFIGS,
     ConfigError,
     GRPOConfig,
     PPOConfig,
@@ -58,6 +59,8 @@ from grpokit.config import (
     build_config,
     field_paths,
     load_config,
+    preset_path,
+    read_config_file,
     save_config,
 )
 
@@ -141,17 +144,25 @@ def build_compare_configs(
     """
     data = dict(data or {})
     data.pop("trainer", None)
+    model_given = (data.get("model") or {}).get("name_or_path") is not None or any(
+        key in ("model", "name_or_path", "model.name_or_path") for key in (overrides or {})
+    )
+    if not model_given and "demo" not in data:  # no model: the demo preset's task on the demo's model
+        data = _merged(read_config_file(preset_path("demo")), data)
+        data.pop("trainer", None)
+    # A config with a demo section runs on the demo's warmed-up model when it names no model.
+    systems = DEMO_CONFIGS if "demo" in data else SYSTEMS
     per_system: dict[str, dict[str, Any]] = {}
-    for name in SYSTEMS:
+    for name in systems:
         section = data.pop(name, None) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"{name}: expected a mapping of fields for the {name.upper()} run only")
         per_system[name] = {**_flatten(section), **((system_overrides or {}).get(name) or {})}
     overrides = dict(overrides or {})
     for key in overrides:
-        if not any(_resolves(cls, key) for cls in SYSTEMS.values()):
+        if not any(_resolves(cls, key) for cls in systems.values()):
             known = sorted(
-                {part for cls in SYSTEMS.values() for p in field_paths(cls) for part in (p, _leaf(p))}
+                {part for cls in systems.values() for p in field_paths(cls) for part in (p, _leaf(p))}
             )
             close = difflib.get_close_matches(key.replace("-", "_"), known, n=1, cutoff=0.6)
             raise ConfigError(f"unknown option --{key}" + (f"; did you mean --{close[0]}?" if close else ""))
@@ -166,7 +177,7 @@ def build_compare_configs(
     per_system["ppo"] = ppo_own
 
     configs = {}
-    for name, cls in SYSTEMS.items():
+    for name, cls in systems.items():
         system_data = _split_algorithm(data, cls)
         shared = {k: v for k, v in overrides.items() if _resolves(cls, k)}
         if name == "ppo":  # the shared G is GRPO's group size; PPO's completions per prompt follow note 1
@@ -174,7 +185,7 @@ def build_compare_configs(
             shared = {k: v for k, v in shared.items() if _leaf(k) != "num_generations"}
         configs[name] = apply_overrides(cls, system_data, {**shared, **per_system[name]})
 
-    grpo = build_config(GRPOConfig, configs["grpo"], source="compare config (GRPO)")
+    grpo = build_config(systems["grpo"], configs["grpo"], source="compare config (GRPO)")
     completions = grpo.num_responses
     try:
         G_ppo = int(ppo_generations[-1]) if ppo_generations else 1
@@ -186,8 +197,18 @@ def build_compare_configs(
         )
     configs["ppo"].setdefault("algorithm", {})["num_generations"] = G_ppo
     configs["ppo"].setdefault("data", {})["prompts_per_step"] = completions // G_ppo
-    ppo = build_config(PPOConfig, configs["ppo"], source="compare config (PPO)")
+    ppo = build_config(systems["ppo"], configs["ppo"], source="compare config (PPO)")
     return grpo, ppo  # type: ignore[return-value]
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
 
 
 def _run_config(config: TrainConfig, *, seed: int, run_dir: Path, model_dir: str) -> TrainConfig:
@@ -259,8 +280,8 @@ def _held_out_rows(config: TrainConfig, eval_data: str | None) -> tuple[list[dic
 
         return list(load_prompts(eval_data, prompt_column=config.data.prompt_column)), None
     if config.data.path is None and config.data.task is not None:
+        from grpokit.apps.demo import held_out_problems
         from grpokit.data.tasks import get_task
-        from grpokit.trainers.demo import held_out_problems
 
         task = get_task(config.data.task)
         return held_out_problems(task, config.data.num_eval_problems), task
@@ -271,7 +292,7 @@ def held_out_quality(
     model: Any, tokenizer: Any, rows: list[dict[str, Any]], task: Any, config: TrainConfig, rewards: Any
 ) -> float:
     """Greedy held-out accuracy (built-in task) or mean configured reward of greedy completions (note 5)."""
-    from grpokit.evaluation import evaluate
+    from grpokit.apps.evaluation import evaluate
     from grpokit.rollout import TransformersSampler
 
     gen = config.generation
@@ -300,7 +321,7 @@ def kl_to_initial(
     import torch
 
     from grpokit.algorithms import kl_divergence
-    from grpokit.engine.common import sequence_logprobs
+    from grpokit.models.forward import sequence_logprobs
     from grpokit.rollout import TransformersSampler
 
     gen = config.generation
@@ -323,7 +344,7 @@ def kl_to_initial(
 def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) -> dict[str, Any]:
     """Train the config at ``config_path`` in this process and measure it (notes 4-6).
 
-    Meant to run in a fresh process (``python -m grpokit.trainers.compare CONFIG RESULT``): the peak RSS
+    Meant to run in a fresh process (``python -m grpokit.apps.compare CONFIG RESULT``): the peak RSS
     is the process's.
     """
     import torch
@@ -383,7 +404,7 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
 
 
 def _worker_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m grpokit.trainers.compare CONFIG.yaml RESULT.json [EVAL_DATA]``: one measured run."""
+    """``python -m grpokit.apps.compare CONFIG.yaml RESULT.json [EVAL_DATA]``: one measured run."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) not in (2, 3):
         print(_worker_main.__doc__, file=sys.stderr)
@@ -406,13 +427,13 @@ def _starting_model(config: TrainConfig, log: Callable[[str], None]) -> str:
     """The model both systems start from: the config's, or the demo's warmed-up tiny model (cached)."""
     if config.model.name_or_path is not None:
         return config.model.name_or_path
-    from grpokit.trainers.demo import prepare_demo_model
+    from grpokit.apps.demo import prepare_demo_model
 
     return str(prepare_demo_model(config, log))
 
 
 def _run_subprocess(config_path: Path, result_path: Path, log_path: Path, eval_data: str | None) -> dict:
-    command = [sys.executable, "-m", "grpokit.trainers.compare", str(config_path), str(result_path)]
+    command = [sys.executable, "-m", "grpokit.apps.compare", str(config_path), str(result_path)]
     if eval_data is not None:
         command.append(str(eval_data))
     with open(log_path, "w", encoding="utf-8") as log_file:

@@ -50,13 +50,14 @@ from typing import Any
 
 import torch
 
-from grpokit.config import GRPOConfig, OptimConfig, TrainConfig
+from grpokit.config import DemoGRPOConfig, GRPOConfig, OptimConfig, TrainConfig, load_config, preset_path
 from grpokit.trainers.grpo import GRPOTrainer, TrainResult
 
 __all__ = [
     "EVAL_SEED",
     "DemoResult",
     "cache_dir",
+    "demo_config",
     "demo_optim",
     "format_summary",
     "held_out_metrics",
@@ -160,7 +161,7 @@ def held_out_metrics(
     max_new_tokens: int,
     seed: int = 0,
 ) -> dict[str, float]:
-    """:func:`grpokit.evaluation.evaluate` on ``rows``, split by whether the task's teacher gets them right.
+    """:func:`grpokit.apps.evaluation.evaluate` on ``rows``, split by whether the task's teacher gets them right.
 
     Returns:
         The metrics of ``evaluate`` over all rows (``accuracy``, and ``pass@k`` / ``sample_accuracy`` when
@@ -168,7 +169,7 @@ def held_out_metrics(
         group) and ``teacher_wrong_fraction``. Each group is evaluated once and the overall numbers are
         their problem-weighted means, so nothing is generated twice.
     """
-    from grpokit.evaluation import evaluate
+    from grpokit.apps.evaluation import evaluate
 
     groups: dict[str, list[dict[str, Any]]] = {"teacher_right": [], "teacher_wrong": []}
     for row in rows:
@@ -396,9 +397,18 @@ def run_control(
     return curve, seconds
 
 
-def run_demo(config: GRPOConfig | None = None, log: Callable[[str], None] | None = None) -> DemoResult:
-    """Warm up (cached), evaluate, train with GRPO on the task's checker, evaluate again; see the module."""
-    config = config or GRPOConfig()
+def demo_config(overrides: dict[str, Any] | None = None) -> DemoGRPOConfig:
+    """The demo preset (``grpokit/config/presets/demo.yaml``) with ``overrides``, validated."""
+    config = load_config(preset_path("demo"), overrides, cls=DemoGRPOConfig)
+    assert isinstance(config, DemoGRPOConfig)
+    return config
+
+
+def run_demo(config: DemoGRPOConfig | None = None, log: Callable[[str], None] | None = None) -> DemoResult:
+    """Warm up (cached), evaluate, train with GRPO on the task's checker, evaluate again; see the module.
+
+    ``config``: the demo preset by default (:func:`demo_config`)."""
+    config = config or demo_config()
     if log is None:
         log = (lambda _: None) if config.logging.quiet else _console
     with _torch_threads(config.demo.num_threads):

@@ -88,7 +88,9 @@ def evaluate(
             batch = sampler.generate(prompts[start : start + per_call], G)
             right = [
                 bool(check_fn(prompt, completion, answers[start + group]))
-                for prompt, completion, group in zip(batch.prompts, batch.completions, batch.group_ids.tolist())
+                for prompt, completion, group in zip(
+                    batch.prompts, batch.completions, batch.group_ids.tolist()
+                )
             ]
             counts.extend(sum(right[i * G : (i + 1) * G]) for i in range(len(right) // G))
         return counts
@@ -100,7 +102,12 @@ def evaluate(
     }
     if k > 1:
         sampler = TransformersSampler(
-            model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+            model,
+            tokenizer,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
             seed=seed,
         )
         counts = correct_counts(sampler, n)
