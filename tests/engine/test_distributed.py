@@ -107,9 +107,12 @@ def fraction_of_a(prompts, completions, **columns):
 
 
 def _sections(output_dir: str, run_name: str, policy: str, resume: str | None = None) -> dict:
-    aggregation, lora_rank = {
-        "full, token_mean": ("token_mean", 0),
-        "lora, sequence_mean": ("sequence_mean", 4),
+    aggregation, lora_rank, mini_batch_size = {
+        "full, token_mean": ("token_mean", 0, None),
+        "lora, sequence_mean": ("sequence_mean", 4, None),
+        # 2 optimizer steps per batch: each process takes 8 / 2 rows per step (it used to take all 8 of its
+        # rows in one step, half as many steps as one process).
+        "full, minibatches": ("constant", 0, 8),
     }[policy]
     return {
         "max_steps": 3,
@@ -117,7 +120,12 @@ def _sections(output_dir: str, run_name: str, policy: str, resume: str | None = 
         "data": {"prompts_per_step": 4, "shuffle": True},
         "generation": {"max_new_tokens": 6, "per_group_seed": True},
         "algorithm": {"num_generations": 4, "loss_aggregation": aggregation, "beta": 0.05},
-        "optim": {"learning_rate": 3e-3, "gradient_accumulation_steps": 2},
+        "optim": {
+            "learning_rate": 3e-3,
+            "gradient_accumulation_steps": 2,
+            "mini_batch_size": mini_batch_size,
+            "shuffle_minibatches": False,
+        },
         "checkpoint": {"save_steps": 1, "save_total_limit": None, "resume": resume},
         "logging": {
             "output_dir": output_dir,
@@ -150,7 +158,7 @@ def _assert_same_weights(actual: dict, expected: dict) -> None:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=2e-5, msg=name)
 
 
-@pytest.mark.parametrize("policy", ["full, token_mean", "lora, sequence_mean"])
+@pytest.mark.parametrize("policy", ["full, token_mean", "lora, sequence_mean", "full, minibatches"])
 def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_path, policy):
     out = str(tmp_path / "runs")
     two = make_config(**_sections(out, "two", policy))
@@ -170,6 +178,7 @@ def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_p
         assert b["kl"] == pytest.approx(a["kl"], rel=1e-4, abs=1e-7)
         # Adam is blind to the gradient's scale, the norm is not: DDP's mean must be the global gradient.
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["optimizer_steps"] == a["optimizer_steps"] == (2 if "minibatches" in policy else 1)
     _assert_same_weights(_weights(two_run / "final"), _weights(one_run / "final"))
     assert len(_weights(one_run / "final")) == (
         28 if "lora" in policy else 26
@@ -185,6 +194,53 @@ def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_p
     assert resumed.start_step == 2
     resumed.train()
     _assert_same_weights(_weights(two_run / "final"), _weights(one_run / "final"))
+
+
+def _ppo_sections(output_dir: str, run_name: str) -> dict:
+    sections = _sections(output_dir, run_name, "full, minibatches")
+    sections["trainer"] = "ppo"
+    sections["algorithm"] = {
+        "num_generations": 2, "beta": 0.05, "num_iterations": 2, "loss_aggregation": "token_mean",
+        "adaptive_kl": True, "kl_target": 0.01, "kl_horizon": 10,
+    }  # fmt: skip
+    sections["optim"]["mini_batch_size"] = 4  # of N = 4 prompts x 2 completions
+    sections["checkpoint"] = {"save_steps": 0}
+    return sections
+
+
+def _ppo_worker(rank: int, config, rows) -> None:
+    from grpokit.trainers.ppo import PPOTrainer
+
+    PPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows).train()
+
+
+def test_ppo_on_two_processes_trains_like_one(make_config, rows, tmp_path):
+    """PPO through the same engine: value model DDP-wrapped, advantages whitened and the adaptive KL
+    coefficient moved over every process's completions, per-process minibatches."""
+    from grpokit.config import PPOConfig, build_config
+    from grpokit.trainers.ppo import PPOTrainer
+
+    out = str(tmp_path / "runs")
+
+    def config(name: str) -> PPOConfig:
+        base, sections = make_config().model_dump(), _ppo_sections(out, name)
+        sections["model"] = {**base["model"], **sections["model"]}
+        return build_config(PPOConfig, {**base, **sections})
+
+    launch(_ppo_worker, config("two"), rows)
+    one_run = PPOTrainer(config("one"), reward_funcs=[fraction_of_a], dataset=rows).train().run_dir
+    two_run = tmp_path / "runs" / "two"
+    for a, b in zip(read_metrics(one_run), read_metrics(two_run), strict=True):
+        assert b["reward/mean"] == pytest.approx(a["reward/mean"], abs=1e-6)
+        assert b["kl_coef"] == pytest.approx(a["kl_coef"], rel=1e-5)  # the controller saw the same KL
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["value_grad_norm"] == pytest.approx(a["value_grad_norm"], rel=1e-4)
+        assert b["optimizer_steps"] == a["optimizer_steps"] == 4  # 2 epochs x 2 minibatches
+    _assert_same_weights(_weights(two_run / "final"), _weights(one_run / "final"))
+    _assert_same_weights(
+        load_file(str(two_run / "final" / "value_model.safetensors")),
+        load_file(str(one_run / "final" / "value_model.safetensors")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -179,8 +179,9 @@ def test_configs_that_cannot_be_split_are_named(base_config):
         two.check_config(base_config(optim={"gradient_accumulation_steps": 16}))
     with pytest.raises(ValueError, match="dynamic_sampling"):
         two.check_config(base_config(algorithm={"dynamic_sampling": True}))
-    with pytest.raises(ValueError, match="GRPO trainer only"):
-        two.check_config(base_config(PPOConfig, algorithm={"num_generations": 1}))
+    two.check_config(base_config(PPOConfig, algorithm={"num_generations": 1}))  # PPO splits like GRPO
+    with pytest.raises(ValueError, match="value_model 'shared' with several processes"):
+        two.check_config(base_config(PPOConfig, algorithm={"num_generations": 1, "value_model": "shared"}))
     DataParallel().check_config(base_config(data={"prompts_per_step": 3}))  # one process: anything goes
 
 

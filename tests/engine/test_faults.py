@@ -10,7 +10,6 @@ import signal
 import pytest
 import torch
 
-import grpokit.algorithms
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import faults
 from grpokit.tracking import read_metrics
@@ -39,7 +38,9 @@ def with_resume(config, run_dir):
 
 def wrap_policy_loss(monkeypatch, on_call):
     """Replace the loss the trainer calls; ``on_call(index, loss)`` may change the loss or raise."""
-    real = grpokit.algorithms.policy_loss
+    from grpokit.trainers import objective
+
+    real = objective.compute_loss
     count = [0]
 
     def wrapped(*args, **kwargs):
@@ -47,7 +48,7 @@ def wrap_policy_loss(monkeypatch, on_call):
         loss, metrics = real(*args, **kwargs)
         return on_call(count[0], loss), metrics
 
-    monkeypatch.setattr(grpokit.algorithms, "policy_loss", wrapped)
+    monkeypatch.setattr(objective, "compute_loss", wrapped)
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_accumulation_gives_the_whole_minibatch_gradient_and_logged_loss(aggrega
 def test_a_minibatch_without_loss_tokens_takes_no_step():
     objective = toy()
     mask = torch.ones(4, 3)
-    mask[:2] = 0
+    mask[[0, 2]] = 0  # the first minibatch of the strided partition (rows 0 and 2)
     stats = update(objective, UpdateSchedule(mini_batch_size=2, shuffle=False), loss_mask=mask)
     assert stats.optimizer_steps == 1
 
@@ -145,3 +145,11 @@ def test_minibatch_size_is_per_process():
     assert schedule.optimizer_steps(8, 1) == schedule.optimizer_steps(4, 2) == 2
     with pytest.raises(ValueError, match="mini_batch_size"):
         UpdateSchedule(mini_batch_size=3).local_mini_batch_size(2)
+
+
+def test_unshuffled_minibatches_are_strided_so_process_shards_agree():
+    one = [torch.cat(mb).tolist() for mb in iterate_minibatches(8, 4, 1, shuffle=False)]
+    assert one == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    # Two processes holding rows 0..3 and 4..7, each taking 2 rows per step: the union is the same minibatch.
+    local = [torch.cat(mb).tolist() for mb in iterate_minibatches(4, 2, 1, shuffle=False)]
+    assert [sorted(rows + [r + 4 for r in rows]) for rows in local] == one

@@ -208,13 +208,18 @@ def iterate_minibatches(
 ) -> Iterator[list[torch.Tensor]]:
     """Yield minibatches as lists of micro-batch row indices (one optimizer step per minibatch).
 
-    Rows are shuffled when there is more than one minibatch (and ``shuffle``); a ragged batch (dynamic
-    sampling that ran out of rounds) gets a smaller last minibatch rather than dropped rows.
+    With more than one minibatch, rows are shuffled (``shuffle``) or partitioned with a stride: minibatch k
+    holds rows k, k + K, k + 2K, ... of the K minibatches, which gives each process of a data-parallel run
+    (holding a contiguous N/W of the rows) exactly its share of the one-process minibatch. A ragged batch
+    (dynamic sampling that ran out of rounds) gets a smaller last minibatch rather than dropped rows.
     """
     size = num_rows if mini_batch_size is None else min(mini_batch_size, num_rows)
     size = max(size, 1)
-    several = size < num_rows
-    order = torch.randperm(num_rows, generator=generator) if several and shuffle else torch.arange(num_rows)
+    order = torch.arange(num_rows)
+    if size < num_rows and shuffle:
+        order = torch.randperm(num_rows, generator=generator)
+    elif size < num_rows and num_rows % size == 0:
+        order = order.view(size, num_rows // size).t().reshape(-1)
     for start in range(0, num_rows, size):
         rows = order[start : start + size]
         micro = max(1, math.ceil(len(rows) / accumulation_steps))
@@ -284,7 +289,7 @@ def run_update(
                     continue
                 loss_value = out.loss.item()
                 finite = finite and math.isfinite(loss_value)
-                metrics = {"loss": loss_value, **out.metrics}
+                metrics = {**out.metrics, "loss": loss_value}  # the loss that was back-propagated
                 means.add({k: v for k, v in metrics.items() if k not in LOSS_METRICS}, float(mask.sum()))
                 means.add({k: metrics[k] for k in LOSS_METRICS if k in metrics}, count)
             finite = dp.all_true(finite)  # every process skips the step, or none does (note 4)

@@ -239,6 +239,7 @@ def update_schedule(algorithm: Any, optim: OptimConfig) -> UpdateSchedule:
         num_iterations=algorithm.num_iterations,
         mini_batch_size=optim.mini_batch_size,
         gradient_accumulation_steps=optim.gradient_accumulation_steps,
+        shuffle=optim.shuffle_minibatches,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
@@ -147,8 +147,9 @@ def gather_group_advantages(
 def _loggable(batch: RolloutBatch) -> RolloutBatch:
     """The fields the step log reads, on CPU (prompt ids and log-probs stay home: they are not logged)."""
     N = batch.num_responses
+    plain = RolloutBatch(**{f.name: getattr(batch, f.name) for f in fields(RolloutBatch)})  # PPO's extras stay
     return replace(
-        batch,
+        plain,
         prompt_ids=torch.zeros(N, 0, dtype=torch.long),
         prompt_mask=torch.zeros(N, 0, dtype=torch.long),
         completion_ids=batch.completion_ids.cpu(),
