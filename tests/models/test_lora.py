@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from grpokit.config import GRPOConfig, build_config
-from grpokit.models.forward import sequence_logprobs
 from grpokit.models import build_char_tokenizer, build_tiny_model, load_model
+from grpokit.models.forward import sequence_logprobs
 from grpokit.models.lora import (
     AdapterDisabledReference,
     apply_lora,

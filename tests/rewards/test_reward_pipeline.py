@@ -168,3 +168,18 @@ def test_reward_scores_concat_pads_steps_and_keeps_rows_in_order():
     assert both.step_ends.tolist() == [[3, -1], [1, 4], [2, 5]]  # -1 marks a padding step
     assert both.metrics == {"m": 1.0}
     assert RewardScores.concat([a, b], metrics={"m": 9.0}).metrics == {"m": 9.0}
+
+
+def test_reward_scores_concat_refuses_parts_with_and_without_steps():
+    from grpokit.rewards import RewardScores
+
+    with_steps = RewardScores(
+        rewards=torch.tensor([1.0]), scored=torch.tensor([True]), per_function={"f": [1.0]},
+        step_rewards=torch.tensor([[0.5]]), step_ends=torch.tensor([[3]]),
+    )  # fmt: skip
+    without = RewardScores(
+        rewards=torch.tensor([0.0]), scored=torch.tensor([True]), per_function={"f": [0.0]}
+    )
+    for parts in ([with_steps, without], [without, with_steps]):
+        with pytest.raises(ValueError, match="with and without process-reward steps"):
+            RewardScores.concat(parts)

@@ -612,3 +612,16 @@ def test_runs_are_parallel_but_bounded_by_max_workers(iso, monkeypatch):
     pairs = [("a", "a"), ("b", "b"), ("c", "c")]
     assert reward(["p", "p"], [slow, slow], tests=[pairs, pairs]) == [1.0, 1.0]
     assert peak == 2
+
+
+def test_supervisor_needs_the_launchers_output_pipes():
+    import subprocess
+
+    from grpokit.rewards.sandbox import _Supervisor
+
+    launcher = subprocess.Popen([sys.executable, "-c", "pass"], stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(ValueError, match="stdout=PIPE and stderr=PIPE"):
+            _Supervisor(launcher, -1, -1, FAST, None)
+    finally:
+        launcher.communicate()

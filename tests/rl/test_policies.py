@@ -124,3 +124,13 @@ def test_wrong_net_output_shapes_are_named():
         GaussianPolicy(nn.Linear(2, 4), 1).distribution(torch.randn(2, 2))
     with pytest.raises(ValueError, match="net must be a torch.nn.Module"):
         CategoricalPolicy(lambda x: x, 2)
+
+
+def test_a_policy_names_a_distribution_it_did_not_build():
+    categorical = CategoricalPolicy(nn.Linear(3, 4), num_actions=4)
+    gaussian = GaussianPolicy(nn.Linear(3, 2), action_dim=2)
+    obs = torch.randn(5, 3)
+    with pytest.raises(TypeError, match="CategoricalPolicy samples from the Categorical .* got Independent"):
+        categorical.sample(gaussian.distribution(obs))
+    with pytest.raises(TypeError, match="GaussianPolicy samples from the Independent .* got Categorical"):
+        gaussian.mode(categorical.distribution(obs))

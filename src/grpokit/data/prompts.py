@@ -38,7 +38,7 @@ class PromptDataset(Sequence):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self.rows[index]
 
     @property

@@ -4,11 +4,11 @@ with gradient for the update, and micro-batched no-grad passes (pi_old, pi_ref, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 import torch
 
-__all__ = ["TokenBatch", "batch_to", "per_token_no_grad", "policy_forward", "sequence_logprobs"]
+__all__ = ["ModelInputs", "TokenBatch", "batch_to", "per_token_no_grad", "policy_forward", "sequence_logprobs"]
 
 
 class TokenBatch(Protocol):
@@ -22,7 +22,16 @@ class TokenBatch(Protocol):
     temperatures: torch.Tensor
 
 
-def batch_to(batch: TokenBatch, rows: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+class ModelInputs(TypedDict):
+    """The keyword arguments of the log-prob and value passes for n rows: (n, P') and (n, T') each."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+
+
+def batch_to(batch: TokenBatch, rows: torch.Tensor, device: torch.device) -> ModelInputs:
     """Model inputs of ``rows``, trimmed to their longest prompt and completion (less padding compute)."""
     prompt_mask = batch.prompt_mask[rows]  # (n, P)
     completion_mask = batch.completion_mask[rows]  # (n, T)
@@ -41,7 +50,7 @@ def per_token_no_grad(
     module: torch.nn.Module,
     batch: TokenBatch,
     micro_batch_size: int,
-    forward: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+    forward: Callable[[ModelInputs, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """(N, T) float32 ``forward(inputs, rows)`` over the batch, ``micro_batch_size`` rows at a time, in eval
     mode and without gradient; ``forward`` returns (n, T') with T' <= T (the rest stays 0)."""
@@ -69,7 +78,7 @@ def sequence_logprobs(model: torch.nn.Module, batch: TokenBatch, micro_batch_siz
 
     device = next(model.parameters()).device
 
-    def forward(inputs: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    def forward(inputs: ModelInputs, rows: torch.Tensor) -> torch.Tensor:
         return completion_logprobs(model, **inputs, temperature=batch.temperatures[rows].to(device))[0]
 
     return per_token_no_grad(model, batch, micro_batch_size, forward)
@@ -77,7 +86,7 @@ def sequence_logprobs(model: torch.nn.Module, batch: TokenBatch, micro_batch_siz
 
 def policy_forward(
     model: torch.nn.Module,
-    inputs: dict[str, torch.Tensor],
+    inputs: ModelInputs,
     temperature: torch.Tensor,
     *,
     need_logits: bool,

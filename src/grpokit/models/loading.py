@@ -80,7 +80,8 @@ def load_model(
         local_files_only=True,
         **kwargs,
     )
-    return model.to(device)
+    # transformers decorates PreTrainedModel.to, which hides its bound signature from type checkers.
+    return model.to(device)  # type: ignore[arg-type]
 
 
 def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

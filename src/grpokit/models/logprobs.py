@@ -159,11 +159,11 @@ class _HeadLogprobs(torch.autograd.Function):
             z = torch.mm(hidden[rows].to(dtype), w.t()).float() * scale[rows]  # (c, V)
             lse[rows] = torch.logsumexp(z, dim=-1)
             logprobs[rows] = z.gather(-1, ids[rows, None]).squeeze(-1) - lse[rows]
-            if want_entropy:
+            if entropy is not None:
                 entropy[rows] = lse[rows] - (torch.exp(z - lse[rows, None]) * z).sum(-1)
         ctx.save_for_backward(hidden, weight, ids, scale, lse)
         ctx.chunk_size, ctx.dtype = chunk_size, dtype
-        if want_entropy:
+        if entropy is not None:
             ctx.mark_non_differentiable(entropy)
         return logprobs, entropy
 
@@ -182,11 +182,12 @@ class _HeadLogprobs(torch.autograd.Function):
             dz = torch.exp(z - lse[rows, None]).mul_(-g)  # -g * softmax(z)
             dz.scatter_add_(-1, ids[rows, None], g)  # + g * onehot(o)
             dz = dz.mul_(scale[rows]).to(ctx.dtype)  # through z = logits * s: (c, V)
-            if need_hidden:
+            if grad_hidden is not None:
                 grad_hidden[rows] = torch.mm(dz, w).to(hidden.dtype)
-            if need_weight:
+            if grad_weight is not None:
                 grad_weight += torch.mm(dz.t(), h).float()
-        grad_weight = grad_weight.to(weight.dtype) if need_weight else None
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None, None, None, None
 
 

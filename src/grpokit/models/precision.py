@@ -18,6 +18,7 @@ import torch
 __all__ = ["MIXED_PRECISIONS", "autocast_dtype", "enable_autocast"]
 
 MIXED_PRECISIONS: tuple[str, ...] = ("no", "bf16")
+_AUTOCAST_ATTR = "grpokit_autocast"  # enable_autocast's (device type, dtype), set on the model instance
 
 
 def autocast_dtype(mixed_precision: str) -> torch.dtype | None:
@@ -28,7 +29,7 @@ def autocast_dtype(mixed_precision: str) -> torch.dtype | None:
 
 
 def _autocast_forward(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-    device_type, dtype = self.grpokit_autocast
+    device_type, dtype = getattr(self, _AUTOCAST_ATTR)
     with torch.autocast(device_type, dtype=dtype):
         return type(self).forward(self, *args, **kwargs)
 
@@ -47,6 +48,6 @@ def enable_autocast(model: torch.nn.Module, mixed_precision: str) -> torch.dtype
     if dtype is None:
         return None
     device_type = next(model.parameters()).device.type
-    model.grpokit_autocast = (device_type, dtype)
+    setattr(model, _AUTOCAST_ATTR, (device_type, dtype))
     model.forward = types.MethodType(_autocast_forward, model)
     return dtype

@@ -110,8 +110,9 @@ class ValueModel(nn.Module):
 
 
 def _body_of(policy: nn.Module) -> nn.Module:
-    if callable(getattr(policy, "get_base_model", None)):  # peft: the causal LM under the adapters
-        policy = policy.get_base_model()
+    get_base_model = getattr(policy, "get_base_model", None)
+    if callable(get_base_model):  # peft: the causal LM under the adapters
+        policy = get_base_model()
     body = getattr(policy, "base_model", None)
     if body is None or body is policy:
         raise ValueError(

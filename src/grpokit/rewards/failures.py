@@ -184,6 +184,7 @@ def guarded_call(
     reported = reported if reported is not None else set()
     batch_problem: str | None = None
     error: BaseException | None = None
+    values: list[Any] = []  # the checked result; stays empty when the call failed as a whole
     try:
         raw = _call_with_deadline(lambda: fn(prompts, completions, **columns), policy.timeout_s, name)
     except Exception as err:
@@ -196,7 +197,8 @@ def guarded_call(
             else f"raised {type(err).__name__}: {err}{_where(err)}"
         )
     else:
-        values, batch_problem = validate_rewards(raw, n, "floats" if check_values else "step lists")
+        checked, batch_problem = validate_rewards(raw, n, "floats" if check_values else "step lists")
+        values = checked if checked is not None else []
     fallback = policy.fallback_value if check_values else None
     if batch_problem is not None:
         message = f"{kind} {name!r} {batch_problem} on {_batch_description(prompts, n)}"

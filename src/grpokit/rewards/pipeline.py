@@ -57,11 +57,18 @@ class RewardScores:
         if len(parts) == 1 and metrics is None:
             return parts[0]
         step_rewards = step_ends = None
-        if parts[0].step_rewards is not None:
-            S = max(p.step_rewards.shape[1] for p in parts)
+        steps = [
+            (p.step_rewards, p.step_ends)
+            for p in parts
+            if p.step_rewards is not None and p.step_ends is not None
+        ]
+        if steps:
+            if len(steps) != len(parts):
+                raise ValueError("cannot concatenate reward scores with and without process-reward steps")
+            S = max(r.shape[1] for r, _ in steps)
             pad = torch.nn.functional.pad
-            step_rewards = torch.cat([pad(p.step_rewards, (0, S - p.step_rewards.shape[1])) for p in parts])
-            step_ends = torch.cat([pad(p.step_ends, (0, S - p.step_ends.shape[1]), value=-1) for p in parts])
+            step_rewards = torch.cat([pad(r, (0, S - r.shape[1])) for r, _ in steps])
+            step_ends = torch.cat([pad(e, (0, S - e.shape[1]), value=-1) for _, e in steps])
         return cls(
             rewards=torch.cat([p.rewards for p in parts]),
             scored=torch.cat([p.scored for p in parts]),
@@ -211,7 +218,8 @@ class RewardPipeline:
         rewards = torch.where(applies, total, torch.nan).float()  # (N,)
         step_rewards = step_ends = None
         if self.process_function is not None:
-            step_rewards, step_ends, failures = self._score_steps(batch)  # (N, S), (N, S), int
+            # (N, S), (N, S), int
+            step_rewards, step_ends, failures = self._score_steps(batch, self.process_function)
             metrics["rewards/process/failures"] = float(failures)
             has_steps = (step_ends >= 0).any(1)  # (N,)
             step_mean = (step_rewards * (step_ends >= 0)).sum(1) / (step_ends >= 0).sum(1).clamp(
@@ -229,15 +237,17 @@ class RewardPipeline:
         metrics["rewards/unscored_fraction"] = 1.0 - applies.float().mean().item()
         return RewardScores(rewards, applies, per_function, metrics, step_rewards, step_ends)
 
-    def _score_steps(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _score_steps(
+        self, batch: RolloutBatch, process_function: Callable[..., Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Run the process reward and pack its steps into (N, S) tensors (token indices, -1 padded); also
         return how many completions a failed call left unscored."""
         n = batch.num_responses
-        name = _function_name(self.process_function, None)
+        name = _function_name(process_function, None)
         # A failed call leaves every completion without steps (unscored) under the fallback policy: a
         # made-up step score would be a reward the function never gave.
         result, failures = guarded_call(
-            self.process_function, name, batch.prompts, batch.completions, batch.columns, self.failure_policy,
+            process_function, name, batch.prompts, batch.completions, batch.columns, self.failure_policy,
             self._reported_failures, check_values=False, kind="process reward",
         )  # fmt: skip
         lengths = batch.completion_mask.sum(1).long().tolist()  # real tokens per completion

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -52,7 +52,8 @@ class RewardModel:
     def _text(self, prompt: Any, completion: str) -> str:
         if isinstance(prompt, list):
             messages = [*prompt, {"role": "assistant", "content": completion}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+            return cast(str, text)  # tokenize=False returns the text
         return f"{prompt}{completion}"
 
     @torch.no_grad()

@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -459,7 +460,7 @@ class _Run:
         for d in blocked:
             if _blocked_ancestor(d) == d:
                 raise SandboxSetupError(f"interpreter directory {d!r} itself is not traversable by others")
-        hidden = {_blocked_ancestor(d) for d in blocked}
+        hidden = {h for d in blocked if (h := _blocked_ancestor(d)) is not None}
         if any(self.run_dir.startswith(h + os.sep) for h in hidden):
             raise SandboxSetupError(
                 f"the temporary directory {self.run_dir!r} lies under {hidden}, which "
@@ -567,9 +568,17 @@ class _Supervisor:
     """Reads the launcher's pipes under deadlines, enforces the wall-clock and output limits, kills."""
 
     def __init__(
-        self, launcher: subprocess.Popen, ctl_r: int, ack_w: int, limits: SandboxLimits, uid: int | None
+        self,
+        launcher: subprocess.Popen[bytes],
+        ctl_r: int,
+        ack_w: int,
+        limits: SandboxLimits,
+        uid: int | None,
     ):
+        if launcher.stdout is None or launcher.stderr is None:
+            raise ValueError("the sandbox launcher must be started with stdout=PIPE and stderr=PIPE")
         self.launcher = launcher
+        self.stdout, self.stderr = launcher.stdout, launcher.stderr
         self.uid = uid
         self.ctl_r = ctl_r
         self.ack_w = ack_w
@@ -590,8 +599,8 @@ class _Supervisor:
     def loop(self) -> None:
         sel = selectors.DefaultSelector()
         names = {
-            self.launcher.stdout.fileno(): "stdout",
-            self.launcher.stderr.fileno(): "stderr",
+            self.stdout.fileno(): "stdout",
+            self.stderr.fileno(): "stderr",
             self.ctl_r: "ctl",
         }
         for fd in names:
@@ -695,8 +704,8 @@ class _Supervisor:
         except subprocess.TimeoutExpired:
             self.launcher.kill()
             self.launcher.wait()
-        self.launcher.stdout.close()
-        self.launcher.stderr.close()
+        self.stdout.close()
+        self.stderr.close()
         if self.pidfd is not None:
             os.close(self.pidfd)
 
@@ -985,7 +994,8 @@ def _launcher_main(cfg: dict[str, Any]) -> None:
     ctl, ack = cfg["ctl_fd"], cfg["ack_fd"]
     os.set_inheritable(ctl, False)
     os.set_inheritable(ack, False)
-    libc = _libc() if sys.platform.startswith("linux") else None
+    # None off Linux, where the isolation probe enables none of the features that use it.
+    libc: Any = _libc() if sys.platform.startswith("linux") else None
     if cfg["kill_uid_on_exit"]:
         # Orphans of the program are reparented to us rather than to the host's init: we reap them.
         _check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(CHILD_SUBREAPER)")
@@ -1082,6 +1092,12 @@ def _probe_uid_range() -> tuple[int, int]:
     return (low, high)
 
 
+def _succeeds(fn: Callable[..., object], *args: Any) -> bool:
+    """Call ``fn(*args)``; True unless it raises (for probes of calls that return nothing)."""
+    fn(*args)
+    return True
+
+
 def _probe_in_child(fn: Any) -> bool:
     pid = os.fork()
     if pid == 0:
@@ -1108,13 +1124,13 @@ def _probe_main() -> None:
         user = 0 if os.geteuid() == 0 else CLONE_NEWUSER
         names = {"user": CLONE_NEWUSER, "pid": CLONE_NEWPID, "net": CLONE_NEWNET, "mount": CLONE_NEWNS}
         for name, flag in names.items():
-            report["namespaces"][name] = _probe_in_child(lambda f=flag: _unshare(libc, f | user) or True)
+            report["namespaces"][name] = _probe_in_child(lambda f=flag: _succeeds(_unshare, libc, f | user))
 
         def mount_proc() -> bool:
             _unshare(libc, CLONE_NEWNS | CLONE_NEWPID | user)
             _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
             return _probe_in_child(
-                lambda: _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV) or True
+                lambda: _succeeds(_mount, libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
             )
 
         report["mount_proc"] = _probe_in_child(mount_proc)
@@ -1122,7 +1138,7 @@ def _probe_main() -> None:
     try:
         uid_range = _probe_uid_range()
         report["setuid"] = _probe_in_child(
-            lambda: os.setresuid(uid_range[0], uid_range[0], uid_range[0]) or os.getuid() == uid_range[0]
+            lambda: _succeeds(os.setresuid, *[uid_range[0]] * 3) and os.getuid() == uid_range[0]
         )
         report["uid_range"] = list(uid_range)
     except SandboxSetupError:

@@ -12,12 +12,17 @@ dotted path (``--algorithm.num_generations 8``); values are YAML (``--tasks '[{g
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from grpokit.config import ConfigError, field_help, load_config
+
+if TYPE_CHECKING:
+    from grpokit.rl.config import RLConfig
 
 USAGE = """usage: grpokit rl [--config FILE] [--OPTION VALUE ...]
        grpokit rl evaluate CHECKPOINT_OR_RUN_DIR [--episodes N] [--stochastic]"""
@@ -58,13 +63,20 @@ def _parse_options(argv: list[str]) -> dict[str, str]:
     return options
 
 
-def _train(argv: list[str]) -> int:
+def _load_rl_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> RLConfig:
     from grpokit.rl.config import RLConfig
+
+    # load_config validates into any config class, but its annotations name the LLM trainers' only.
+    config = load_config(path, overrides, cls=RLConfig)  # type: ignore[arg-type]
+    return cast(RLConfig, config)
+
+
+def _train(argv: list[str]) -> int:
     from grpokit.rl.trainer import RLTrainer
 
     options = _parse_options(argv)
     config_file = options.pop("config", None)
-    config = load_config(config_file, options, cls=RLConfig)
+    config = _load_rl_config(config_file, options)
     trainer = RLTrainer(config)
     result = trainer.train()
     returns = result.final_eval_returns
@@ -86,7 +98,6 @@ def _train(argv: list[str]) -> int:
 
 def _evaluate(argv: list[str]) -> int:
     from grpokit.rl.checkpoint import load_checkpoint, resolve_resume
-    from grpokit.rl.config import RLConfig
     from grpokit.rl.trainer import RLTrainer
 
     if not argv or argv[0].startswith("--"):
@@ -99,7 +110,7 @@ def _evaluate(argv: list[str]) -> int:
         )
     checkpoint = resolve_resume(target, ".")
     run_dir = checkpoint.parent.parent
-    config = load_config(run_dir / "config.yaml", cls=RLConfig)
+    config = _load_rl_config(run_dir / "config.yaml")
     # Evaluation only: neither resume the run nor write into it.
     config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"resume": None})})
     trainer = RLTrainer(config, run_dir=False)

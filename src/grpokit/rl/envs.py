@@ -103,4 +103,5 @@ def register_envs() -> None:
     if CUE_TASKS_ID not in gym.registry:
         # The episode ends by itself after episode_length steps; the registered limit is only a
         # safety net, so that collection of whole episodes always terminates.
-        gym.register(id=CUE_TASKS_ID, entry_point=CueTasksEnv, max_episode_steps=1000)
+        entry_point = f"{CueTasksEnv.__module__}:{CueTasksEnv.__qualname__}"
+        gym.register(id=CUE_TASKS_ID, entry_point=entry_point, max_episode_steps=1000)

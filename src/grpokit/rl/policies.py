@@ -30,10 +30,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
+
+_D = TypeVar("_D", bound=Distribution)
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU}
 
@@ -80,6 +83,16 @@ class Policy(nn.Module, ABC):
         return actions, dist.log_prob(actions)
 
 
+def _own(dist: Distribution, kind: type[_D], policy: Policy) -> _D:
+    """``dist`` as the ``kind`` of distribution that ``policy.distribution`` builds, or a TypeError."""
+    if not isinstance(dist, kind):
+        raise TypeError(
+            f"{type(policy).__name__} samples from the {kind.__name__} its distribution() returns, "
+            f"got {type(dist).__name__}"
+        )
+    return dist
+
+
 class CategoricalPolicy(Policy):
     """A categorical policy over ``num_actions`` actions: softmax over the logits of ``net``.
 
@@ -108,10 +121,11 @@ class CategoricalPolicy(Policy):
         return Categorical(logits=logits)
 
     def sample(self, dist: Distribution, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)  # (M,)
+        probs = _own(dist, Categorical, self).probs  # (M, A)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (M,)
 
     def mode(self, dist: Distribution) -> torch.Tensor:
-        return dist.logits.argmax(-1)  # (M,)
+        return _own(dist, Categorical, self).logits.argmax(-1)  # (M,)
 
 
 class GaussianPolicy(Policy):
@@ -150,12 +164,16 @@ class GaussianPolicy(Policy):
         return Independent(Normal(mean, std), 1)  # batch shape (M,), event shape (A,)
 
     def sample(self, dist: Distribution, generator: torch.Generator | None = None) -> torch.Tensor:
-        normal = dist.base_dist
+        normal = self._normal(dist)
         noise = torch.randn(normal.loc.shape, generator=generator, dtype=normal.loc.dtype)  # (M, A)
         return normal.loc + normal.scale * noise
 
     def mode(self, dist: Distribution) -> torch.Tensor:
-        return dist.base_dist.loc  # (M, A)
+        return self._normal(dist).loc  # (M, A)
+
+    def _normal(self, dist: Distribution) -> Normal:
+        """The per-dimension normal under the ``Independent`` that :meth:`distribution` returns."""
+        return _own(_own(dist, Independent, self).base_dist, Normal, self)
 
 
 class ValueNetwork(nn.Module):

@@ -96,7 +96,7 @@ class EpisodeBatch:
         idx = torch.as_tensor(index, dtype=torch.long)
         rows = idx.tolist()
         width = int(self.mask[idx].sum(1).max().item()) if rows else 0
-        out = {}
+        out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None:
@@ -202,7 +202,9 @@ class EpisodeCollector:
                 raise ValueError(f"StartState.task={task} but the collector has {count} task(s)")
             kwargs.update(self.tasks[task])
         if isinstance(self.env, str):
-            limit = {} if self.max_episode_steps is None else {"max_episode_steps": self.max_episode_steps}
+            limit: dict[str, Any] = {}
+            if self.max_episode_steps is not None:
+                limit["max_episode_steps"] = self.max_episode_steps
             env = gym.make(self.env, **limit, **kwargs)
         else:
             env = self.env(**kwargs)
@@ -265,14 +267,14 @@ class EpisodeCollector:
         reset_infos: list[dict[str, Any]] = [{}] * N
         pending = deque(range(N))
         active: dict[int, tuple[Any, np.ndarray]] = {}  # episode -> (env, current observation)
-        running = {}  # task -> number of active episodes of that task
+        running: dict[int | None, int] = {}  # task -> number of active episodes of that task
 
         was_training = policy.training
         policy.eval()
         try:
             while pending or active:
                 # Refill free slots with pending episodes, each reset with its own seed.
-                waiting = deque()
+                waiting: deque[int] = deque()
                 while pending:
                     i = pending.popleft()
                     task = starts[i].task
@@ -289,9 +291,11 @@ class EpisodeCollector:
                 # One batched policy call for every active episode.
                 episodes = list(active)
                 obs_batch = torch.from_numpy(np.stack([active[i][1] for i in episodes]))  # (M, *obs_shape)
-                actions, log_probs = policy.act(obs_batch, deterministic=deterministic, generator=generator)
+                action_batch, logp_batch = policy.act(
+                    obs_batch, deterministic=deterministic, generator=generator
+                )
                 # One conversion per step: indexing numpy per episode is far cheaper than indexing tensors.
-                actions, log_probs = actions.numpy(), log_probs.tolist()
+                actions, log_probs = action_batch.numpy(), logp_batch.tolist()
 
                 for k, i in enumerate(episodes):
                     env, obs = active[i]

@@ -20,6 +20,10 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grpokit.rollout.base import Prompt
 
 
 def _corpus(n: int, seed: int = 0, words: tuple[int, int] = (8, 16)) -> list[str]:
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
 
     def sampler(decoder: str) -> Callable[[], int]:
         engine = TransformersSampler(model, tokenizer, max_new_tokens=T, min_new_tokens=T, decoder=decoder)
-        return lambda: engine.generate(prompts, G).completion_ids.shape[1]
+        texts: list[Prompt] = list(prompts)
+        return lambda: engine.generate(texts, G).completion_ids.shape[1]
 
     contenders = {
         "transformers generate (TRL path)": hf_generate,

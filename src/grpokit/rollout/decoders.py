@@ -95,8 +95,9 @@ def fast_decoder_unsupported_reason(model: Any, total_length: int) -> str | None
     base = getattr(model, "model", None)
     if base is None or not hasattr(base, "layers") or not isinstance(getattr(model, "lm_head", None), torch.nn.Linear):
         return f"{type(model).__name__} is not a plain *ForCausalLM (wrapped by PEFT or another library?)"
-    if getattr(config, "hidden_act", None) != "silu":
-        return f"hidden_act {config.hidden_act!r} is not 'silu'"
+    hidden_act = getattr(config, "hidden_act", None)
+    if hidden_act != "silu":
+        return f"hidden_act {hidden_act!r} is not 'silu'"
     rope_type = getattr(base.rotary_emb, "rope_type", "default")
     if rope_type not in _STATIC_ROPE_TYPES:
         return f"rope_type {rope_type!r} depends on the sequence length"
@@ -176,9 +177,20 @@ class _Layer:
         self.input_eps = layer.input_layernorm.variance_epsilon
         self.post_norm = layer.post_attention_layernorm.weight
         self.post_eps = layer.post_attention_layernorm.variance_epsilon
-        # Qwen3: an RMSNorm on each query / key head before RoPE.
-        self.q_norm = getattr(attention, "q_norm", None)
-        self.k_norm = getattr(attention, "k_norm", None)
+        # Qwen3: an RMSNorm on each query / key head before RoPE (modules: Llama has none).
+        q_norm, k_norm = getattr(attention, "q_norm", None), getattr(attention, "k_norm", None)
+        self.qk_norms: tuple[Any, Any] | None = None if q_norm is None else (q_norm, k_norm)
+
+
+def _prefilled(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompt keys and values that the model's forward left in one layer of a ``DynamicCache``."""
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise TypeError(
+            f"the prefill left a {type(layer).__name__} without key/value tensors in the cache; the fast "
+            "decoder needs full-attention cache layers"
+        )
+    return keys, values
 
 
 def compute_dtype(model: Any, device: torch.device) -> torch.dtype:
@@ -251,11 +263,12 @@ class FastLlamaDecoder:
         self.embedding = base.embed_tokens.weight
         self.keys, self.values = [], []
         for layer in cache.layers:
+            prompt_keys, prompt_values = _prefilled(layer)  # (B, H_kv, P, D) each
             keys = torch.empty(N, H_kv, L, D, dtype=self.kv_dtype, device=device)
             values = torch.empty_like(keys)
             # Each prompt's cache is copied to its G rows (no B*G prefill).
-            keys.view(B, G, H_kv, L, D)[:, :, :, :P] = layer.keys[:, None]
-            values.view(B, G, H_kv, L, D)[:, :, :, :P] = layer.values[:, None]
+            keys.view(B, G, H_kv, L, D)[:, :, :, :P] = prompt_keys[:, None]
+            values.view(B, G, H_kv, L, D)[:, :, :, :P] = prompt_values[:, None]
             self.keys.append(keys)
             self.values.append(values)
         # Additive mask over the cache columns, -inf on prompt padding, already laid out as the
@@ -306,8 +319,9 @@ class FastLlamaDecoder:
             h = _rms_norm(x, layer.input_norm, layer.input_eps)
             qkv = _project(h, layer.qkv, layer.qkv_bias)  # (N, (H + 2 H_kv) D)
             qk = qkv[:, : (H + H_kv) * D].view(N, H + H_kv, D)
-            if layer.q_norm is not None:
-                qk = torch.cat([layer.q_norm(qk[:, :H]), layer.k_norm(qk[:, H:])], dim=1)
+            if layer.qk_norms is not None:
+                q_norm, k_norm = layer.qk_norms
+                qk = torch.cat([q_norm(qk[:, :H]), k_norm(qk[:, H:])], dim=1)
             # RoPE on q and k at once, in the weights' dtype as transformers does: (N, H + H_kv, D)
             qk = qk.to(cos.dtype)
             qk = qk * cos + torch.roll(qk, D // 2, dims=-1) * sin

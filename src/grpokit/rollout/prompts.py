@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 TRUNCATIONS: tuple[str, ...] = ("error", "left")
 
 
-def _is_chat(prompt: Any) -> bool:
+def _is_chat(prompt: Any) -> TypeGuard[list[Any]]:
     return isinstance(prompt, list)
 
 
-def _check_chat(prompt: list, index: int) -> None:
+def _check_chat(prompt: list[Any], index: int) -> None:
     if not prompt:
         raise ValueError(f"prompt {index} is an empty list of chat messages")
     for j, message in enumerate(prompt):

@@ -8,11 +8,16 @@ off). This module is imported inside the workers only; it needs vLLM, the sample
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
 class GRPOKitWorkerExtension:
     """Methods added to each vLLM worker (``self`` is the worker: ``self.model_runner``, ...)."""
+
+    # Provided by the vLLM worker this class is mixed into (declared for the type checker only).
+    model_runner: Any
+    reload_weights: Callable[..., Any]
 
     def grpokit_load_weights(self, weights_path: str) -> dict[str, Any]:
         """Load a full checkpoint-format state dict from ``weights_path`` into the live model, in place.

@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 class RunLogger:
@@ -48,7 +48,8 @@ class RunLogger:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
-        self._samples = None  # opened on the first log_samples call: runs that log none get no file
+        # Opened on the first log_samples call: runs that log none get no file.
+        self._samples: TextIO | None = None
         names = [t for t in trackers if tensorboard or t != "tensorboard"]
         if names:
             from grpokit.tracking.trackers import make_trackers  # lazy: trackers import their backends

@@ -40,7 +40,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "KNOWN_GROUPS",
@@ -351,7 +351,7 @@ def _text(content: Any) -> str:
     return "" if content is None else json.dumps(content, default=str)
 
 
-def _is_chat(value: Any) -> bool:
+def _is_chat(value: Any) -> TypeGuard[list[dict[str, Any]]]:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
 
 

@@ -69,7 +69,8 @@ class AdditionTask(Task):
                 f"n={n} is too many distinct {split} problems for {self.name} (at most {capacity // 2})"
             )
         rng = random.Random(f"{self.name}-{split}-{seed}")
-        rows, seen = [], set()
+        rows: list[dict[str, Any]] = []
+        seen: set[tuple[int, int]] = set()
         while len(rows) < n:
             a, b = rng.randint(self.low, self.high), rng.randint(self.low, self.high)
             if (a, b) in seen or self.split_of(a, b) != split:
