@@ -25,7 +25,8 @@ from typing import Any
 
 import torch
 
-from grpokit.rl import RLConfig, RLTrainer
+from grpokit.rl import RLConfig
+from grpokit.trainers.rl import RLTrainer
 
 COMMON = {"logging": {"quiet": True, "report_to": [], "report": False}}
 

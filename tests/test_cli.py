@@ -99,9 +99,9 @@ def test_config_errors_are_reported_before_any_model_loads(monkeypatch, capsys, 
 
 def test_rl_forwards_its_arguments(monkeypatch):
     seen = []
-    fake = types.ModuleType("grpokit.rl.cli")
+    fake = types.ModuleType("grpokit.apps.rl")
     fake.main = lambda argv: seen.append(argv) or 7
-    monkeypatch.setitem(sys.modules, "grpokit.rl.cli", fake)
+    monkeypatch.setitem(sys.modules, "grpokit.apps.rl", fake)
     assert main(["rl", "train", "--env", "CartPole-v1"]) == 7
     assert seen == [["train", "--env", "CartPole-v1"]]
 

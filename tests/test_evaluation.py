@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from grpokit.data import get_task
 from grpokit.apps.evaluation import evaluate, pass_at_k
+from grpokit.data import get_task
 from grpokit.models import build_char_tokenizer, build_tiny_model
 from grpokit.rollout import TransformersSampler
 

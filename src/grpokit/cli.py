@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report_main(rest)
     if command == "rl":
-        from grpokit.rl.cli import main as rl_main  # lazy: gymnasium
+        from grpokit.apps.rl import main as rl_main  # lazy: gymnasium
 
         return rl_main(rest)
     if command == "presets":

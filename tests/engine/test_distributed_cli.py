@@ -40,7 +40,7 @@ def test_launch_command_is_accelerate_ddp_on_a_free_port():
 
 def test_a_config_that_cannot_be_split_fails_before_launching(capsys, monkeypatch, tiny_model_dir):
     monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("launched"))
-    model = ["--model", str(tiny_model_dir)]
+    model = ["--model", str(tiny_model_dir), "--data.task", "addition", "--reward_funcs", "[task]"]
     assert main(["train", *model, "--num_processes", "2", "--prompts_per_step", "3"]) == 2
     err = capsys.readouterr().err
     assert "data.prompts_per_step (3) must be divisible by the number of processes (2)" in err

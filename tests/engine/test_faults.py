@@ -12,6 +12,7 @@ import torch
 
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import faults
+from grpokit.engine.harness import rewind_run_dir
 from grpokit.tracking import read_metrics
 from grpokit.trainers.grpo import GRPOTrainer
 
@@ -356,14 +357,14 @@ def test_rewind_drops_rows_after_the_checkpoint_and_a_cut_line(tmp_path):
     for step in (2, 4, 6):
         (tmp_path / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
         torch.save({"step": step}, tmp_path / "checkpoints" / f"step-{step:06d}" / ckpt.STATE_FILE)
-    dropped = faults.rewind_run_dir(tmp_path, 2)
+    dropped = rewind_run_dir(tmp_path, 2)
     assert dropped == {"metrics.jsonl": 3, "samples.jsonl": 1, "checkpoints_set_aside": 2}
     assert (tmp_path / "metrics.jsonl").read_text() == "\n".join(lines[:2]) + "\n"
     assert [json.loads(x)["step"] for x in (tmp_path / "samples.jsonl").read_text().splitlines()] == [1, 1, 2]
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["abandoned-step-000004", "abandoned-step-000006", "step-000002"]
     assert ckpt.find_checkpoint(str(tmp_path), "unused").name == "step-000002"
-    assert faults.rewind_run_dir(tmp_path, 2) == {
+    assert rewind_run_dir(tmp_path, 2) == {
         "metrics.jsonl": 0,
         "samples.jsonl": 0,
         "checkpoints_set_aside": 0,

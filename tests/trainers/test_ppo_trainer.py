@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 
 from grpokit.config import PPOConfig, build_config
 from grpokit.models import forward
-from grpokit.tracking.timing import PhaseTimer
 from grpokit.tracking import read_metrics
+from grpokit.tracking.timing import PhaseTimer
 from grpokit.trainers.ppo import PPOTrainer
 
 

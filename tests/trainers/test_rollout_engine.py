@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from grpokit.config import ConfigError, GRPOAlgorithmConfig, OptimConfig, PPOConfig, build_config
-from grpokit.models.forward import sequence_logprobs
 from grpokit.engine.parallel import DataParallel
+from grpokit.models.forward import sequence_logprobs
 from grpokit.models.loading import load_model, load_tokenizer
 from grpokit.rollout import TransformersSampler
 from grpokit.tracking import read_metrics

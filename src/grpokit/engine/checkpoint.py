@@ -180,6 +180,7 @@ class Checkpointer:
         """Write checkpoint ``step`` atomically and rotate old ones; returns its directory.
 
         Args:
+            model: the Hugging Face policy (``save_pretrained``), or None when every module is in ``modules``.
             modules: further modules to keep, each written to ``<name>.safetensors`` (e.g. ``{"value": v}``)
                 and read back with :func:`load_module`.
         Raises:
@@ -192,7 +193,8 @@ class Checkpointer:
             root.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(root)
             with atomic_directory(final) as tmp:
-                save_pretrained(model, tokenizer, tmp)
+                if model is not None:  # a Hugging Face policy; other trainers keep every module in `modules`
+                    save_pretrained(model, tokenizer, tmp)
                 torch.save(state, tmp / STATE_FILE)
                 named = dict(modules or {})
                 if reference is not None:

@@ -14,14 +14,13 @@ What each fault does (the table with what the user sees is in ``docs/reliability
   memory"): :class:`OutOfMemoryGuard` catches it; when no optimizer step of the failing step had run, the
   trainer writes a checkpoint of the last completed step (its RNG, data and sampler state were captured
   when the step began), then raises :class:`OutOfMemoryAbort` naming the settings that reduce memory.
-* **Resume**: :func:`rewind_run_dir` drops the ``metrics.jsonl`` / ``samples.jsonl`` rows logged after the
+* **Resume**: :func:`grpokit.engine.harness.rewind_run_dir` drops the ``metrics.jsonl`` / ``samples.jsonl`` rows logged after the
   checkpoint (and a half-written last line), and moves checkpoints newer than it aside, so the resumed run
   appends exactly what the uninterrupted run would have written.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -44,13 +43,9 @@ __all__ = [
     "TrainingInterrupted",
     "is_out_of_memory",
     "out_of_memory_message",
-    "rewind_run_dir",
 ]
 
 log = logging.getLogger("grpokit.trainers")
-
-LOG_FILES: tuple[str, ...] = ("metrics.jsonl", "samples.jsonl")
-"""Step-keyed JSON-lines logs of a run directory that :func:`rewind_run_dir` truncates."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -305,60 +300,3 @@ def out_of_memory_message(
 # ---------------------------------------------------------------------------------------------------------
 # Rewinding a run directory on resume
 # ---------------------------------------------------------------------------------------------------------
-
-
-def rewind_run_dir(run_dir: str | os.PathLike, step: int) -> dict[str, int]:
-    """Make ``run_dir`` look as it did right after checkpoint ``step`` was written.
-
-    Rows of ``metrics.jsonl`` and ``samples.jsonl`` with a step after ``step`` were logged between that
-    checkpoint and the crash; the resumed run logs those steps again, so they are removed (a last line
-    cut off by the crash is removed too). Checkpoints newer than ``step`` belong to the abandoned
-    continuation: they are renamed ``abandoned-step-XXXXXX`` (never picked by resume, never deleted).
-    Files are rewritten atomically.
-
-    Returns:
-        How many log rows were dropped per file and how many checkpoints were set aside.
-    """
-    from grpokit.engine.checkpoint import list_checkpoints, step_of
-
-    run_dir = Path(run_dir)
-    dropped: dict[str, int] = {}
-    for name in LOG_FILES:
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        kept, removed = [], 0
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    row_step = json.loads(line)["step"]
-                except (ValueError, KeyError, TypeError):  # a line cut off by the crash
-                    removed += bool(line.strip())
-                    continue
-                if row_step <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                else:
-                    removed += 1
-        if removed:
-            tmp = path.with_name(f".{name}.tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.writelines(kept)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        dropped[name] = removed
-    set_aside = 0
-    for checkpoint in list_checkpoints(run_dir):
-        if step_of(checkpoint) > step:
-            checkpoint.rename(checkpoint.with_name(f"abandoned-{checkpoint.name}"))
-            set_aside += 1
-    if any(dropped.values()) or set_aside:
-        log.warning(
-            "resuming %s at step %d: dropped %s log rows written after that checkpoint; set aside %d newer "
-            "checkpoint(s) as abandoned-step-*",
-            run_dir,
-            step,
-            dropped,
-            set_aside,
-        )
-    return {**dropped, "checkpoints_set_aside": set_aside}

@@ -1,8 +1,10 @@
-"""GRPO for any policy: classic RL environments (gymnasium), grouping strategies, and PPO to compare.
+"""GRPO for any policy: gym policies, episode collection, grouping strategies and the built-in environments.
 
+The trainer is :mod:`grpokit.trainers.rl` (GRPO or PPO on the shared update engine and run harness).
 Quick start::
 
-    from grpokit.rl import RLConfig, train
+    from grpokit.rl import RLConfig
+    from grpokit.trainers.rl import train
 
     config = RLConfig.model_validate({"environment": {"env": "CartPole-v1"},
                                       "evaluation": {"target_return": 475}})
@@ -39,7 +41,6 @@ from grpokit.rl.policies import (
     mlp,
 )
 from grpokit.rl.rollout import EpisodeBatch, EpisodeCollector, StartState, evaluation_starts, plan_starts
-from grpokit.rl.trainer import RLResult, RLTrainer, train
 
 register_envs()
 
@@ -58,8 +59,6 @@ __all__ = [
     "RLAlgorithmConfig",
     "RLConfig",
     "RLOptimConfig",
-    "RLResult",
-    "RLTrainer",
     "StartState",
     "ValueNetwork",
     "available_groupings",
@@ -73,5 +72,4 @@ __all__ = [
     "plan_starts",
     "register_envs",
     "register_grouping",
-    "train",
 ]

@@ -38,9 +38,9 @@ Choices and deviations from the paper, numbered:
 from __future__ import annotations
 
 import math
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +50,17 @@ from grpokit.algorithms import LossSettings
 from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, OptimConfig, build_config
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import faults
+from grpokit.engine.harness import RunHarness
 from grpokit.engine.optimization import build_optimizer, build_scheduler
 from grpokit.engine.parallel import DataParallel
-from grpokit.engine.runs import prepare_run_dir, resolve_device, seed_everything
+from grpokit.engine.runs import resolve_device, seed_everything
 from grpokit.engine.update import OptimizerSlot, UpdateSchedule, run_update
 from grpokit.models.forward import sequence_logprobs
 from grpokit.models.reference import ReferencePolicy
 from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
 from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.tracking import ProgressBar, RunLogger, peak_memory_mb
-from grpokit.tracking.run import finish_run_report, open_run_logger
+from grpokit.tracking import peak_memory_mb
 from grpokit.tracking.timing import PhaseTimer
 from grpokit.trainers.objective import LanguageModelObjective
 from grpokit.trainers.rollout_engine import (
@@ -346,9 +346,11 @@ class GRPOTrainer:
         config = build_config(type(config), config.model_dump())
         self.config = config
         cfg = config
-        resume_from = None
-        if cfg.checkpoint.resume is not None:
-            resume_from = ckpt.find_checkpoint(cfg.checkpoint.resume, cfg.logging.output_dir)
+        # Run directory, checkpoints, logs, signals: the harness; the checkpoint to resume is found first.
+        self.harness = RunHarness(
+            cfg, prefix=self.run_prefix, max_consecutive_nonfinite=cfg.optim.max_consecutive_nonfinite
+        )
+        resume_from = self.harness.resume_from
         self.dataset = _load_dataset(cfg, dataset, config_rewards=reward_funcs is None)
 
         seed_everything(cfg.seed)
@@ -413,7 +415,6 @@ class GRPOTrainer:
         )
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.max_steps)
-        self.nonfinite = faults.NonFiniteTracker(cfg.optim.max_consecutive_nonfinite)
         # Counts optimizer steps, so an out-of-memory error knows whether the weights changed in its step.
         self.optimizer_steps_taken = 0
         self.optimizer.register_step_post_hook(self._count_optimizer_step)
@@ -423,18 +424,8 @@ class GRPOTrainer:
         self.resumed_from = resume_from  # the checkpoint this run continues, for subclasses' own state
         if resume_from is not None:
             self._restore(resume_from)
-            run_dir = ckpt.run_dir_of(resume_from)
-            self.run_dir = self.parallel.on_main(lambda: prepare_run_dir(cfg, self.run_prefix, run_dir))
-            # Drop what was logged after the checkpoint.
-            self.parallel.on_main(lambda: faults.rewind_run_dir(self.run_dir, self.start_step))
-        else:
-            self.run_dir = self.parallel.on_main(lambda: prepare_run_dir(cfg, self.run_prefix))
-        self.checkpointer = ckpt.Checkpointer(
-            self.run_dir,
-            save_steps=cfg.checkpoint.save_steps,
-            save_total_limit=cfg.checkpoint.save_total_limit,
-        )
-        self.checkpointer.mark_saved(resume_from)
+        self.harness.parallel = self.parallel
+        self.run_dir = self.harness.open(self.start_step)  # rewound to the checkpoint when resuming
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -446,66 +437,47 @@ class GRPOTrainer:
                 (after checkpointing the last completed step when the weights had not changed since), or
                 ``max_consecutive_nonfinite`` skipped updates in a row.
         """
-        cfg = self.config
-        main = self.parallel.is_main  # only rank 0 writes logs, reports and checkpoints
-        logger = (
-            open_run_logger(self.run_dir, cfg.logging, cfg, start_step=self.start_step)
-            if main
-            else RunLogger(self.run_dir, enabled=False)
-        )
-        progress = ProgressBar(
-            cfg.max_steps, initial=self.start_step, enabled=main and not cfg.logging.quiet,
-            json_lines=cfg.logging.json_logs,
-        )  # fmt: skip
         metrics: dict[str, Any] = {}
         try:
-            with faults.StopSignals() as stop:
-                for step in range(self.start_step + 1, cfg.max_steps + 1):
+            with self.harness.running(save=self.save_checkpoint) as run:
+                for step in run.steps():
                     timer = PhaseTimer()
                     before = self.resume_point()  # to checkpoint step - 1 if this step runs out of memory
-                    with faults.OutOfMemoryGuard() as oom:
+                    with run.guard_memory(partial(self.abort_out_of_memory, step, timer=timer, before=before)):
                         # 1. Sample G completions per prompt with the current policy (pi_old) and score them.
                         batch, scores, generated = self.collect_rollouts(timer)
                         # 2. Group-relative advantages, and the tokens that enter the loss.
                         advantages, loss_mask = self.compute_advantages(batch, scores)
-                        # 3. mu passes of clipped-loss minibatch updates, then one scheduler step.
+                        # 3. The engine's update: mu passes of minibatch optimizer steps; the schedule steps.
                         with timer.phase("update"):
                             update = self.update_policy(batch, advantages, loss_mask)
-                    if oom.error is not None:
-                        self.abort_out_of_memory(step, oom.error, timer.current, before)
-                    # 4. Iterative GRPO: refresh the reference policy every ref_model_sync_steps.
-                    if self.reference is not None:
-                        self.reference.maybe_sync(self.model, step)
-                    # A separate rollout engine (vLLM) gets the updated weights before the next step samples.
-                    if hasattr(self.sampler, "update_weights"):
-                        with timer.phase("weight_sync"):
-                            update.update(sync_sampler_weights(self.sampler, self.model))
-                    # 5. Log and checkpoint; stop after too many non-finite updates, or on a signal.
-                    # The step as one process would see it: every process's rows, pooled metrics.
+                    # 4. Refresh the reference (iterative GRPO); push the weights to a separate sampler.
+                    update.update(self.sync_policy(step, timer))
+                    # 5. Log the step as one process would see it (every process's rows, pooled metrics).
                     step_view = gather_step(
                         self.parallel, batch, scores, generated, advantages, loss_mask, update,
                         self.tokenizer.pad_token_id,
                     )  # fmt: skip
-                    metrics = self.log(logger, step, StepRecord(*step_view, timer))
-                    progress.update(metrics)
-                    self.nonfinite.update(
-                        int(update.get("faults/nonfinite_skipped", 0)), int(update.get("optimizer_steps", 0))
+                    metrics = self.log(run, step, StepRecord(*step_view, timer))
+                    # 6. Stop on a non-finite streak; periodic checkpoint (a signal stops after the step).
+                    run.end_step(
+                        step, int(update["faults/nonfinite_skipped"]), int(update["optimizer_steps"])
                     )
-                    self.nonfinite.check(step, self.checkpointer.last_saved)
-                    if self.checkpointer.should_save(step):
-                        self.save_checkpoint(step)
-                    # Every process stops after the same step: a signal may reach them a step apart.
-                    if not self.parallel.all_true(stop.requested is None):
-                        self.stop_on_signal(step, stop.requested or signal.SIGTERM)
-            final_dir = self.save_final()
+                final_dir = self.save_final()
         finally:
-            progress.close()
-            logger.close()
             close_sampler(self.sampler)  # vLLM's worker processes and scratch files
-        if main:
-            finish_run_report(self.run_dir, cfg.logging)
         self.parallel.close()
         return TrainResult(self.run_dir, final_dir, metrics)
+
+    def sync_policy(self, step: int, timer: PhaseTimer) -> dict[str, float]:
+        """After the update: the reference follows the policy every ``ref_model_sync_steps`` (iterative GRPO),
+        and a separate rollout engine (vLLM) gets the new weights before the next step samples."""
+        if self.reference is not None:
+            self.reference.maybe_sync(self.model, step)
+        if not hasattr(self.sampler, "update_weights"):
+            return {}
+        with timer.phase("weight_sync"):
+            return sync_sampler_weights(self.sampler, self.model)
 
     def compute_advantages(
         self, batch: RolloutBatch, scores: RewardScores
@@ -573,7 +545,7 @@ class GRPOTrainer:
             {"batch": everything, "scores": everything_scores, **info},
         )
 
-    def log(self, logger: RunLogger, step: int, record: StepRecord) -> dict[str, Any]:
+    def log(self, run: RunHarness, step: int, record: StepRecord) -> dict[str, Any]:
         """Write one metrics row (and a few sample groups); returns the row."""
         from grpokit.algorithms import group_reward_stats
 
@@ -620,8 +592,7 @@ class GRPOTrainer:
         m["memory/peak_rss_mb"] = peak_memory_mb()
         if torch.cuda.is_available():
             m["memory/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        logger.log(step, m)
-        logger.log_samples(step, self._sample_rows(batch, scores, advantages))
+        run.log(step, m, self._sample_rows(batch, scores, advantages))
         return m
 
     def _sample_rows(
@@ -667,7 +638,7 @@ class GRPOTrainer:
             "rng": ckpt.capture_rng_state(),
             "data": self.prompt_iter.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "faults": self.nonfinite.state_dict(),
+            **self.harness.state_dict(),
             "optimizer_steps_taken": self.optimizer_steps_taken,
         }
 
@@ -684,38 +655,33 @@ class GRPOTrainer:
         state = self.state_dict(step)
         state.update(resume_point or {})
         modules = self.checkpoint_modules()
+        checkpointer = self.harness.checkpointer
         saved = self.parallel.on_main(  # every process has the same state; rank 0 writes it
-            lambda: self.checkpointer.save(step, self.model, self.tokenizer, state, reference, modules)
+            lambda: checkpointer.save(step, self.model, self.tokenizer, state, reference, modules)
         )
-        self.checkpointer.mark_saved(saved)
+        checkpointer.mark_saved(saved)
         return saved
 
-    def abort_out_of_memory(self, step: int, error: str, phase: str | None, before: dict[str, Any]) -> None:
+    def abort_out_of_memory(self, step: int, error: str, *, timer: PhaseTimer, before: dict[str, Any]) -> None:
         """Checkpoint step - 1 if no optimizer step of ``step`` ran (weights, optimizer and schedule are still
         those of step - 1, ``before`` holds its RNG and data state), then raise ``OutOfMemoryAbort``."""
         exact = self.optimizer_steps_taken == before["optimizer_steps_taken"] and step > 1
         # With several processes the others may be waiting in a collective of this step: writing (a
         # collective too) could hang, so only the newest periodic checkpoint is named.
         exact = exact and not self.parallel.is_distributed
-        if exact and self.checkpointer.saved_step() != step - 1:
+        if exact and self.harness.saved_step() != step - 1:
             self.save_checkpoint(step - 1, before)
         raise faults.OutOfMemoryAbort(
             faults.out_of_memory_message(
                 error,
-                phase,
+                timer.current,
                 step,
                 self.config,
-                self.checkpointer.last_saved,
+                self.harness.last_saved,
                 exact=exact,
                 run_dir=self.run_dir,
-            )
+            )  # fmt: skip
         )
-
-    def stop_on_signal(self, step: int, signum: int) -> None:
-        """After a SIGTERM/SIGINT: checkpoint the finished ``step`` (unless just saved) and raise."""
-        if self.checkpointer.saved_step() != step:
-            self.save_checkpoint(step)
-        raise faults.TrainingInterrupted.after_step(signum, step, self.checkpointer.last_saved, self.run_dir)
 
     def _restore(self, checkpoint: Path) -> None:
         state = ckpt.load_trainer_state(checkpoint)
@@ -724,8 +690,7 @@ class GRPOTrainer:
         ckpt.restore_rng_state(state["rng"])
         self.prompt_iter.load_state_dict(state["data"])
         self.sampler.load_state_dict(state["sampler"])
-        if "faults" in state:  # absent from checkpoints written before the counters existed
-            self.nonfinite.load_state_dict(state["faults"])
+        self.harness.load_state_dict(state)
         self.start_step = int(state["step"])
 
     def save_final(self) -> Path:

@@ -6,9 +6,10 @@ import torch
 import yaml
 from torch import nn
 
-from grpokit.rl import RLConfig, RLTrainer, key_grouping, train
-from grpokit.rl.checkpoint import list_checkpoints
+from grpokit.engine.checkpoint import list_checkpoints
+from grpokit.rl import RLConfig, key_grouping
 from grpokit.rl.policies import CategoricalPolicy
+from grpokit.trainers.rl import RLTrainer, train
 
 
 def config(**sections) -> RLConfig:
@@ -173,7 +174,7 @@ def test_run_directory_layout(tmp_path):
     assert any((run / "tensorboard").iterdir())
     # save_total_limit=2 keeps the two newest.
     assert [p.name for p in list_checkpoints(run)] == ["step-000002", "step-000003"]
-    state = torch.load(run / "checkpoints" / "step-000003" / "state.pt", weights_only=True)
+    state = torch.load(run / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=True)
     assert state["step"] == 3 and state["env_steps"] == result.env_steps
     assert (run / "checkpoints" / "step-000003" / "policy.safetensors").is_file()
 
@@ -184,7 +185,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     resumed = RLTrainer(
         config(max_steps=4, algorithm={"algorithm": "ppo"}, checkpoint={"resume": str(tmp_path / "part")})
     )
-    assert resumed.run_dir == tmp_path / "part" and resumed.step == 2
+    assert resumed.harness.resume_from == tmp_path / "part" / "checkpoints" / "step-000002"
+    assert resumed.step == 2
     resumed.train()
     rows = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
     # The part run's final evaluation row (step 2) stays; steps 3 and 4 are the resumed ones.
@@ -199,9 +201,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 
 def test_resume_errors(tmp_path):
-    with pytest.raises(ValueError, match="neither a checkpoint directory nor a run with checkpoints"):
+    # The same errors, and the same meaning of `latest`, as the language-model trainers (one harness).
+    with pytest.raises(ValueError, match="has no checkpoint under checkpoints/step-"):
         RLTrainer(config(checkpoint={"resume": str(tmp_path)}))
-    with pytest.raises(ValueError, match="resume='latest' but no run under"):
+    with pytest.raises(ValueError, match="--resume latest: no run with a checkpoint in output_dir"):
         RLTrainer(config(checkpoint={"resume": "latest"}, logging={"output_dir": str(tmp_path)}))
 
 

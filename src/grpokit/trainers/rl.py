@@ -31,12 +31,10 @@ Deviations from the GRPO paper (DeepSeekMath, arXiv 2402.03300), numbered:
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +50,14 @@ from grpokit.algorithms import (
     kl_divergence,
     masked_mean,
 )
-from grpokit.config import save_config
-from grpokit.engine.faults import NonFiniteTracker
-from grpokit.engine.update import MicroLoss, OptimizerSlot, UpdateSchedule, run_update
+from grpokit.engine import checkpoint as ckpt
+from grpokit.engine.harness import RunHarness
+from grpokit.engine.update import MicroLoss, OptimizerSlot, UpdateSchedule, UpdateStats, run_update
 from grpokit.rl.advantages import episode_advantages, gae_advantages
-from grpokit.rl.checkpoint import (
-    checkpoint_dir,
-    load_checkpoint,
-    prune_checkpoints,
-    resolve_resume,
-    save_checkpoint,
-)
 from grpokit.rl.config import RLConfig
 from grpokit.rl.grouping import Grouping, check_group_ids, make_grouping
 from grpokit.rl.policies import CategoricalPolicy, Policy, make_policy, make_value_network
 from grpokit.rl.rollout import EnvFactory, EpisodeBatch, EpisodeCollector, evaluation_starts, plan_starts
-from grpokit.tracking.progress import ProgressBar
-from grpokit.tracking.run import finish_run_report, open_run_logger
 
 
 @dataclass
@@ -166,29 +155,21 @@ class RLTrainer:
             params, lr=config.optim.learning_rate, eps=config.optim.adam_epsilon
         )
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.nonfinite = NonFiniteTracker(config.optim.max_consecutive_nonfinite)
         self.step = 0
         self.env_steps = 0
         self.wall_offset = 0.0  # seconds trained before a resume
         self.cpu_offset = 0.0  # CPU seconds of this process's training before a resume
         self.eval_time = 0.0
 
-        self._resume_from = None
-        if config.checkpoint.resume is not None:
-            self._resume_from = resolve_resume(config.checkpoint.resume, config.logging.output_dir)
-        if run_dir is False:
-            self.run_dir = None
-        elif run_dir not in (None, True):
-            self.run_dir = Path(run_dir)
-        elif self._resume_from is not None:
-            self.run_dir = self._resume_from.parent.parent
-        else:
-            name = config.logging.run_name or (
-                f"rl-{alg.algorithm}-{env_cfg.env.replace('/', '_')}-{datetime.now():%Y%m%d-%H%M%S}"
-            )
-            self.run_dir = Path(config.logging.output_dir) / name
-        if self._resume_from is not None:
-            self._load(self._resume_from)
+        # Run directory, checkpoints, logs, signals: the same harness as the language-model trainers.
+        self.harness = RunHarness(
+            config, prefix=f"rl-{alg.algorithm}-{env_cfg.env.replace('/', '_')}",
+            max_consecutive_nonfinite=config.optim.max_consecutive_nonfinite, run_dir=run_dir,
+            desc="rl", progress_keys=("episode/return_mean", "eval/return_mean"),
+        )  # fmt: skip
+        if self.harness.resume_from is not None:
+            self._load(self.harness.resume_from)
+        self.run_dir: Path | None = None
 
     # ------------------------------------------------------------------------------------------
     # The loop
@@ -197,48 +178,49 @@ class RLTrainer:
     def train(self) -> RLResult:
         """Run training until ``max_steps``, ``max_env_steps``, ``max_wall_time`` or ``target_return``."""
         cfg = self.config
-        self._open_run()
-        start = time.perf_counter() - self.wall_offset
+        self.run_dir = self.harness.open(self.step)
+        self._start = time.perf_counter() - self.wall_offset
         self._cpu_start = time.process_time() - self.cpu_offset
         self._history: list[dict[str, Any]] = []
         solved: tuple[int, int, float] | None = None
         eval_returns = np.zeros(0)
-        try:
-            while self.step < cfg.max_steps and solved is None and not self._budget_spent(start):
+        with self.harness.running(save=self.save_checkpoint) as run:
+            for step in run.steps():
+                if self._budget_spent(self._start):
+                    break
                 # Rollout: B start states, G episodes each (PPO: N distinct start states).
                 t0 = time.perf_counter()
-                batch = self.collector.collect(self.policy, self._starts(self.step), generator=self.generator)
+                batch = self.collector.collect(self.policy, self._starts(step - 1), generator=self.generator)
                 self._score(batch)
                 # Group, then advantages: group-relative (GRPO) or GAE with the value network (PPO).
                 t1 = time.perf_counter()
                 group_ids = check_group_ids(self.grouping(batch), batch.num_episodes)
                 advantages, returns = self._advantages(batch, group_ids)
-                # Update: num_iterations passes of minibatched clipped loss.
-                metrics = self._update(batch, advantages, returns)
-                self.step += 1
-                self.env_steps += batch.num_steps
+                # The engine's update: num_iterations passes of minibatched clipped loss.
+                update = self._update(batch, advantages, returns)
+                self.step, self.env_steps = step, self.env_steps + batch.num_steps
+                metrics = {f"train/{k}": v for k, v in update.as_metrics().items() if k != "train_tokens"}
                 metrics |= self._rollout_metrics(batch, group_ids)
                 metrics |= {"time/rollout_s": t1 - t0, "time/update_s": time.perf_counter() - t1}
-                # Evaluate, log, checkpoint.
-                if cfg.evaluation.eval_steps and self.step % cfg.evaluation.eval_steps == 0:
+                # Evaluate, log; stop on a non-finite streak; periodic checkpoint.
+                if cfg.evaluation.eval_steps and step % cfg.evaluation.eval_steps == 0:
                     eval_returns = self._timed_evaluate()
                     metrics |= _eval_metrics(eval_returns)
                     target = cfg.evaluation.target_return
                     if target is not None and eval_returns.mean() >= target:
-                        solved = (self.step, self.env_steps, time.perf_counter() - start)
-                self._log(metrics, start, self._sample_rows(batch, group_ids, advantages))
-                if self._should_save():
-                    self._save(time.perf_counter() - start)
+                        solved = (step, self.env_steps, time.perf_counter() - self._start)
+                self._log(run, metrics, self._sample_rows(batch, group_ids, advantages))
+                run.end_step(step, update.nonfinite_skipped, update.optimizer_steps)
+                if solved is not None:
+                    break
 
             # A final evaluation unless the last step just ran one.
             if not (self._history and "eval/return_mean" in self._history[-1]):
                 eval_returns = self._timed_evaluate()
-                self._log(_eval_metrics(eval_returns), start, [], progress=False)
-            wall = time.perf_counter() - start
-            if self.run_dir is not None:
-                self._save(wall)
-        finally:
-            self._close_run()
+                self._log(run, _eval_metrics(eval_returns), [], progress=False)
+            wall = time.perf_counter() - self._start
+            if self.harness.writes and self.harness.saved_step() != self.step:
+                self.save_checkpoint(self.step)
         return RLResult(
             run_dir=self.run_dir,
             steps=self.step,
@@ -295,7 +277,7 @@ class RLTrainer:
 
     def _update(
         self, batch: EpisodeBatch, advantages: torch.Tensor, returns: torch.Tensor | None
-    ) -> dict[str, float]:
+    ) -> UpdateStats:
         """The engine's update: ``num_iterations`` passes over the batch, each split into ``num_minibatches`` of
         whole episodes; the loss is ``algorithm.loss_type``'s (PPO: the clipped loss plus the value loss)."""
         cfg, alg = self.config, self.config.algorithm
@@ -313,9 +295,7 @@ class RLTrainer:
             ),
             generator=self.generator,
         )
-        self.nonfinite.update(stats.nonfinite_skipped, stats.optimizer_steps)
-        self.nonfinite.check(self.step + 1, None)
-        return {f"train/{k}": v for k, v in stats.as_metrics().items() if k != "train_tokens"}
+        return stats
 
     def _evaluate_actions(self, mb: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Log-probs and entropies (n, T) of the taken actions under the current policy, with gradient;
@@ -376,54 +356,14 @@ class RLTrainer:
             return True
         return cfg.max_wall_time is not None and time.perf_counter() - start >= cfg.max_wall_time
 
-    def _should_save(self) -> bool:
-        every = self.config.checkpoint.save_steps
-        return self.run_dir is not None and every > 0 and self.step % every == 0
-
-    def _open_run(self) -> None:
-        """Config, software versions, ``metrics.jsonl`` + trackers, and the progress bar."""
-        cfg = self.config.logging
-        self._progress = ProgressBar(
-            self.config.max_steps,
-            initial=self.step,
-            enabled=not cfg.quiet,
-            desc="rl",
-            json_lines=cfg.json_logs,
-        )
-        self._logger = None
-        if self.run_dir is None:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.run_dir / "config.yaml")
-        if self._resume_from is not None:
-            # Rows logged after the checkpoint belong to steps that are about to be redone.
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                path = self.run_dir / name
-                if path.is_file():
-                    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-                    kept = [line for line in rows if json.loads(line)["step"] <= self.step]
-                    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        self._logger = open_run_logger(self.run_dir, cfg, self.config, start_step=self.step)
-
     def _log(
-        self, metrics: dict[str, Any], start: float, samples: list[dict[str, Any]], progress: bool = True
+        self, run: RunHarness, metrics: dict[str, Any], samples: list[dict[str, Any]], progress: bool = True
     ):
         # CPU seconds next to wall seconds: on a shared machine the wall clock also measures the others.
-        metrics |= {"time/env_steps": self.env_steps, "time/wall_s": time.perf_counter() - start,
+        metrics |= {"time/env_steps": self.env_steps, "time/wall_s": time.perf_counter() - self._start,
                     "time/cpu_s": time.process_time() - self._cpu_start, "time/eval_s": self.eval_time}  # fmt: skip
         self._history.append({"step": self.step, **metrics})
-        if self._logger is not None:
-            self._logger.log(self.step, metrics)
-            self._logger.log_samples(self.step, samples)
-        if progress:
-            self._progress.update(metrics, keys=("episode/return_mean", "eval/return_mean"))
-
-    def _close_run(self) -> None:
-        self._progress.close()
-        if self._logger is None:
-            return
-        self._logger.close()
-        finish_run_report(self.run_dir, self.config.logging)
+        run.log(self.step, metrics, samples, progress=progress)
 
     def _sample_rows(
         self, batch: EpisodeBatch, group_ids: torch.Tensor, advantages: torch.Tensor
@@ -431,7 +371,7 @@ class RLTrainer:
         """The first ``log_sample_groups`` groups for ``samples.jsonl``: one "prompt" (the start state) and,
         per episode, a one-line summary, its return and its mean advantage over its steps."""
         count = self.config.logging.log_sample_groups
-        if self._logger is None or count == 0:
+        if self.run_dir is None or count == 0:
             return []
         if advantages.dim() == 2:
             advantages = (advantages * batch.mask).sum(1) / batch.mask.sum(1)  # (N,)
@@ -458,22 +398,26 @@ class RLTrainer:
             modules["reference"] = self.reference
         return modules
 
-    def _save(self, wall_time: float) -> Path:
+    def save_checkpoint(self, step: int) -> Path:
+        """``RUN_DIR/checkpoints/step-XXXXXX``: the modules as safetensors, and the counters, optimizer, RNG."""
         state = {
-            "step": self.step,
+            "step": step,
             "env_steps": self.env_steps,
-            "wall_time": wall_time,
+            "wall_time": time.perf_counter() - self._start,
             "cpu_time": time.process_time() - self._cpu_start,
             "eval_time": self.eval_time,
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            **self.harness.state_dict(),
         }
-        path = save_checkpoint(checkpoint_dir(self.run_dir, self.step), self._modules(), state)
-        prune_checkpoints(self.run_dir, self.config.checkpoint.save_total_limit)
-        return path
+        assert self.harness.checkpointer is not None, "save_checkpoint before harness.open"
+        return self.harness.checkpointer.save(step, None, None, state, modules=self._modules())
 
     def _load(self, path: Path) -> None:
-        state = load_checkpoint(path, self._modules())
+        state = ckpt.load_trainer_state(path)
+        for name, module in self._modules().items():
+            if not ckpt.load_module(module, path, name):
+                raise ValueError(f"checkpoint {path} has no {name}.safetensors")
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
@@ -481,6 +425,7 @@ class RLTrainer:
         self.wall_offset = float(state["wall_time"])
         self.cpu_offset = float(state["cpu_time"])
         self.eval_time = float(state["eval_time"])
+        self.harness.load_state_dict(state)
 
 
 class EpisodeObjective:

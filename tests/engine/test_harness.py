@@ -1,7 +1,7 @@
 import pytest
 
 from grpokit.config import GRPOConfig
-from grpokit.engine.runs import prepare_run_dir
+from grpokit.engine.harness import prepare_run_dir
 
 
 def test_run_dir_is_never_reused_by_a_fresh_run(tmp_path):

@@ -72,7 +72,7 @@ def _load_rl_config(path: str | os.PathLike | None, overrides: dict[str, Any] | 
 
 
 def _train(argv: list[str]) -> int:
-    from grpokit.rl.trainer import RLTrainer
+    from grpokit.trainers.rl import RLTrainer
 
     options = _parse_options(argv)
     config_file = options.pop("config", None)
@@ -97,8 +97,8 @@ def _train(argv: list[str]) -> int:
 
 
 def _evaluate(argv: list[str]) -> int:
-    from grpokit.rl.checkpoint import load_checkpoint, resolve_resume
-    from grpokit.rl.trainer import RLTrainer
+    from grpokit.engine.checkpoint import find_checkpoint, load_module, run_dir_of
+    from grpokit.trainers.rl import RLTrainer
 
     if not argv or argv[0].startswith("--"):
         raise ValueError(f"evaluate needs a checkpoint or run directory\n{USAGE}")
@@ -108,13 +108,14 @@ def _evaluate(argv: list[str]) -> int:
         raise ValueError(
             f"evaluate takes --episodes and --stochastic, got {sorted('--' + k for k in unknown)}"
         )
-    checkpoint = resolve_resume(target, ".")
-    run_dir = checkpoint.parent.parent
+    checkpoint = find_checkpoint(target, ".")
+    run_dir = run_dir_of(checkpoint)
     config = _load_rl_config(run_dir / "config.yaml")
     # Evaluation only: neither resume the run nor write into it.
     config = config.model_copy(update={"checkpoint": config.checkpoint.model_copy(update={"resume": None})})
     trainer = RLTrainer(config, run_dir=False)
-    load_checkpoint(checkpoint, {"policy": trainer.policy})
+    if not load_module(trainer.policy, checkpoint, "policy"):
+        raise ValueError(f"checkpoint {checkpoint} has no policy.safetensors (not a `grpokit rl` checkpoint)")
     episodes = int(options.get("episodes", config.evaluation.eval_episodes))
     stochastic = options.get("stochastic", "false").lower() in ("1", "true", "yes")
     returns = trainer.evaluate(episodes, deterministic=not stochastic)

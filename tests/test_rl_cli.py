@@ -1,6 +1,6 @@
 import json
 
-from grpokit.rl.cli import main
+from grpokit.apps.rl import main
 
 SMALL = ["--env", "grpokit/CueTasks-v0", "--max-steps", "2", "--num-start-states", "4", "--num-generations", "4",
          "--num-minibatches", "2", "--eval-episodes", "4", "--report-to", "[]", "--report", "false", "--quiet"]  # fmt: skip
