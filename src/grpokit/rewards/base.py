@@ -24,7 +24,10 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from grpokit.rewards import builtin  # noqa: F401  (registers the built-in rewards)
+from grpokit.rewards.registry import _REGISTRY, ProcessRewardFunction, RewardFunction, register_reward
 
 __all__ = [
     "ProcessRewardFunction",
@@ -36,48 +39,8 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class RewardFunction(Protocol):
-    """``f(prompts, completions, **columns) -> list[float | None]``, one entry per completion."""
-
-    def __call__(
-        self, prompts: list[Any], completions: list[str], **columns: list[Any]
-    ) -> list[float | None]: ...
-
-
-@runtime_checkable
-class ProcessRewardFunction(Protocol):
-    """``f(prompts, completions, **columns) -> list[list[tuple[int, float]] | None]``: steps per completion."""
-
-    def __call__(
-        self, prompts: list[Any], completions: list[str], **columns: list[Any]
-    ) -> list[list[tuple[int, float]] | None]: ...
-
-
-# name -> factory(**options) -> RewardFunction
-_REGISTRY: dict[str, Callable[..., RewardFunction]] = {}
-
-
-def register_reward(name: str) -> Callable[[Callable[..., RewardFunction]], Callable[..., RewardFunction]]:
-    """Register a reward *factory* under ``name``: ``factory(**options)`` returns the reward function.
-
-    Options come from ``RewardConfig.reward_kwargs[name]`` plus the run's context (``answer_column``,
-    ``task``, ``max_new_tokens``), of which a factory receives only the ones its signature names.
-    """
-
-    def decorator(factory: Callable[..., RewardFunction]) -> Callable[..., RewardFunction]:
-        if name in _REGISTRY:
-            raise ValueError(f"a reward named {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
-
-
 def available_rewards() -> list[str]:
     """Names of the built-in (registered) rewards."""
-    from grpokit.rewards import builtin  # noqa: F401  (registers the built-ins)
-
     return sorted(_REGISTRY)
 
 

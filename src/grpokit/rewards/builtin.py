@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from grpokit.rewards.base import register_reward
 from grpokit.rewards.code import make_code_tests_reward
+from grpokit.rewards.registry import register_reward
 
 __all__ = ["extract_final_answer", "normalize_answer"]
 

@@ -13,7 +13,7 @@ import random
 import zlib
 from typing import Any
 
-from grpokit.data.tasks import SPLITS, Task
+from grpokit.data.tasks.base import SPLITS, Task
 
 # One problem in TEST_BUCKETS goes to the test split (by a hash of the problem, not by seed).
 TEST_BUCKETS = 10
