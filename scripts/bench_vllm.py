@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():
                 trainer, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                                  batch.completion_mask)
-            gaps.append((trainer - batch.old_logprobs).abs()[batch.completion_mask.bool()])
+            gaps.append((trainer - batch.sampler_logprobs).abs()[batch.completion_mask.bool()])
             if step == args.syncs:
                 break
             with torch.no_grad():
