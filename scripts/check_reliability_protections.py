@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 
 # (protection, file, source to replace, replacement, tests that must then fail)
-K = "tests/trainers/test_resume_kill.py::"
-F = "tests/trainers/test_faults.py::"
+K = "tests/engine/test_resume_kill.py::"
+F = "tests/engine/test_faults.py::"
+U = "tests/engine/test_update.py::"
 R = "tests/rewards/test_reward_failures.py"
 MUTATIONS = [
     (
         "rewind on resume",
-        "src/grpokit/trainers/grpo.py",
-        "faults.rewind_run_dir(self.run_dir, self.start_step)",
+        "src/grpokit/engine/harness.py",
+        "self.parallel.on_main(lambda: rewind_run_dir(run_dir, start_step))",
         "pass",
         [F + "test_crash_mid_save_leaves_the_previous_checkpoint_to_resume_from"],
     ),
@@ -51,24 +52,26 @@ MUTATIONS = [
     ),
     (
         "non-finite skip",
-        "src/grpokit/trainers/faults.py",
-        "if not (loss_finite and math.isfinite(norm)):",
+        "src/grpokit/engine/update.py",
+        "if not (loss_finite and all(math.isfinite(n) for n in norms)):",
         "if False:",
         [
+            U + "test_step_optimizers_skips_non_finite_gradients_without_touching_adam",
+            U + "test_a_non_finite_loss_skips_every_optimizer_and_is_counted",
             F + "test_a_non_finite_update_is_skipped_counted_and_training_continues",
-            F + "test_guarded_step_skips_non_finite_gradients_without_touching_adam",
+            "tests/trainers/test_ppo_pieces.py::test_a_non_finite_loss_skips_both_optimizers",
         ],
     ),
     (
         "non-finite streak limit",
-        "src/grpokit/trainers/faults.py",
+        "src/grpokit/engine/faults.py",
         "if self.consecutive < self.max_consecutive:",
         "if True:",
         [F + "test_consecutive_non_finite_updates_stop_with_the_last_good_checkpoint"],
     ),
     (
         "stop signals",
-        "src/grpokit/trainers/faults.py",
+        "src/grpokit/engine/faults.py",
         "if threading.current_thread() is threading.main_thread():",
         "if False:",
         [
@@ -78,7 +81,7 @@ MUTATIONS = [
     ),
     (
         "out-of-memory guard",
-        "src/grpokit/trainers/faults.py",
+        "src/grpokit/engine/faults.py",
         "if error is None or not is_out_of_memory(error):",
         "if True:",
         [F + "test_out_of_memory_in_generation_checkpoints_the_last_step_and_resumes_exactly"],
@@ -92,28 +95,28 @@ MUTATIONS = [
     ),
     (
         "atomic checkpoint dir",
-        "src/grpokit/trainers/checkpoint.py",
+        "src/grpokit/engine/checkpoint.py",
         "with atomic_directory(final) as tmp:",
         "with __import__('contextlib').nullcontext(final) as tmp:",
         [F + "test_crash_mid_save_leaves_the_previous_checkpoint_to_resume_from"],
     ),
     (
         "disk-full error",
-        "src/grpokit/trainers/checkpoint.py",
+        "src/grpokit/engine/checkpoint.py",
         "        except OSError as err:\n            previous",
         "        except ZeroDivisionError as err:\n            previous",
         [F + "test_disk_full_while_saving_is_a_clear_error_and_keeps_the_last_checkpoint"],
     ),
     (
         "stale temporaries",
-        "src/grpokit/trainers/checkpoint.py",
+        "src/grpokit/engine/checkpoint.py",
         "            _remove_stale_temporaries(root)\n",
         "",
         [F + "test_next_save_cleans_what_a_kill_mid_save_left"],
     ),
     (
         "complete checkpoints only",
-        "src/grpokit/trainers/checkpoint.py",
+        "src/grpokit/engine/checkpoint.py",
         "and (p / STATE_FILE).is_file()",
         "and p.is_dir()",
         [F + "test_a_directory_without_trainer_state_is_not_a_checkpoint"],
@@ -141,7 +144,7 @@ MUTATIONS = [
     ),
     (
         "no NaN/inf in config",
-        "src/grpokit/config.py",
+        "src/grpokit/config/base.py",
         ", allow_inf_nan=False",
         "",
         ["tests/test_config_validation.py"],
@@ -157,14 +160,14 @@ MUTATIONS = [
     ),
     (
         "process reward + estimator",
-        "src/grpokit/config.py",
+        "src/grpokit/config/trainers.py",
         'if self.rewards.process_reward_func is not None and estimator != "grpo":',
         "if False:",
         ["tests/test_config_validation.py"],
     ),
     (
         "ref sync without beta",
-        "src/grpokit/config.py",
+        "src/grpokit/config/loss.py",
         "if self.ref_model_sync_steps > 0 and self.beta == 0:",
         "if False:",
         ["tests/test_config_validation.py"],
@@ -172,8 +175,9 @@ MUTATIONS = [
     (
         "long-prompt screening",
         "src/grpokit/trainers/grpo.py",
-        "self.dataset, self.data_counts = self._screen_prompt_lengths(self.dataset)",
-        "self.data_counts = {}",
+        # The screening runs, its result is dropped: the dataset is kept whole and nothing is counted.
+        "self.dataset, self.data_counts = ",
+        "_, self.data_counts = self.dataset, {}; _unused = ",
         [
             F + "test_long_prompts_are_counted_and_truncated_or_skipped",
             F + "test_a_long_prompt_under_error_is_named_before_the_model_loads",
@@ -195,7 +199,7 @@ MUTATIONS = [
     ),
     (
         "weights_only",
-        "src/grpokit/trainers/checkpoint.py",
+        "src/grpokit/engine/checkpoint.py",
         'map_location="cpu", weights_only=True)',
         'map_location="cpu", weights_only=False)',
         ["tests/test_safe_loading.py"],
@@ -209,7 +213,7 @@ MUTATIONS = [
     ),
     (
         "refreshed reference restored",
-        "src/grpokit/trainers/checkpoint.py",
+        "src/grpokit/engine/checkpoint.py",
         '    return load_module(reference, checkpoint, REFERENCE_FILE.removesuffix(".safetensors"))',
         "    return False",
         [K + "test_sigterm_finishes_the_step_checkpoints_and_exits_143"],
