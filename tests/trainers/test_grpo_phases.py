@@ -9,12 +9,8 @@ from grpokit.config import GRPOAlgorithmConfig, GRPOConfig, RewardConfig, build_
 from grpokit.rewards import RewardPipeline, RewardScores
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking.timing import PhaseTimer
-from grpokit.trainers.grpo import (
-    GRPOTrainer,
-    compute_advantages,
-    informative_groups,
-    score,
-)
+from grpokit.trainers.grpo import GRPOTrainer
+from grpokit.trainers.phases import compute_advantages, informative_groups, score
 
 
 def make_batch(prompts, G, lengths=None, truncated=None, P=2, T=4):

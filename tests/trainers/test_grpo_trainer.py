@@ -10,7 +10,7 @@ from grpokit.engine import checkpoint as ckpt
 from grpokit.models import forward
 from grpokit.tracking import read_metrics, read_samples
 from grpokit.tracking.timing import PhaseTimer
-from grpokit.trainers import grpo
+from grpokit.trainers import grpo, phases
 from grpokit.trainers import objective as objective_module
 from grpokit.trainers.grpo import GRPOTrainer
 
@@ -206,7 +206,7 @@ def test_gradient_accumulation_matches_one_big_batch(make_config, rows, aggregat
     config = make_config(algorithm={"loss_aggregation": aggregation})
     trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
     batch, scores, _ = trainer.collect_rollouts(PhaseTimer())
-    advantages, loss_mask = grpo.compute_advantages(batch, scores, config.algorithm)
+    advantages, loss_mask = phases.compute_advantages(batch, scores, config.algorithm)
     loss_mask[0, 2:] = 0  # uneven token counts per micro-batch make the weighting matter
 
     logged = {}
@@ -217,7 +217,7 @@ def test_gradient_accumulation_matches_one_big_batch(make_config, rows, aggregat
         optim = config.optim.model_copy(
             update={"gradient_accumulation_steps": accumulation, "max_grad_norm": None}
         )
-        logged[accumulation] = grpo.update_policy(
+        logged[accumulation] = objective_module.update_policy(
             model,
             torch.optim.SGD(model.parameters(), lr=1.0),
             batch,
@@ -226,7 +226,7 @@ def test_gradient_accumulation_matches_one_big_batch(make_config, rows, aggregat
             algorithm=config.algorithm,
             optim=optim,
             max_new_tokens=6,
-        )
+        ).as_metrics()
         return {k: start[k] - v.detach() for k, v in model.named_parameters()}  # = the gradient (SGD, lr 1)
 
     whole, split = gradient(1), gradient(4)

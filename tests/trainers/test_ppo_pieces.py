@@ -209,7 +209,7 @@ def run_update(policy, value_model, rollouts, advantages, algorithm, **optim):
     return update_policy_and_value(
         policy, value_model, optimizer, value_optimizer, rollouts, advantages,
         algorithm=algorithm, optim=OptimConfig(**optim), max_new_tokens=3,
-    )  # fmt: skip
+    ).as_metrics()  # fmt: skip
 
 
 def test_one_epoch_is_exactly_on_policy_and_the_value_loss_falls(tiny):

@@ -36,7 +36,9 @@ def test_bf16_autocast_trains_with_float32_state(make_config, rows, tmp_path):
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     seen = []
     trainer.model.model.layers[0].mlp.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
-    trainer.reference.model.model.layers[0].mlp.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    trainer.reference.model.model.layers[0].mlp.register_forward_hook(
+        lambda m, args, out: seen.append(out.dtype)
+    )
     result = trainer.train()
     assert set(seen) == {torch.bfloat16} and len(seen) >= 4  # prefill, reference and policy forwards
     assert trainer.sampler.sampler.autocast_dtype is torch.bfloat16

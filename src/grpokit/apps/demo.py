@@ -51,7 +51,9 @@ from typing import Any
 import torch
 
 from grpokit.config import DemoGRPOConfig, GRPOConfig, OptimConfig, TrainConfig, load_config, preset_path
+from grpokit.engine.harness import RunHarness
 from grpokit.trainers.grpo import GRPOTrainer, TrainResult
+from grpokit.trainers.step_log import StepRecord
 
 __all__ = [
     "EVAL_SEED",
@@ -316,12 +318,12 @@ class _CurveTrainer(GRPOTrainer):
         self.report = log
         self.curve: list[dict[str, float]] = []
 
-    def log(self, logger: Any, step: int, record: Any) -> dict[str, Any]:
-        metrics = super().log(logger, step, record)
+    def log(self, run: RunHarness, step: int, record: StepRecord) -> dict[str, Any]:
+        metrics = super().log(run, step, record)
         if self.eval_every and (step % self.eval_every == 0 or step == self.config.max_steps):
             point = self.measure()
             self.curve.append({"step": step, **point})
-            logger.log(step, {f"eval/{key}": value for key, value in point.items()})
+            run.log(step, {f"eval/{key}": value for key, value in point.items()}, progress=False)
             self.report(f"step {step}: held-out accuracy {_accuracies(point)}")
         return metrics
 

@@ -143,6 +143,12 @@ class GRPOAlgorithmConfig(PolicyLossConfig):
     advantage_eps: float = Field(1e-4, gt=0)
     """Added to the standard deviation when advantages are normalised."""
 
+    multi_objective_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    """With several reward functions: ``sum_then_normalize`` (GRPO) normalises their weighted sum within each
+    group; ``normalize_then_sum`` (GDPO, arXiv 2601.05242) normalises each function's rewards within the group,
+    sums them with ``rewards.reward_weights`` and normalises the sum over the batch, so distinct reward
+    combinations keep distinct advantages. Outcome rewards only."""
+
     dynamic_sampling: bool = False
     """DAPO: drop groups whose rewards all equal (zero advantage) and draw more prompts to refill the batch."""
 

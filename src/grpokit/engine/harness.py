@@ -32,6 +32,7 @@ from grpokit.config import save_config
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine import faults
 from grpokit.engine.parallel import DataParallel
+from grpokit.engine.update import UpdateStats
 from grpokit.tracking import ProgressBar, RunLogger
 from grpokit.tracking.run import finish_run_report, open_run_logger
 
@@ -234,9 +235,9 @@ class RunHarness:
         if progress:
             self.progress.update(metrics, keys=self.progress_keys)
 
-    def end_step(self, step: int, skipped: int, applied: int) -> None:
+    def end_step(self, step: int, update: UpdateStats) -> None:
         """After a logged step: stop on too many non-finite updates in a row; periodic checkpoint."""
-        self.nonfinite.update(skipped, applied)
+        self.nonfinite.update(update.nonfinite_skipped, update.optimizer_steps)
         self.nonfinite.check(step, self.last_saved)
         if self.checkpointer is not None and self.checkpointer.should_save(step):
             self.save(step)

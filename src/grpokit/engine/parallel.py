@@ -104,7 +104,7 @@ def derive_seed(*keys: int) -> int:
 
 
 def reduce_update_metrics(parts: Sequence[tuple[dict[str, float], float]]) -> dict[str, float]:
-    """Combine each process's :func:`~grpokit.trainers.grpo.update_policy` metrics into the global ones.
+    """Combine each process's :func:`~grpokit.engine.update.run_update` metrics into the global ones.
 
     Args:
         parts: per process, ``(metrics, weight)`` with ``weight`` its number of loss tokens (the token

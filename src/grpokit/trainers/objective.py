@@ -1,24 +1,37 @@
-"""The loss of a language-model trainer over micro-batches of sampled completions (GRPO's and PPO's).
+"""The update of a language-model trainer (GRPO's and PPO's) on the engine.
 
-This is the algorithm-specific half of :func:`grpokit.engine.update.run_update`: a micro-batch's forward
-with gradient (policy log-probs, and the value model's values for PPO), then the registered loss named by
-``algorithm.loss_type`` (``grpokit.algorithms.objectives``). Minibatching, accumulation, pi_old, the
-non-finite guard and data-parallel normalisation are the engine's.
+:class:`LanguageModelObjective` is the algorithm-specific half of :func:`grpokit.engine.update.run_update`:
+a micro-batch's forward with gradient (policy log-probs, and the value model's values for PPO), then the
+registered loss named by ``algorithm.loss_type`` (``grpokit.algorithms.objectives``). Minibatching,
+accumulation, pi_old, the non-finite guard and data-parallel normalisation are the engine's.
+:func:`update_policy` is GRPO's whole update in one call.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from grpokit.algorithms import LossInputs, LossSettings, compute_loss, masked_mean
-from grpokit.engine.update import MicroLoss
+from grpokit.config import GRPOAlgorithmConfig, OptimConfig
+from grpokit.engine.parallel import DataParallel
+from grpokit.engine.update import MicroLoss, OptimizerSlot, UpdateSchedule, UpdateStats, run_update
 from grpokit.models.forward import batch_to, policy_forward, sequence_logprobs
+from grpokit.models.reference import ReferencePolicy
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.trainers.rollout_engine import rollout_importance_weights
 
-__all__ = ["LanguageModelObjective", "ValueTargets"]
+__all__ = [
+    "LanguageModelObjective",
+    "ValueTargets",
+    "loss_settings",
+    "micro_batch_size",
+    "update_policy",
+    "update_schedule",
+]
 
 
 @dataclass
@@ -155,3 +168,90 @@ class LanguageModelObjective:
         mask = mask[:, :T].float()
         self.mismatch_sum += float(((pi_old.float() - sampler[:, :T].float()).abs() * mask).sum())
         self.mismatch_tokens += float(mask.sum())
+
+
+def loss_settings(algorithm: Any, max_length: int | None, *, kl_in_loss: bool = True) -> LossSettings:
+    """The loss hyper-parameters of an ``algorithm`` section (one set of names for every trainer).
+
+    ``kl_in_loss=False`` (PPO, whose KL penalty is in the reward): no KL term, and the logged ``kl`` uses k3.
+    """
+    return LossSettings(
+        beta=algorithm.beta if kl_in_loss else 0.0,
+        kl_estimator=algorithm.kl_estimator if kl_in_loss else "k3",
+        epsilon_low=algorithm.epsilon_low,
+        epsilon_high=algorithm.epsilon_high,
+        ratio_level=algorithm.ratio_level,
+        aggregation=algorithm.loss_aggregation,
+        max_length=max_length,
+        entropy_coef=algorithm.entropy_coef,
+        vf_coef=getattr(algorithm, "vf_coef", 0.0),
+        cliprange_value=getattr(algorithm, "cliprange_value", None),
+    )
+
+
+def update_schedule(algorithm: Any, optim: OptimConfig) -> UpdateSchedule:
+    """How a generation batch becomes optimizer steps: mu passes of ``mini_batch_size`` minibatches."""
+    return UpdateSchedule(
+        num_iterations=algorithm.num_iterations,
+        mini_batch_size=optim.mini_batch_size,
+        gradient_accumulation_steps=optim.gradient_accumulation_steps,
+        shuffle=optim.shuffle_minibatches,
+    )
+
+
+def micro_batch_size(optim: OptimConfig, num_rows: int, world_size: int = 1) -> int:
+    """Rows per forward pass: a (per-process) minibatch split into its gradient-accumulation micro-batches."""
+    minibatch = (optim.mini_batch_size or num_rows * world_size) // world_size
+    return max(1, math.ceil(minibatch / optim.gradient_accumulation_steps))
+
+
+def update_policy(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: RolloutBatch,
+    advantages: torch.Tensor,
+    loss_mask: torch.Tensor,
+    *,
+    algorithm: GRPOAlgorithmConfig,
+    optim: OptimConfig,
+    max_new_tokens: int,
+    reference: ReferencePolicy | None = None,
+    parallel: DataParallel | None = None,
+    rollout_importance: str | None = None,
+    policy: torch.nn.Module | None = None,
+) -> UpdateStats:
+    """GRPO's update of one generation batch: the engine's :func:`~grpokit.engine.update.run_update` with the
+    loss named by ``algorithm.loss_type``.
+
+    Args:
+        model: the policy as trained (accelerate's wrapper with several processes).
+        batch: this process's N rollouts.
+        advantages: (N,) or (N, T) detached advantages.
+        loss_mask: (N, T) 1 on tokens that enter the loss.
+        rollout_importance: ``"token"`` or ``"sequence"``: weight each surrogate by the truncated importance
+            weight ``min(pi_old / pi_sampler, algorithm.rollout_importance_cap)`` against the sampler's
+            log-probs; None: no weights.
+        policy: the plain (unwrapped) policy for no-grad passes; default ``model``.
+    Returns:
+        The update's :class:`~grpokit.engine.update.UpdateStats`, ``logprobs/sampler_mismatch`` among its
+        metrics.
+    """
+    policy = model if policy is None else policy
+    dp = parallel if parallel is not None else DataParallel()
+    model.eval()  # note 2: no dropout, so pi_theta == pi_old before the first step
+    micro = micro_batch_size(optim, batch.num_responses, dp.world_size)
+    ref = sequence_logprobs(reference.model, batch, micro) if reference is not None else None  # (N, T)
+    objective = LanguageModelObjective(
+        model=model, policy=policy, batch=batch, advantages=advantages, loss_mask=loss_mask,
+        loss_type=algorithm.loss_type, settings=loss_settings(algorithm, max_new_tokens), ref_logprobs=ref,
+        rollout_importance=rollout_importance, rollout_importance_cap=algorithm.rollout_importance_cap,
+        micro_batch_size=micro,
+    )  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    stats = run_update(
+        objective, loss_mask, aggregation=algorithm.loss_aggregation,
+        optimizers=[OptimizerSlot(optimizer, params, optim.max_grad_norm)],
+        schedule=update_schedule(algorithm, optim), models=[model], parallel=dp,
+    )  # fmt: skip
+    stats.metrics.update(objective.metrics())
+    return stats

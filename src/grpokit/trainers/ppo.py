@@ -54,23 +54,22 @@ from grpokit.config import OptimConfig, PPOAlgorithmConfig, PPOConfig
 from grpokit.engine import checkpoint as ckpt
 from grpokit.engine.optimization import build_optimizer, build_scheduler
 from grpokit.engine.parallel import DataParallel
-from grpokit.engine.update import OptimizerSlot, run_update
+from grpokit.engine.update import OptimizerSlot, UpdateStats, run_update
 from grpokit.models.forward import per_token_no_grad, sequence_logprobs
 from grpokit.models.reference import ReferencePolicy
 from grpokit.models.value import ValueModel, build_value_model
 from grpokit.rewards import RewardScores
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking.timing import PhaseTimer
-from grpokit.trainers.grpo import (
-    GRPOTrainer,
-    TrainResult,
-    generate_rollouts,
+from grpokit.trainers.grpo import GRPOTrainer, TrainResult
+from grpokit.trainers.objective import (
+    LanguageModelObjective,
+    ValueTargets,
     loss_settings,
     micro_batch_size,
-    score,
     update_schedule,
 )
-from grpokit.trainers.objective import LanguageModelObjective, ValueTargets
+from grpokit.trainers.phases import generate_rollouts, score
 
 __all__ = [
     "PPORollouts",
@@ -261,7 +260,7 @@ def update_policy_and_value(
     parallel: DataParallel | None = None,
     policy: torch.nn.Module | None = None,
     value_model_owned: torch.nn.Module | None = None,
-) -> dict[str, float]:
+) -> UpdateStats:
     """PPO's update of one batch: the engine's :func:`~grpokit.engine.update.run_update` on
     ``L = -L_clip + c_v * L_V - c_H * H`` (``algorithm.loss_type``, "ppo" by default), stepping the policy's
     and the value model's optimizers together (each clipped on its own parameters).
@@ -274,8 +273,8 @@ def update_policy_and_value(
         policy: the plain policy (default ``model``); value_model_owned: the value model's own parameters'
             module (default ``value_model``; only the head when it shares the policy's body).
     Returns:
-        The update's metrics (:meth:`~grpokit.engine.update.UpdateStats.as_metrics`): the loss metrics,
-        ``grad_norm`` and ``value_grad_norm``, ``optimizer_steps``, ``faults/nonfinite_skipped``.
+        The update's :class:`~grpokit.engine.update.UpdateStats` (the loss metrics, and the mean gradient norms
+        ``grad_norm`` and ``value_grad_norm``).
     """
     dp = parallel if parallel is not None else DataParallel()
     model.eval()  # no dropout: pi_theta == pi_old before the first step
@@ -301,7 +300,7 @@ def update_policy_and_value(
         ],
         schedule=update_schedule(algorithm, optim), models=[model, value_model], parallel=dp,
     )  # fmt: skip
-    return stats.as_metrics()
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -404,18 +403,19 @@ class PPOTrainer(GRPOTrainer):
 
     def update_policy(
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
-    ) -> dict[str, float]:
+    ) -> UpdateStats:
         """Policy and value update, then both schedules step and the KL coefficient adapts (note 6)."""
         from grpokit.algorithms import value_loss
 
         cfg, algo = self.config, self.config.algorithm
         if not isinstance(batch, PPORollouts):
             raise ValueError("PPOTrainer.update_policy needs the PPORollouts of collect_rollouts")
-        update = update_policy_and_value(
+        stats = update_policy_and_value(
             self.train_model, self.train_value_model, self.train_optimizer, self.train_value_optimizer, batch,
             advantages, algorithm=algo, optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens,
             parallel=self.parallel, policy=self.model, value_model_owned=self.value_model.owned,
         )  # fmt: skip
+        update = stats.metrics  # PPO's own metrics join the loss's
         update["lr"] = self.scheduler.get_last_lr()[0]
         update["value_lr"] = self.value_scheduler.get_last_lr()[0]
         self.scheduler.step()
@@ -440,7 +440,7 @@ class PPOTrainer(GRPOTrainer):
         if batch.sampler_logprobs is not None:
             gap = (batch.pi_old_logprobs - batch.sampler_logprobs.cpu()).abs()  # (N, T)
             update["logprobs/sampler_mismatch"] = float(gap[real].mean())
-        return update
+        return stats
 
     # -- checkpoints -------------------------------------------------------------------------------------
 

@@ -210,7 +210,7 @@ class RLTrainer:
                     if target is not None and eval_returns.mean() >= target:
                         solved = (step, self.env_steps, time.perf_counter() - self._start)
                 self._log(run, metrics, self._sample_rows(batch, group_ids, advantages))
-                run.end_step(step, update.nonfinite_skipped, update.optimizer_steps)
+                run.end_step(step, update)
                 if solved is not None:
                     break
 

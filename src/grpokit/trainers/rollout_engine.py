@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from grpokit.config import TrainConfig
+    from grpokit.config import GRPOConfig, PPOConfig, TrainConfig
     from grpokit.engine.parallel import DataParallel
 
 __all__ = [
@@ -125,7 +125,7 @@ def build_sampler(
     )
 
 
-def rollout_importance_level(config: TrainConfig) -> str | None:
+def rollout_importance_level(config: GRPOConfig | PPOConfig) -> str | None:
     """The truncated-importance-sampling level the run uses: ``"token"``, ``"sequence"`` or None (off).
 
     Resolves ``algorithm.rollout_importance_sampling: auto`` from ``generation.backend`` (choice 2); a config

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from grpokit.algorithms import group_advantages
+from grpokit.algorithms import group_advantages, multi_reward_advantages
 from grpokit.engine.parallel import (
     DataParallel,
     derive_seed,
@@ -107,35 +107,45 @@ def gather_group_advantages(
     eps: float = 1e-6,
     *,
     parallel: DataParallel | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Group-relative advantages of this process's rows, computed over every process's rows.
 
-    The rewards and group ids of all W processes are all-gathered (in rank order), the estimator of
-    :func:`grpokit.algorithms.group_advantages` runs on the whole batch, and this process's slice is
-    returned. A group whose members sit on several processes therefore gets the baseline of all its
-    members, exactly as in one process; so do batch-level estimators (``grpo_batch_norm``).
+    The rewards and group ids of all W processes are all-gathered (in rank order), the estimator runs on the
+    whole batch, and this process's slice is returned. A group whose members sit on several processes
+    therefore gets the baseline of all its members, exactly as in one process; so do batch-level estimators
+    (``grpo_batch_norm``, and GDPO's batch normalisation).
 
     Args:
-        rewards: (n_r,) this process's scored rewards.
+        rewards: (n_r,) this process's scored rewards (:func:`grpokit.algorithms.group_advantages`), or
+            (n_r, K) one column per reward function, normalised in the group one by one and then summed
+            (GDPO, :func:`grpokit.algorithms.multi_reward_advantages`; NaN = not scored by that function).
         group_ids: (n_r,) their group ids, global (the same id on two processes is the same group).
         estimator: a registered advantage estimator.
         eps: added to the standard deviation.
         parallel: the process group; None or one process computes locally.
+        weights: (K,) GDPO's weight of each reward function (None: all 1).
     Returns:
         (n_r,) float32 advantages, on ``rewards``' device.
     """
-    if rewards.shape != group_ids.shape or rewards.ndim != 1:
+    if rewards.ndim not in (1, 2) or rewards.shape[0] != group_ids.shape[0] or group_ids.ndim != 1:
         raise ValueError(
-            f"rewards and group_ids must be 1-D of the same length, got {tuple(rewards.shape)} and "
+            f"rewards must be (n,) or (n, K) and group_ids (n,), got {tuple(rewards.shape)} and "
             f"{tuple(group_ids.shape)}"
         )
+
+    def advantages_of(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        if values.ndim == 1:
+            return group_advantages(values, ids, estimator, eps)
+        return multi_reward_advantages(values, ids, weights, estimator, eps)
+
     if parallel is None or not parallel.is_distributed:
-        return group_advantages(rewards, group_ids, estimator, eps)
-    all_rewards = parallel.all_gather(rewards.float())  # (N,)
+        return advantages_of(rewards, group_ids)
+    all_rewards = parallel.all_gather(rewards.float())  # (N,) or (N, K)
     all_ids = parallel.all_gather(group_ids.long())  # (N,)
     sizes = parallel.gather_object(int(rewards.shape[0]))  # (W,)
     start = sum(sizes[: parallel.rank])
-    advantages = group_advantages(all_rewards, all_ids, estimator, eps)  # (N,)
+    advantages = advantages_of(all_rewards, all_ids)  # (N,)
     return advantages[start : start + rewards.shape[0]].to(rewards.device)
 
 
@@ -147,7 +157,9 @@ def gather_group_advantages(
 def _loggable(batch: RolloutBatch) -> RolloutBatch:
     """The fields the step log reads, on CPU (prompt ids and log-probs stay home: they are not logged)."""
     N = batch.num_responses
-    plain = RolloutBatch(**{f.name: getattr(batch, f.name) for f in fields(RolloutBatch)})  # PPO's extras stay
+    plain = RolloutBatch(
+        **{f.name: getattr(batch, f.name) for f in fields(RolloutBatch)}
+    )  # PPO's extras stay
     return replace(
         plain,
         prompt_ids=torch.zeros(N, 0, dtype=torch.long),

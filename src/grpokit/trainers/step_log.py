@@ -1,0 +1,104 @@
+"""What a language-model trainer logs of a step: one metrics row and a few sample groups."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from grpokit.algorithms import group_reward_stats
+from grpokit.rewards import RewardScores
+from grpokit.rollout.batch import RolloutBatch
+from grpokit.tracking import peak_memory_mb
+from grpokit.tracking.timing import PhaseTimer
+
+__all__ = ["StepRecord", "sample_rows", "step_metrics"]
+
+
+@dataclass
+class StepRecord:
+    """What one step produced, for logging."""
+
+    batch: RolloutBatch  # the N training rollouts
+    scores: RewardScores  # their scores
+    generated: dict[str, Any]  # everything generated this step ("batch", "scores") and sampling info
+    advantages: torch.Tensor  # (N,) or (N, T)
+    loss_mask: torch.Tensor  # (N, T)
+    update: dict[str, float]  # update_policy's metrics
+    timer: PhaseTimer
+
+
+def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[str, Any]:
+    """One metrics row of a step: rewards (of everything generated, before any filter), groups, advantages,
+    lengths, the update's metrics, throughput, time and memory."""
+    batch, scores, generated, advantages, loss_mask, update, timer = (
+        record.batch, record.scores, record.generated, record.advantages, record.loss_mask, record.update,
+        record.timer,
+    )  # fmt: skip
+    all_batch, all_scores = generated["batch"], generated["scores"]
+    m: dict[str, Any] = {}
+    scored = all_scores.scored
+    rewards = all_scores.rewards[scored]
+    m["reward/mean"] = rewards.mean().item() if rewards.numel() else math.nan
+    m["reward/std"] = rewards.std().item() if rewards.numel() > 1 else 0.0
+    m.update(all_scores.metrics)
+    m.update(data_counts)
+    if rewards.numel():
+        stats = group_reward_stats(rewards, all_batch.group_ids.cpu()[scored])
+        if stats["group_size_max"] > 1:  # a group of one (PPO's G = 1) has no spread to measure
+            m["zero_std_group_fraction"] = stats["zero_std_group_fraction"]
+    if "kept_groups" in generated:  # dynamic sampling ran
+        m["dynamic_sampling/rounds"] = generated["rounds"]
+        m["dynamic_sampling/kept_groups"] = generated.get("kept_groups", 0)
+    adv = advantages[scores.scored] if advantages.dim() == 1 else advantages[loss_mask > 0]
+    if adv.numel():
+        m.update(
+            {
+                "advantages/mean": adv.mean().item(),
+                "advantages/std": adv.std().item() if adv.numel() > 1 else 0.0,
+                "advantages/min": adv.min().item(),
+                "advantages/max": adv.max().item(),
+            }
+        )
+    lengths = all_batch.completion_mask.sum(1).float()
+    m["completions/mean_length"] = lengths.mean().item()
+    m["completions/max_length"] = lengths.max().item()
+    m["completions/truncated_fraction"] = all_batch.truncated.float().mean().item()
+    m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.completion_mask.sum().clamp(min=1)).item()
+    m.update({k: v for k, v in update.items() if k != "train_tokens"})
+    gen_time = timer.seconds.get("generate", 0.0)
+    m["throughput/generate_tokens_per_s"] = lengths.sum().item() / gen_time if gen_time else math.nan
+    update_time = timer.seconds.get("update", 0.0)
+    m["throughput/train_tokens_per_s"] = update["train_tokens"] / update_time if update_time else math.nan
+    m.update(timer.metrics())
+    m["memory/peak_rss_mb"] = peak_memory_mb()
+    if torch.cuda.is_available():
+        m["memory/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return m
+
+
+def sample_rows(
+    batch: RolloutBatch, scores: RewardScores, advantages: torch.Tensor, num_groups: int
+) -> list[dict[str, Any]]:
+    """The first ``num_groups`` groups: prompt, completions, rewards (None = unscored), advantages."""
+    group_ids = batch.group_ids.cpu()
+    out = []
+    for g in group_ids.unique(sorted=False)[:num_groups]:
+        rows = (group_ids == g).nonzero().squeeze(1).tolist()
+        adv = (
+            advantages
+            if advantages.dim() == 1
+            else advantages.sum(1) / batch.completion_mask.cpu().sum(1).clamp(min=1)
+        )
+        out.append(
+            {
+                "prompt": batch.prompts[rows[0]],
+                "completions": [batch.completions[i] for i in rows],
+                "rewards": [scores.rewards[i].item() if scores.scored[i] else None for i in rows],
+                "advantages": [adv[i].item() for i in rows],
+                "truncated": [bool(batch.truncated[i]) for i in rows],
+            }
+        )
+    return out
