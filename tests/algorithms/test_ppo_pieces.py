@@ -178,7 +178,7 @@ def test_value_loss_by_hand():
 
 def test_value_loss_unclipped_and_perfect_prediction():
     returns = f64([[1.0, 3.0]])
-    loss, m = value_loss(returns.clone(), f64([[0.0, 0.0]]), returns, torch.ones(1, 2), clip_range_value=None)
+    loss, m = value_loss(returns.clone(), f64([[0.0, 0.0]]), returns, torch.ones(1, 2), cliprange_value=None)
     assert loss.item() == 0.0
     assert m["explained_variance"] == 1.0 and m["value_clip_fraction"] == 0.0
     # constant returns: explained variance undefined
@@ -202,8 +202,8 @@ def test_value_loss_bad_input():
     ok = (torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2))
     with pytest.raises(ValueError, match=r"returns has shape \(1, 3\) but values has shape \(1, 2\)"):
         value_loss(ok[0], ok[1], torch.zeros(1, 3), ok[3])
-    with pytest.raises(ValueError, match=r"clip_range_value must be > 0"):
-        value_loss(*ok, clip_range_value=0.0)
+    with pytest.raises(ValueError, match=r"cliprange_value must be > 0"):
+        value_loss(*ok, cliprange_value=0.0)
     with pytest.raises(ValueError, match=r"aggregation='sum'.*\['constant', 'sequence_mean', 'token_mean'\]"):
         value_loss(*ok, aggregation="sum")
     with pytest.raises(ValueError, match=r"mask has no real tokens"):

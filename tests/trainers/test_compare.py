@@ -8,7 +8,15 @@ import torch
 
 from grpokit.apps import compare
 from grpokit.apps.compare import build_compare_configs, measure_run, render_markdown, summarize
-from grpokit.config import ConfigError, GRPOConfig, PPOConfig, build_config, save_config
+from grpokit.config import (
+    ConfigError,
+    DemoGRPOConfig,
+    DemoPPOConfig,
+    GRPOConfig,
+    PPOConfig,
+    build_config,
+    save_config,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # Matched configs
@@ -67,6 +75,24 @@ def test_ppo_completions_per_prompt_can_be_set_and_must_divide():
 def test_bad_compare_configs_are_named(data, overrides, system, message):
     with pytest.raises(ConfigError, match=message):
         build_compare_configs(data, overrides, system)
+
+
+def test_without_a_model_both_systems_get_the_demo_configs():
+    grpo, ppo = build_compare_configs({})
+    assert isinstance(grpo, DemoGRPOConfig) and isinstance(ppo, DemoPPOConfig)
+    assert grpo.model.name_or_path is None and grpo.data.task is not None
+
+
+def test_a_starting_model_is_needed_without_a_demo_section():
+    with pytest.raises(ValueError, match=r"model.name_or_path is unset and the config has no demo section"):
+        compare._starting_model(GRPOConfig(), lambda _: None)
+
+
+def test_measure_run_names_a_missing_model(tmp_path):
+    path = tmp_path / "grpo.yaml"
+    save_config(GRPOConfig(), path)
+    with pytest.raises(ValueError, match=r"grpo.yaml: model.name_or_path is unset"):
+        measure_run(path)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -246,3 +246,13 @@ def test_demo_model_shape_is_validated():
 
     with pytest.raises(ConfigError, match=r"demo: .*hidden_size \(64\) must be divisible by num_heads \(3\)"):
         demo_config({"demo.num_heads": "3"})
+
+
+def test_a_demo_config_without_a_task_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRPOKIT_CACHE", str(tmp_path / "cache"))
+    # A user's model with the demo section passes validation without data.task; the demo still needs one.
+    config = build_config(DemoGRPOConfig, {"model": {"name_or_path": str(tmp_path / "model")}})
+    with pytest.raises(ValueError, match=r"data.task is unset: the demo .* on a built-in task"):
+        prepare_demo_model(config, lambda _: None)
+    with pytest.raises(ValueError, match=r"data.task is unset"):
+        run_demo(config, log=lambda _: None)

@@ -210,3 +210,27 @@ def test_every_estimator_runs_through_compute_advantages(estimator):
     advantages, _ = compute_advantages(batch, scores, GRPOAlgorithmConfig(advantage_estimator=estimator))
     assert advantages[3:].tolist() == [0.0, 0.0, 0.0]  # constant group
     assert advantages[2] > advantages[0] > advantages[1]
+
+
+def test_gdpo_normalises_each_reward_function_in_its_group_before_summing():
+    """algorithm.multi_objective_aggregation: GRPO normalises the weighted sum of the reward functions in the
+    group; GDPO (arXiv 2601.05242) normalises each function's rewards first, then sums with the weights."""
+    from grpokit.algorithms import group_advantages, multi_reward_advantages
+
+    batch = make_batch(["p"], G=4)
+    correct, short = [1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]
+    scores = RewardScores(
+        torch.tensor([a + 2 * b for a, b in zip(correct, short)]), torch.ones(4, dtype=torch.bool),
+        {"correct": correct, "short": short},
+    )  # fmt: skip
+    summed, _ = compute_advantages(batch, scores, GRPOAlgorithmConfig(), reward_weights=[1.0, 2.0])
+    gdpo, _ = compute_advantages(
+        batch, scores, GRPOAlgorithmConfig(multi_objective_aggregation="normalize_then_sum"),
+        reward_weights=[1.0, 2.0],
+    )  # fmt: skip
+    rewards = torch.tensor([correct, short]).T
+    torch.testing.assert_close(summed, group_advantages(scores.rewards, batch.group_ids, "grpo", 1e-4))
+    torch.testing.assert_close(
+        gdpo, multi_reward_advantages(rewards, batch.group_ids, torch.tensor([1.0, 2.0]), "grpo", 1e-4)
+    )
+    assert not torch.allclose(gdpo, summed)

@@ -333,8 +333,21 @@ def test_data_file_errors_name_the_row(make_config, tmp_path, monkeypatch):
             "algorithm": {"advantage_estimator": "rloo", "epsilon_high": 0.28},
             "optim": {"lr_scheduler": "cosine"},
         },
+        {"algorithm": {"loss_type": "gspo", "epsilon_low": 3e-4, "epsilon_high": 4e-4}},
+        {"algorithm": {"loss_type": "cispo", "epsilon_high": 4.0}},
+        {"algorithm": {"loss_type": "sapo"}},
     ],
-    ids=["temperature-schedule", "entropy-bonus", "gspo-dr-grpo", "dapo", "mu2-minibatches-kl", "rloo"],
+    ids=[
+        "temperature-schedule",
+        "entropy-bonus",
+        "gspo-dr-grpo",
+        "dapo",
+        "mu2-minibatches-kl",
+        "rloo",
+        "loss-gspo",
+        "loss-cispo",
+        "loss-sapo",
+    ],  # fmt: skip
 )
 def test_option_combinations_train_on_policy(make_config, rows, sections):
     config = make_config(max_steps=2, **sections)
@@ -362,3 +375,10 @@ def test_process_rewards_drive_per_token_advantages(make_config, rows, tmp_path)
     metrics = read_metrics(result.run_dir)[-1]
     assert {"rewards/process/mean", "rewards/length_penalty/mean", "advantages/max"} <= set(metrics)
     assert metrics["advantages/max"] > 0 > metrics["advantages/min"]
+
+
+def test_no_reward_is_an_error_naming_reward_funcs_before_any_model_loads(make_config, rows, monkeypatch):
+    """A user's prompts and no reward used to train silently on the built-in addition checker."""
+    monkeypatch.setattr(grpo, "load_dataset", lambda *a, **k: pytest.fail("got past the reward check"))
+    with pytest.raises(ValueError, match=r"no reward: name one in rewards.reward_funcs \(--reward_funcs"):
+        GRPOTrainer(make_config(rewards={"reward_funcs": []}), dataset=rows)

@@ -227,3 +227,30 @@ def test_every_config_field_has_a_description():
 
     missing = [path for path, _, text in field_help(RLConfig) if not text]
     assert missing == []
+
+
+def test_non_finite_updates_are_skipped_and_a_streak_stops_the_run(monkeypatch, tmp_path):
+    """Classic RL goes through the same update engine and harness: a NaN loss skips the optimizer step (the
+    weights stay), is counted, and max_consecutive_nonfinite of them in a row stop the run."""
+    from grpokit.engine.faults import NonFiniteUpdatesError
+    from grpokit.trainers import rl as rl_trainer
+
+    real = rl_trainer.compute_loss
+    calls = [0]
+
+    def poisoned(*args, **kwargs):
+        calls[0] += 1
+        loss, metrics = real(*args, **kwargs)
+        return loss * float("nan"), metrics
+
+    trainer = RLTrainer(config(max_steps=6, optim={"max_consecutive_nonfinite": 2}), run_dir=tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.policy.state_dict().items()}
+    monkeypatch.setattr(rl_trainer, "compute_loss", poisoned)
+    with pytest.raises(
+        NonFiniteUpdatesError, match=r"8 optimizer steps in a row .*max_consecutive_nonfinite=2"
+    ):
+        trainer.train()
+    assert calls[0] > 0
+    assert all(torch.equal(before[k], v) for k, v in trainer.policy.state_dict().items())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/faults/nonfinite_skipped"] for r in rows] == [8.0]  # 4 passes x 2 minibatches, step 1

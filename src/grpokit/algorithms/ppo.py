@@ -178,7 +178,7 @@ def value_loss(
     old_values: torch.Tensor,
     returns: torch.Tensor,
     mask: torch.Tensor,
-    clip_range_value: float | None = 0.2,
+    cliprange_value: float | None = 0.2,
     aggregation: str = "token_mean",
     *,
     max_length: int | None = None,
@@ -193,7 +193,7 @@ def value_loss(
         old_values: (N, T) the values at rollout time; detached.
         returns: (N, T) value targets R_t (from ``gae``); detached.
         mask: (N, T) bool or float, 1 on real tokens.
-        clip_range_value: c (> 0), or None for the unclipped ``0.5 * (V - R)^2``.
+        cliprange_value: c (> 0), or None for the unclipped ``0.5 * (V - R)^2``.
         aggregation: a registered ``"aggregation"`` name (token mean by default, as TRL and cleanrl).
         max_length: the generation budget, for ``aggregation="constant"``.
 
@@ -208,8 +208,8 @@ def value_loss(
         check_float(name, check_tensor(name, x, ndim=2))
         check_same_shape(name, x, "values", values)
     mask = as_mask("mask", mask, values, "values")
-    if clip_range_value is not None:
-        check_positive("clip_range_value", clip_range_value)
+    if cliprange_value is not None:
+        check_positive("cliprange_value", cliprange_value)
     check_nonempty("mask", mask)
     old_values = old_values.detach().to(values.dtype)
     returns = returns.detach().to(values.dtype)
@@ -219,12 +219,12 @@ def value_loss(
     v = torch.where(real, values, zero)  # (N, T)
     R = torch.where(real, returns, zero)  # (N, T)
     unclipped = (v - R) ** 2  # (N, T)
-    if clip_range_value is None:
+    if cliprange_value is None:
         per_token = 0.5 * unclipped
         clipped_used = torch.zeros_like(real)
     else:
         v_old = torch.where(real, old_values, zero)
-        v_clipped = v_old + torch.clamp(v - v_old, -clip_range_value, clip_range_value)  # (N, T)
+        v_clipped = v_old + torch.clamp(v - v_old, -cliprange_value, cliprange_value)  # (N, T)
         clipped = (v_clipped - R) ** 2  # (N, T)
         per_token = 0.5 * torch.max(unclipped, clipped)
         clipped_used = real & (clipped > unclipped)

@@ -1,5 +1,5 @@
-"""Surviving what kills long RL runs: stop signals, non-finite updates, out-of-memory, and rewinding a run
-directory to the checkpoint it resumes from.
+"""Surviving what kills long RL runs: stop signals, non-finite updates and out-of-memory errors (the run
+harness, :mod:`grpokit.engine.harness`, puts them to work and rewinds a resumed run directory).
 
 What each fault does (the table with what the user sees is in ``docs/reliability.md``):
 

@@ -2,14 +2,14 @@
 
 A trainer's loop reads as the algorithm because this holds the rest::
 
-    harness = RunHarness(config, prefix="grpo", max_steps=...)      resume target found before any model loads
-    ... build models, restore harness.resume_from ...
-    harness.open(start_step)                                         run dir (fresh, or rewound to the checkpoint)
-    with harness.running(save=trainer.save_checkpoint) as run:       logs, progress bar, SIGTERM/SIGINT
-        for step in run.steps():                                     stops after a signal, checkpointing first
-            with run.guard_memory(step, on_out_of_memory): ...       out of memory -> an exact checkpoint, a clear error
+    harness = RunHarness(config, prefix="grpo", ...)          the checkpoint to resume is found before any model loads
+    ... build models, restore from harness.resume_from ...
+    harness.open(start_step)                                  run dir (fresh, or rewound to the checkpoint)
+    with harness.running(save=trainer.save_checkpoint) as run:  logs, progress bar, SIGTERM/SIGINT, the report
+        for step in run.steps():                              stops after a signal, checkpointing the step first
+            with run.guard_memory(on_out_of_memory): ...      out of memory -> an exact checkpoint, a clear error
             run.log(step, metrics, samples)
-            run.end_step(step, update)                               non-finite streak; periodic checkpoint
+            run.end_step(step, update)                        the non-finite streak; periodic checkpoints
 
 Checkpoints are ``RUN_DIR/checkpoints/step-XXXXXX`` written atomically (:mod:`grpokit.engine.checkpoint`), and
 ``resume`` means the same everywhere: a checkpoint, a run directory (its newest), or ``latest`` (the newest

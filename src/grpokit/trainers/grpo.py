@@ -7,14 +7,19 @@ One training step, as :meth:`GRPOTrainer.train` reads::
     batch           = generate_rollouts(sampler, rows, G)    N = B*G completions from pi_old = pi_theta
     scores          = score(rewards, batch)                  (N,) rewards, or (N, S) step rewards
     advantages      = compute_advantages(batch, scores)      (N,) group-relative, or (N, T) per token
-    update_metrics  = update_policy(...)                     mu passes of clipped-loss minibatch steps
-    log(...); checkpoint                                     metrics.jsonl, samples.jsonl, TensorBoard
+    update          = update_policy(...)                     the engine: mu passes of minibatch steps
+    sync_policy(...)                                         reference refresh, weights to a vLLM sampler
+    log(...); end_step(...)                                  metrics.jsonl, samples.jsonl; checkpoints
+
+The phases are :mod:`grpokit.trainers.phases`, the loss :mod:`grpokit.trainers.objective`, the update and the
+run around the loop :mod:`grpokit.engine`.
 
 Choices and deviations from the paper, numbered:
 
-1. pi_old is the policy that generated the batch. With ``num_iterations == 1`` the old log-probs are the
-   current log-probs detached (ratio exactly 1, no extra forward); with more, they are computed once,
-   without grad, before the first update. The sampler's own log-probs are not used as pi_old (KV-cached
+1. pi_old is the policy that generated the batch. When the batch gets one optimizer step the old log-probs
+   are the current log-probs detached (ratio exactly 1, no extra forward); when it gets more
+   (``num_iterations > 1`` or ``mini_batch_size < N``) they are computed once, without grad, before the
+   first step (``engine/update.py``). The sampler's own log-probs are not used as pi_old (KV-cached
    decoding differs from a full forward by rounding); their gap is logged as ``logprobs/sampler_mismatch``.
 2. The policy stays in eval mode (no dropout) during the update, so the ratio is 1 before the first step.
 3. The reference model exists only when ``beta > 0``: a frozen copy of the initial policy, re-synced every
@@ -128,6 +133,14 @@ class GRPOTrainer:
             cfg, prefix=self.run_prefix, max_consecutive_nonfinite=cfg.optim.max_consecutive_nonfinite
         )
         resume_from = self.harness.resume_from
+        rewards = cfg.rewards
+        if reward_funcs is None and not (
+            rewards.reward_funcs or rewards.reward_model or rewards.process_reward_func
+        ):
+            raise ValueError(
+                "no reward: name one in rewards.reward_funcs (--reward_funcs accuracy, or my_rewards.py:score), "
+                "set rewards.reward_model / rewards.process_reward_func, or pass reward_funcs=[...]"
+            )
         self.dataset = load_dataset(cfg, dataset, config_rewards=reward_funcs is None)
 
         seed_everything(cfg.seed)

@@ -23,8 +23,8 @@ that differ: collecting rollouts, advantages, the update). The maths is :mod:`gr
 Choices and deviations, numbered:
 
 1. pi_old for the KL reward is a full no-grad forward of the policy (not the sampler's KV-cached log-probs,
-   whose rounding differs); with ``num_iterations == 1`` the ratio's pi_old is the current log-probs
-   detached, so the ratio is exactly 1 on the single pass (as in the GRPO trainer).
+   whose rounding differs); it is also the ratio's pi_old when the batch gets several optimizer steps;
+   with exactly one, the current log-probs detached (ratio exactly 1, as in the GRPO trainer).
 2. The KL in the reward uses ``kl_estimator`` (k1 by default) on pi_old vs pi_ref; the loss itself has no KL
    term (``policy_loss(beta=0)``). Its logged ``kl`` metric is KL(pi_theta || pi_ref) with k3 whatever the
    reward's estimator: non-negative, and the same quantity GRPO logs by default.

@@ -452,6 +452,7 @@ class EpisodeObjective:
         return self.batch.log_probs
 
     def micro_loss(self, rows: torch.Tensor, pi_old: torch.Tensor | None) -> MicroLoss:
+        # The collector's log-probs are pi_old whether or not the engine froze it (pi_old() returns them).
         mb = self.batch.select(rows)
         T = mb.mask.shape[1]
         advantages = self.advantages[rows] if self.advantages.dim() == 1 else self.advantages[rows, :T]
