@@ -106,6 +106,17 @@ def test_rl_forwards_its_arguments(monkeypatch):
     assert seen == [["train", "--env", "CartPole-v1"]]
 
 
+def test_train_demo_needs_a_demo_config():
+    from grpokit.cli import _train_demo
+    from grpokit.config import GRPOConfig, PPOConfig
+
+    for config in (GRPOConfig(), PPOConfig()):
+        with pytest.raises(
+            ValueError, match=r"model.name_or_path is unset and the config has no demo section"
+        ):
+            _train_demo(config)
+
+
 def test_eval_requires_a_model():
     with pytest.raises(SystemExit) as info:
         main(["eval", "--task", "addition"])

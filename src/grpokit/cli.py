@@ -11,7 +11,11 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grpokit.config import GRPOConfig, PPOConfig
+    from grpokit.trainers.grpo import TrainResult
 
 __all__ = ["main", "parse_train_args"]
 
@@ -269,25 +273,30 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
     if config.model.name_or_path is None:  # the demo preset: the demo builds and warms up its own model
         result = _train_demo(config)
     elif isinstance(config, PPOConfig):
-        from grpokit.trainers.ppo import train
+        from grpokit.trainers.ppo import train as train_ppo
 
-        result = train(config)
+        result = train_ppo(config)
     else:
-        from grpokit.trainers.grpo import train
+        from grpokit.trainers.grpo import train as train_grpo
 
-        result = train(config)
+        result = train_grpo(config)
     if not config.logging.quiet:
         print(f"final model: {result.final_dir}")
     return 0
 
 
-def _train_demo(config: Any) -> Any:
+def _train_demo(config: GRPOConfig | PPOConfig) -> TrainResult:
     """The built-in demo (GRPO), or PPO on the demo's warmed-up tiny model; returns the training result."""
     from grpokit.apps.demo import prepare_demo_model, run_demo
-    from grpokit.config import PPOConfig
+    from grpokit.config import DemoGRPOConfig, DemoPPOConfig
 
-    if not isinstance(config, PPOConfig):
+    if isinstance(config, DemoGRPOConfig):
         return run_demo(config).train_result
+    if not isinstance(config, DemoPPOConfig):
+        raise ValueError(
+            "model.name_or_path is unset and the config has no demo section: set --model PATH, or run the "
+            "built-in demo with --preset demo"
+        )
     from grpokit.trainers.ppo import train
 
     model_dir = prepare_demo_model(config, (lambda _: None) if config.logging.quiet else print)
@@ -296,7 +305,9 @@ def _train_demo(config: Any) -> Any:
     )
 
 
-def _launch_processes(num_processes: int, config: Any, argv: Sequence[str], *, demo: bool) -> int:
+def _launch_processes(
+    num_processes: int, config: GRPOConfig | PPOConfig, argv: Sequence[str], *, demo: bool
+) -> int:
     """Re-run this command under ``accelerate launch`` on ``num_processes`` processes; returns its status."""
     import subprocess
 

@@ -42,6 +42,7 @@ def main() -> None:
         logprobs, old_logprobs, advantages, mask, ref_logprobs=ref_logprobs, beta=0.04
     )
     loss.backward()
+    assert logprobs.grad is not None  # logprobs is a leaf that requires grad
     print()
     print("policy_loss(ratio_level='token', aggregation='sequence_mean', epsilon=0.2, beta=0.04, kl='k3')")
     print(f"loss               {loss.item():+.6f}")

@@ -187,20 +187,30 @@ def ppo_loss(inputs: LossInputs, settings: LossSettings) -> tuple[torch.Tensor, 
     ``cliprange_value``, None for unclipped), aggregated with ``settings.aggregation``. Needs
     ``inputs.values`` (with grad), ``inputs.old_values`` and ``inputs.returns``, all (n, T).
     """
-    for name in ("values", "old_values", "returns"):
-        if getattr(inputs, name) is None:
-            raise ValueError(f"loss 'ppo' needs inputs.{name} (n, T); got None")
+    values = _required_for_ppo(inputs.values, "values")
+    old_values = _required_for_ppo(inputs.old_values, "old_values")
+    returns = _required_for_ppo(inputs.returns, "returns")
     policy, metrics = _policy(inputs, settings, "clip")
     value, value_metrics = value_loss(
-        inputs.values,
-        inputs.old_values,
-        inputs.returns,
+        values,
+        old_values,
+        returns,
         inputs.mask,
         settings.cliprange_value,
         settings.aggregation,
         max_length=settings.max_length,
     )
     return _with_loss(policy + settings.vf_coef * value, {**metrics, **value_metrics})
+
+
+LossFn = Callable[[LossInputs, LossSettings], tuple[torch.Tensor, dict[str, float]]]
+"""The signature of every ``"loss"`` registry entry."""
+
+
+def _required_for_ppo(tensor: torch.Tensor | None, name: str) -> torch.Tensor:
+    if tensor is None:
+        raise ValueError(f"loss 'ppo' needs inputs.{name} (n, T); got None")
+    return tensor
 
 
 def compute_loss(
@@ -219,7 +229,7 @@ def compute_loss(
     Raises:
         ValueError: an unknown name (the valid names are listed), or bad inputs (named).
     """
-    fn: Callable = lookup("loss", name, argument="loss")
+    fn: LossFn = lookup("loss", name, argument="loss")
     if not isinstance(inputs, LossInputs):
         raise ValueError(f"inputs must be a LossInputs, got {type(inputs).__name__}")
     if settings is None:

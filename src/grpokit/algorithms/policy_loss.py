@@ -421,6 +421,7 @@ def _policy_objective(
 
     kl_mean = None
     if beta > 0:
+        assert ref_logprobs is not None  # checked above: beta > 0 needs ref_logprobs
         kl_tokens = kl_divergence(
             torch.where(real, logprobs, zero), torch.where(real, ref_logprobs, zero), kl_estimator
         )  # (N, T)

@@ -47,11 +47,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from grpokit.config import (
-    DEMO_CONFIGS,
     ConfigError,
+    DemoGRPOConfig,
+    DemoPPOConfig,
     GRPOConfig,
     PPOConfig,
     TrainConfig,
@@ -74,7 +75,9 @@ __all__ = [
     "write_outputs",
 ]
 
-SYSTEMS: dict[str, type[TrainConfig]] = {"grpo": GRPOConfig, "ppo": PPOConfig}
+C = TypeVar("C", bound=TrainConfig)
+
+SYSTEMS: dict[str, type[GRPOConfig] | type[PPOConfig]] = {"grpo": GRPOConfig, "ppo": PPOConfig}
 LAST_STEPS = 5
 """Steps averaged for the final training reward."""
 
@@ -114,12 +117,12 @@ def _flatten(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _split_algorithm(data: dict[str, Any], cls: type[TrainConfig]) -> dict[str, Any]:
+def _split_algorithm(data: dict[str, Any], cls: type[GRPOConfig] | type[PPOConfig]) -> dict[str, Any]:
     """``data`` with its ``algorithm`` section reduced to the fields ``cls``'s algorithm has."""
     algorithm = data.get("algorithm") or {}
     if not isinstance(algorithm, dict):
         raise ConfigError(f"algorithm: expected a mapping in the config file, got {type(algorithm).__name__}")
-    known = cls.model_fields["algorithm"].annotation.model_fields
+    known = {path.split(".")[1] for path in field_paths(cls) if path.startswith("algorithm.")}
     return {**data, "algorithm": {k: v for k, v in algorithm.items() if k in known}}
 
 
@@ -151,7 +154,10 @@ def build_compare_configs(
         data = _merged(read_config_file(preset_path("demo")), data)
         data.pop("trainer", None)
     # A config with a demo section runs on the demo's warmed-up model when it names no model.
-    systems = DEMO_CONFIGS if "demo" in data else SYSTEMS
+    demo = "demo" in data
+    grpo_cls: type[GRPOConfig] = DemoGRPOConfig if demo else GRPOConfig
+    ppo_cls: type[PPOConfig] = DemoPPOConfig if demo else PPOConfig
+    systems: dict[str, type[GRPOConfig] | type[PPOConfig]] = {"grpo": grpo_cls, "ppo": ppo_cls}
     per_system: dict[str, dict[str, Any]] = {}
     for name in systems:
         section = data.pop(name, None) or {}
@@ -185,7 +191,7 @@ def build_compare_configs(
             shared = {k: v for k, v in shared.items() if _leaf(k) != "num_generations"}
         configs[name] = apply_overrides(cls, system_data, {**shared, **per_system[name]})
 
-    grpo = build_config(systems["grpo"], configs["grpo"], source="compare config (GRPO)")
+    grpo = build_config(grpo_cls, configs["grpo"], source="compare config (GRPO)")
     completions = grpo.num_responses
     try:
         G_ppo = int(ppo_generations[-1]) if ppo_generations else 1
@@ -197,8 +203,8 @@ def build_compare_configs(
         )
     configs["ppo"].setdefault("algorithm", {})["num_generations"] = G_ppo
     configs["ppo"].setdefault("data", {})["prompts_per_step"] = completions // G_ppo
-    ppo = build_config(systems["ppo"], configs["ppo"], source="compare config (PPO)")
-    return grpo, ppo  # type: ignore[return-value]
+    ppo = build_config(ppo_cls, configs["ppo"], source="compare config (PPO)")
+    return grpo, ppo
 
 
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +217,7 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run_config(config: TrainConfig, *, seed: int, run_dir: Path, model_dir: str) -> TrainConfig:
+def _run_config(config: C, *, seed: int, run_dir: Path, model_dir: str) -> C:
     """``config`` for one run: its seed, its run directory, the starting model, metrics.jsonl only (note 3)."""
     logging = config.logging.model_copy(
         update={"output_dir": str(run_dir.parent), "run_name": run_dir.name, "quiet": True,
@@ -356,11 +362,15 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
     from grpokit.trainers.ppo import PPOTrainer
 
     config = load_config(config_path, cls=None)
-    _import_model_code(config.model.name_or_path)
+    model_dir = config.model.name_or_path
+    if model_dir is None:
+        raise ValueError(
+            f"{config_path}: model.name_or_path is unset; a measured run needs its starting model"
+        )
+    _import_model_code(model_dir)
     baseline = _rss_mb()
-    trainer_cls = PPOTrainer if isinstance(config, PPOConfig) else GRPOTrainer
     started = time.perf_counter()
-    trainer = trainer_cls(config)
+    trainer = PPOTrainer(config) if isinstance(config, PPOConfig) else GRPOTrainer(config)
     result = trainer.train()
     train_seconds = time.perf_counter() - started
     peak = peak_memory_mb()
@@ -397,7 +407,7 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
             trainer.model, trainer.tokenizer, rows, task, config, trainer.rewards
         )
         with quiet_transformers():
-            initial = load_model(config.model.name_or_path, dtype=config.model.dtype, device=trainer.device)
+            initial = load_model(model_dir, dtype=config.model.dtype, device=trainer.device)
         out["kl_to_initial"] = kl_to_initial(trainer.model, initial, trainer.tokenizer, rows, config)
         out["num_held_out"] = len(rows)
     return out
@@ -427,6 +437,11 @@ def _starting_model(config: TrainConfig, log: Callable[[str], None]) -> str:
     """The model both systems start from: the config's, or the demo's warmed-up tiny model (cached)."""
     if config.model.name_or_path is not None:
         return config.model.name_or_path
+    if not isinstance(config, (DemoGRPOConfig, DemoPPOConfig)):
+        raise ValueError(
+            "model.name_or_path is unset and the config has no demo section: set the model both systems "
+            "start from, or compare on the built-in demo's model (no model and no demo section)"
+        )
     from grpokit.apps.demo import prepare_demo_model
 
     return str(prepare_demo_model(config, log))
@@ -479,7 +494,8 @@ def run_comparison(
     model_dir = _starting_model(grpo_config, log)
     results: list[dict[str, Any]] = []
     for seed in seeds:
-        for name, base in (("grpo", grpo_config), ("ppo", ppo_config)):
+        bases: tuple[tuple[str, GRPOConfig | PPOConfig], ...] = (("grpo", grpo_config), ("ppo", ppo_config))
+        for name, base in bases:
             run_name = f"{name}-seed{seed}"
             config = _run_config(base, seed=seed, run_dir=out / run_name, model_dir=model_dir)
             config_path = out / "configs" / f"{run_name}.yaml"
@@ -562,7 +578,7 @@ def summarize(
             kl = [v for v in r.get("kl_curve", []) if v is not None and not math.isnan(v)]
             if kl:  # logged only with a reference model (beta > 0)
                 r["kl_mean"] = sum(kl) / len(kl)
-        stats = {}
+        stats: dict[str, Any] = {}
         for key, *_ in _ROWS:
             values = [r[key] for r in runs if key in r and r[key] is not None and not math.isnan(r[key])]
             if values:

@@ -50,7 +50,7 @@ from typing import Any
 
 import torch
 
-from grpokit.config import DemoGRPOConfig, GRPOConfig, OptimConfig, TrainConfig, load_config, preset_path
+from grpokit.config import DemoGRPOConfig, DemoTrainConfig, GRPOConfig, OptimConfig, load_config, preset_path
 from grpokit.engine.harness import RunHarness
 from grpokit.trainers.grpo import GRPOTrainer, TrainResult
 from grpokit.trainers.step_log import StepRecord
@@ -109,7 +109,7 @@ def held_out_problems(task: Any, n: int) -> list[dict[str, Any]]:
     return task.make_problems(n, seed=EVAL_SEED, split="test")
 
 
-def warmup_problems(task: Any, config: TrainConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def warmup_problems(task: Any, config: DemoTrainConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(train, validation)`` rows of the warm-up, both from the task's ``train`` split.
 
     The training rows are the ``data.num_train_problems`` prompts GRPO trains on too; the validation rows
@@ -119,6 +119,15 @@ def warmup_problems(task: Any, config: TrainConfig) -> tuple[list[dict[str, Any]
     n_train, n_val = config.data.num_train_problems, config.demo.sft_eval_problems
     rows = task.make_problems(n_train + n_val, seed=config.seed, split="train")
     return rows[:n_train], rows[n_train:]
+
+
+def _demo_task(config: DemoTrainConfig) -> str:
+    """The built-in task the demo trains on and evaluates with (``data.task``)."""
+    if config.data.task is None:
+        raise ValueError(
+            "data.task is unset: the demo warms up, trains and evaluates on a built-in task (e.g. addition)"
+        )
+    return config.data.task
 
 
 @contextmanager
@@ -197,7 +206,7 @@ def held_out_metrics(
     return {"accuracy": out.pop("accuracy"), **out}
 
 
-def _warmup_key(config: TrainConfig) -> str:
+def _warmup_key(config: DemoTrainConfig) -> str:
     from grpokit import __version__
 
     after_warmup = {"eval_k", "eval_every", "control", "num_threads", "grpo_learning_rate"}
@@ -214,7 +223,7 @@ def _warmup_key(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_demo_model(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
+def prepare_demo_model(config: DemoTrainConfig, log: Callable[[str], None] = print) -> Path:
     """Build and warm up the demo's tiny model (or reuse the cached one); returns its directory.
 
     The directory is a ``save_pretrained`` model and tokenizer, plus ``warmup.json`` (steps, stop reason,
@@ -226,11 +235,12 @@ def prepare_demo_model(config: TrainConfig, log: Callable[[str], None] = print) 
     from grpokit.trainers.sft import SupervisedTrainer
 
     demo = config.demo
+    task_name = _demo_task(config)
     target = cache_dir() / f"sft-{_warmup_key(config)}"
     if (target / "config.json").is_file():
         log(f"warm-up: cached model {target}")
         return target
-    task = get_task(config.data.task)
+    task = get_task(task_name)
     with _torch_threads(demo.num_threads):
         tokenizer = build_char_tokenizer(task.alphabet)
         model = build_tiny_model(
@@ -342,7 +352,7 @@ def _accuracies(metrics: dict[str, Any]) -> str:
 
 
 def run_control(
-    config: TrainConfig,
+    config: DemoTrainConfig,
     model_dir: str | os.PathLike,
     eval_rows: Sequence[dict[str, Any]],
     steps: int,
@@ -363,7 +373,7 @@ def run_control(
     from grpokit.models.loading import load_model, load_tokenizer
     from grpokit.trainers.sft import SupervisedTrainer
 
-    task = get_task(config.data.task)
+    task = get_task(_demo_task(config))
     tokenizer = load_tokenizer(str(model_dir))
     model = load_model(str(model_dir), device=torch.device("cpu"))
     rows, _ = warmup_problems(task, config)
@@ -401,9 +411,7 @@ def run_control(
 
 def demo_config(overrides: dict[str, Any] | None = None) -> DemoGRPOConfig:
     """The demo preset (``grpokit/config/presets/demo.yaml``) with ``overrides``, validated."""
-    config = load_config(preset_path("demo"), overrides, cls=DemoGRPOConfig)
-    assert isinstance(config, DemoGRPOConfig)
-    return config
+    return load_config(preset_path("demo"), overrides, cls=DemoGRPOConfig)
 
 
 def run_demo(config: DemoGRPOConfig | None = None, log: Callable[[str], None] | None = None) -> DemoResult:
@@ -423,11 +431,11 @@ def _console(message: str) -> None:
     tqdm.write(message)  # above the progress bar, not through it
 
 
-def _run_demo(config: GRPOConfig, log: Callable[[str], None]) -> DemoResult:
+def _run_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoResult:
     from grpokit.data.tasks import get_task
 
     started = time.perf_counter()
-    task = get_task(config.data.task)
+    task = get_task(_demo_task(config))
     user_model = config.model.name_or_path is not None
     cached = not user_model and _warmup_is_cached(config)
     model_dir = Path(config.model.name_or_path or prepare_demo_model(config, log))
@@ -504,7 +512,7 @@ def _run_demo(config: GRPOConfig, log: Callable[[str], None]) -> DemoResult:
     return DemoResult(before, after, model_dir, result, curve, control, summary)
 
 
-def demo_optim(config: TrainConfig) -> OptimConfig:
+def demo_optim(config: DemoTrainConfig) -> OptimConfig:
     """``config.optim`` with the demo's GRPO learning rate and schedule (``demo.grpo_learning_rate``,
     ``demo.grpo_lr_scheduler``) wherever the config does not set them explicitly.
 
@@ -516,7 +524,7 @@ def demo_optim(config: TrainConfig) -> OptimConfig:
     return optim.model_copy(update={k: v for k, v in demo.items() if k not in optim.model_fields_set})
 
 
-def _warmup_is_cached(config: TrainConfig) -> bool:
+def _warmup_is_cached(config: DemoTrainConfig) -> bool:
     return (cache_dir() / f"sft-{_warmup_key(config)}" / "config.json").is_file()
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,9 +66,7 @@ def _parse_options(argv: list[str]) -> dict[str, str]:
 def _load_rl_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> RLConfig:
     from grpokit.rl.config import RLConfig
 
-    # load_config validates into any config class, but its annotations name the LLM trainers' only.
-    config = load_config(path, overrides, cls=RLConfig)  # type: ignore[arg-type]
-    return cast(RLConfig, config)
+    return load_config(path, overrides, cls=RLConfig)
 
 
 def _train(argv: list[str]) -> int:

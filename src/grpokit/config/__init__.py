@@ -43,7 +43,7 @@ from grpokit.config.base import (
     registered_names,
     renamed_paths,
 )
-from grpokit.config.demo import DEMO_CONFIGS, DemoConfig, DemoGRPOConfig, DemoPPOConfig
+from grpokit.config.demo import DEMO_CONFIGS, DemoConfig, DemoGRPOConfig, DemoPPOConfig, DemoTrainConfig
 from grpokit.config.loading import (
     PRESETS_DIR,
     apply_overrides,
@@ -85,6 +85,7 @@ __all__ = [
     "DemoConfig",
     "DemoGRPOConfig",
     "DemoPPOConfig",
+    "DemoTrainConfig",
     "PRESETS_DIR",
     "available_presets",
     "check_runnable",

@@ -122,5 +122,11 @@ class DemoPPOConfig(PPOConfig):
         return self
 
 
-DEMO_CONFIGS: dict[str, type[TrainConfig]] = {"grpo": DemoGRPOConfig, "ppo": DemoPPOConfig}
+DemoTrainConfig = DemoGRPOConfig | DemoPPOConfig
+"""A config of a demo run: either trainer's config with the ``demo`` section."""
+
+DEMO_CONFIGS: dict[str, type[DemoGRPOConfig] | type[DemoPPOConfig]] = {
+    "grpo": DemoGRPOConfig,
+    "ppo": DemoPPOConfig,
+}
 """Config class of each trainer for a demo run (a config with a ``demo`` section)."""

@@ -6,14 +6,17 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from grpokit.config.base import ConfigError, field_paths, renamed_paths
 from grpokit.config.demo import DEMO_CONFIGS
-from grpokit.config.trainers import TRAINER_CONFIGS, GRPOConfig, TrainConfig
+from grpokit.config.trainers import TRAINER_CONFIGS, GRPOConfig, PPOConfig, TrainConfig
+
+C = TypeVar("C", bound=BaseModel)
+"""A config class: ``build_config`` and ``load_config`` return an instance of the class they are given."""
 
 
 def _check_renamed(cls: type[BaseModel], data: dict[str, Any], source: str) -> None:
@@ -100,7 +103,7 @@ def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
 
 
-def build_config(cls: type[TrainConfig], data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+def build_config(cls: type[C], data: dict[str, Any], *, source: str = "config") -> C:
     """Validate ``data`` into ``cls``; every problem is reported as ``ConfigError`` naming its field path."""
     _check_renamed(cls, data, source)
     try:
@@ -136,7 +139,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     return loaded
 
 
-def trainer_config_class(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> type[TrainConfig]:
+def trainer_config_class(
+    data: dict[str, Any], overrides: dict[str, Any] | None = None
+) -> type[GRPOConfig] | type[PPOConfig]:
     """The config class named by the ``trainer`` field (an override wins over the file; default ``grpo``);
     its demo variant (:data:`~grpokit.config.demo.DEMO_CONFIGS`) when ``data`` has a ``demo`` section."""
     overrides = overrides or {}
@@ -181,16 +186,34 @@ def check_runnable(config: TrainConfig) -> None:
         )
 
 
+@overload
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+) -> GRPOConfig: ...
+
+
+@overload
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, *, cls: type[C]
+) -> C: ...
+
+
+@overload
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, *, cls: None
+) -> GRPOConfig | PPOConfig: ...
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: dict[str, Any] | None = None,
     *,
-    cls: type[TrainConfig] | None = GRPOConfig,
-) -> TrainConfig:
+    cls: type[BaseModel] | None = GRPOConfig,
+) -> BaseModel:
     """Read a YAML config (or start from the defaults), apply overrides, validate.
 
-    ``cls=None`` picks the class from the ``trainer`` field of the file or the overrides
-    (:data:`TRAINER_CONFIGS`). Raises ``ConfigError`` for a missing or malformed file, unknown keys (with a
+    Returns an instance of ``cls`` (any config class, :class:`GRPOConfig` by default); ``cls=None`` picks
+    the class from the ``trainer`` field of the file or the overrides (:data:`TRAINER_CONFIGS`). Raises ``ConfigError`` for a missing or malformed file, unknown keys (with a
     suggestion) and invalid values, always naming the file and the field.
     """
     data: dict[str, Any] = {}

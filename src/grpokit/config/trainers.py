@@ -153,5 +153,5 @@ class PPOConfig(TrainConfig):
         return self
 
 
-TRAINER_CONFIGS: dict[str, type[TrainConfig]] = {"grpo": GRPOConfig, "ppo": PPOConfig}
+TRAINER_CONFIGS: dict[str, type[GRPOConfig] | type[PPOConfig]] = {"grpo": GRPOConfig, "ppo": PPOConfig}
 """Config class of each trainer, by the name in the ``trainer`` field."""

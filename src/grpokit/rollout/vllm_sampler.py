@@ -309,7 +309,10 @@ class VLLMSampler:
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.top_k = int(top_k)
-        self.temperature_schedule = None if temperature_schedule is None else tuple(map(float, temperature_schedule))
+        self.temperature_schedule: tuple[float, float] | None = None
+        if temperature_schedule is not None:  # (lo, hi), checked above
+            lo, hi = temperature_schedule
+            self.temperature_schedule = (float(lo), float(hi))
         self.max_prompt_length = max_prompt_length
         self.prompt_truncation = prompt_truncation
         self.do_sample = bool(do_sample)
@@ -454,7 +457,9 @@ class VLLMSampler:
             else:
                 completions = [outputs[b * G + i].outputs[0] for i in range(G)]
             if len(completions) != G:
-                raise RuntimeError(f"vLLM returned {len(completions)} completions for prompt {b}, expected {G}")
+                raise RuntimeError(
+                    f"vLLM returned {len(completions)} completions for prompt {b}, expected {G}"
+                )
             for completion in completions:
                 token_ids = list(completion.token_ids)
                 logprobs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
@@ -599,7 +604,8 @@ class VLLMSampler:
         state = self._checked_state_dict(weights)
         self._wait_for_pending_sync(deadline)
         tensors = {
-            name: tensor.detach().to(device="cpu", dtype=self.engine_dtype if tensor.is_floating_point() else None)
+            name: tensor.detach()
+            .to(device="cpu", dtype=self.engine_dtype if tensor.is_floating_point() else None)
             .contiguous()
             for name, tensor in state.items()
         }
@@ -715,9 +721,13 @@ def _model_dir(model: Any, scratch: Path) -> Path:
     if isinstance(model, (str, os.PathLike)):
         directory = Path(model)
         if not directory.is_dir():
-            raise ValueError(f"model path {str(directory)!r} is not a directory (expected a save_pretrained folder)")
+            raise ValueError(
+                f"model path {str(directory)!r} is not a directory (expected a save_pretrained folder)"
+            )
         if not (directory / "config.json").is_file():
-            raise ValueError(f"model path {str(directory)!r} has no config.json: not a transformers model directory")
+            raise ValueError(
+                f"model path {str(directory)!r} has no config.json: not a transformers model directory"
+            )
         return directory
     if not hasattr(model, "save_pretrained"):
         raise ValueError(
@@ -731,7 +741,9 @@ def _model_dir(model: Any, scratch: Path) -> Path:
 def _config_max_length(model_dir: Path) -> int | None:
     """``max_position_embeddings`` from the model's config.json (text config of a multimodal one), if any."""
     config = json.loads((model_dir / "config.json").read_text())
-    value = config.get("max_position_embeddings", config.get("text_config", {}).get("max_position_embeddings"))
+    value = config.get(
+        "max_position_embeddings", config.get("text_config", {}).get("max_position_embeddings")
+    )
     return int(value) if isinstance(value, int) else None
 
 
