@@ -21,6 +21,7 @@ from grpokit.models.lora import (
     trainable_state_bytes,
 )
 from grpokit.tracking import read_metrics
+from grpokit.trainers import language_model
 from grpokit.trainers.grpo import GRPOTrainer
 
 PROMPTS = ["ab", "cd", "ef", "gh", "ba", "dc"]
@@ -122,12 +123,11 @@ def test_the_reference_is_the_base_with_adapters_disabled_exactly(trained, base_
 
 def test_beta_with_lora_loads_no_second_model(lora_config, monkeypatch, base_dir):
     import grpokit.models.loading as loading
-    from grpokit.trainers import grpo
 
     loads = []
     real_load = loading.load_model
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    monkeypatch.setattr(grpo, "ReferencePolicy", None)  # a full copy would call it
+    monkeypatch.setattr(language_model, "ReferencePolicy", None)  # a full copy would call it
     trainer = GRPOTrainer(
         lora_config(steps=1), reward_funcs=[fraction_of_a], dataset=[{"prompt": p} for p in PROMPTS]
     )

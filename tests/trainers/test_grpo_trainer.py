@@ -10,7 +10,7 @@ from grpokit.engine import checkpoint as ckpt
 from grpokit.models import forward
 from grpokit.tracking import read_metrics, read_samples
 from grpokit.tracking.timing import PhaseTimer
-from grpokit.trainers import grpo, phases
+from grpokit.trainers import language_model, phases
 from grpokit.trainers import objective as objective_module
 from grpokit.trainers.grpo import GRPOTrainer
 
@@ -139,7 +139,7 @@ def test_beta_zero_never_builds_a_reference_model(make_config, rows, monkeypatch
     def forbidden(*args, **kwargs):
         raise AssertionError("a reference model was built with beta = 0")
 
-    monkeypatch.setattr(grpo, "ReferencePolicy", forbidden)
+    monkeypatch.setattr(language_model, "ReferencePolicy", forbidden)
     trainer = GRPOTrainer(make_config(max_steps=1), reward_funcs=[fraction_of_a], dataset=rows)
     assert trainer.reference is None
     assert "kl" not in trainer.train().last_metrics
@@ -379,6 +379,8 @@ def test_process_rewards_drive_per_token_advantages(make_config, rows, tmp_path)
 
 def test_no_reward_is_an_error_naming_reward_funcs_before_any_model_loads(make_config, rows, monkeypatch):
     """A user's prompts and no reward used to train silently on the built-in addition checker."""
-    monkeypatch.setattr(grpo, "load_dataset", lambda *a, **k: pytest.fail("got past the reward check"))
+    monkeypatch.setattr(
+        language_model, "load_dataset", lambda *a, **k: pytest.fail("got past the reward check")
+    )
     with pytest.raises(ValueError, match=r"no reward: name one in rewards.reward_funcs \(--reward_funcs"):
         GRPOTrainer(make_config(rewards={"reward_funcs": []}), dataset=rows)

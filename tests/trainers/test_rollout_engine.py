@@ -17,7 +17,7 @@ from grpokit.models.forward import sequence_logprobs
 from grpokit.models.loading import load_model, load_tokenizer
 from grpokit.rollout import TransformersSampler
 from grpokit.tracking import read_metrics
-from grpokit.trainers import grpo, rollout_engine
+from grpokit.trainers import language_model, rollout_engine
 from grpokit.trainers.grpo import GRPOTrainer
 from grpokit.trainers.objective import update_policy
 from grpokit.trainers.rollout_engine import (
@@ -298,7 +298,7 @@ def test_missing_vllm_names_how_to_install_it(make_config, monkeypatch, rows):
     with pytest.raises(ImportError, match=r"pip install 'grpokit\[vllm\]'.*scripts/test-vllm.sh"):
         check_rollout_backend(config, DataParallel())
     # The trainer fails the same way, before loading any model.
-    monkeypatch.setattr(grpo, "screen_prompt_lengths", lambda *a: pytest.fail("got past the check"))
+    monkeypatch.setattr(language_model, "screen_prompt_lengths", lambda *a: pytest.fail("got past the check"))
     with pytest.raises(ImportError, match=r"pip install 'grpokit\[vllm\]'"):
         GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
 

@@ -14,9 +14,9 @@ PPO (Schulman et al. 2017, arXiv 1707.06347) as used for language models (Ziegle
                       L = -L_clip + c_v * L_V - c_H * H              the policy and the value model
     beta          = kl_controller.update(KL per completion)        fixed or adaptive (target, horizon)
 
-Generation, rewards, data, logging, checkpoints and the loop itself are the GRPO trainer's
-(:class:`PPOTrainer` subclasses :class:`~grpokit.trainers.grpo.GRPOTrainer` and replaces only the phases
-that differ: collecting rollouts, advantages, the update). The maths is :mod:`grpokit.algorithms`'
+Generation, rewards, data, logging, checkpoints and the loop itself are shared with GRPO
+(:class:`PPOTrainer` subclasses :class:`~grpokit.trainers.language_model.LanguageModelTrainer` and gives only
+the phases that differ: collecting rollouts, advantages, the update). The maths is :mod:`grpokit.algorithms`'
 (``kl_penalized_rewards``, ``gae``, ``masked_whiten``, ``policy_loss`` with (N, T) advantages,
 ``value_loss``, the KL controllers).
 
@@ -61,7 +61,7 @@ from grpokit.models.value import ValueModel, build_value_model
 from grpokit.rewards import RewardScores
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking.timing import PhaseTimer
-from grpokit.trainers.grpo import GRPOTrainer, TrainResult
+from grpokit.trainers.language_model import LanguageModelTrainer, TrainResult
 from grpokit.trainers.objective import (
     LanguageModelObjective,
     ValueTargets,
@@ -308,11 +308,12 @@ def update_policy_and_value(
 # ---------------------------------------------------------------------------------------------------------
 
 
-class PPOTrainer(GRPOTrainer):
+class PPOTrainer(LanguageModelTrainer[PPOConfig]):
     """Trains ``config.model.name_or_path`` with PPO and a value model; see the module docstring.
 
-    Everything but collecting rollouts, the advantages and the update is :class:`GRPOTrainer`'s: the
-    same loop, sampler, rewards, prompts, logs and checkpoints (which also hold the value model).
+    Everything but collecting rollouts, the advantages and the update is
+    :class:`~grpokit.trainers.language_model.LanguageModelTrainer`'s: the same loop, sampler, rewards, prompts,
+    logs and checkpoints (which also hold the value model).
 
     Args:
         config: a validated :class:`~grpokit.config.PPOConfig` (``model.name_or_path`` must be set).
