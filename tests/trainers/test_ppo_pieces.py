@@ -125,6 +125,8 @@ def rollouts_with(advantages, loss_mask):
         completion_ids=torch.ones(N, T, dtype=torch.long), completion_mask=torch.ones(N, T),
         group_ids=torch.arange(N), temperatures=torch.ones(N), truncated=torch.zeros(N, dtype=torch.bool),
         prompts=["p"] * N, completions=["c"] * N, advantages=advantages, loss_mask=loss_mask,
+        pi_old_logprobs=torch.zeros(N, T), values=torch.zeros(N, T), token_rewards=torch.zeros(N, T), kl=None,
+        returns=torch.zeros(N, T),
     )  # fmt: skip
 
 

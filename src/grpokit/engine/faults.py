@@ -68,7 +68,9 @@ class TrainingInterrupted(TrainingAborted):
         self.exit_code = 128 + signum  # the shell's convention for "killed by signal N"
 
     @classmethod
-    def after_step(cls, signum: int, step: int, checkpoint: Path, run_dir: Path) -> TrainingInterrupted:
+    def after_step(
+        cls, signum: int, step: int, checkpoint: Path | None, run_dir: Path | None
+    ) -> TrainingInterrupted:
         name = signal.Signals(signum).name
         return cls(
             f"{name} received: step {step} was finished and saved to {checkpoint}; "

@@ -188,10 +188,10 @@ class RunHarness:
         writes the checkpoint of a step and returns it); the report is written when the run ends."""
         logging, main = self.config.logging, self.parallel.is_main
         self._save = save
-        writes = self.writes and self.run_dir is not None and main
+        run_dir = self.run_dir if self.writes and main else None
         self.logger = (
-            open_run_logger(self.run_dir, logging, self.config, start_step=self.start_step)
-            if writes
+            open_run_logger(run_dir, logging, self.config, start_step=self.start_step)
+            if run_dir is not None
             else RunLogger(self.run_dir or Path("."), enabled=False)
         )
         self.progress = ProgressBar(
@@ -208,8 +208,8 @@ class RunHarness:
             self._stop = None
             self.progress.close()
             self.logger.close()
-        if finished and writes and self.run_dir is not None:
-            finish_run_report(self.run_dir, logging)
+        if finished and run_dir is not None:
+            finish_run_report(run_dir, logging)
 
     def steps(self) -> Iterator[int]:
         """Steps ``start_step + 1 .. max_steps``; after each, a requested stop checkpoints it and raises
@@ -245,6 +245,13 @@ class RunHarness:
     def save(self, step: int) -> Path:
         assert self._save is not None, "save() outside running()"
         return self._save(step)
+
+    @property
+    def directory(self) -> Path:
+        """The run directory (after :meth:`open`, for a run that writes)."""
+        if self.run_dir is None:
+            raise RuntimeError("the run directory is not open (RunHarness.open not called, or run_dir=False)")
+        return self.run_dir
 
     @property
     def last_saved(self) -> Path | None:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from grpokit.config import TrainConfig
+    from grpokit.config import GRPOConfig, PPOConfig
 
 __all__ = [
     "DataParallel",
@@ -183,7 +183,7 @@ def reduce_reward_metrics(parts: Sequence[tuple[dict[str, float], int]]) -> dict
     return out
 
 
-def check_splittable(config: TrainConfig, world_size: int) -> None:
+def check_splittable(config: GRPOConfig | PPOConfig, world_size: int) -> None:
     """Reject a config that cannot run on ``world_size`` processes, naming the field (nothing to check for 1).
 
     Raises:
@@ -244,7 +244,9 @@ class DataParallel:
             self.engine = str(accelerator.distributed_type).rsplit(".", 1)[-1].lower()
 
     @classmethod
-    def from_config(cls, config: TrainConfig, environ: dict[str, str] | None = None) -> DataParallel:
+    def from_config(
+        cls, config: GRPOConfig | PPOConfig, environ: dict[str, str] | None = None
+    ) -> DataParallel:
         """The process group a launcher set up (accelerate reads the environment), or the single process.
 
         Raises:
@@ -290,7 +292,7 @@ class DataParallel:
     def is_distributed(self) -> bool:
         return self.accelerator is not None and self.world_size > 1
 
-    def check_config(self, config: TrainConfig) -> None:
+    def check_config(self, config: GRPOConfig | PPOConfig) -> None:
         """Reject what cannot be split across ``world_size`` processes, naming the field."""
         check_splittable(config, self.world_size)
 
@@ -487,7 +489,7 @@ class DataParallel:
         return state if self.is_main else None
 
 
-def _fill_deepspeed_config(ds: dict[str, Any], config: TrainConfig, world_size: int) -> None:
+def _fill_deepspeed_config(ds: dict[str, Any], config: GRPOConfig | PPOConfig, world_size: int) -> None:
     """Complete a DeepSpeed config from grpokit's: the micro-batch size (DeepSpeed's bookkeeping; grpokit
     feeds its own micro-batches) and the clipping norm, which DeepSpeed applies in its step.
 

@@ -90,7 +90,7 @@ class OptimizerSlot:
     """An optimizer the update steps, with the parameters whose gradient norm it clips."""
 
     optimizer: torch.optim.Optimizer
-    params: list[torch.Tensor]
+    params: Sequence[torch.Tensor]
     max_grad_norm: float | None
     name: str = "grad_norm"  # the metric its mean gradient norm is logged as
 

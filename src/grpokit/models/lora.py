@@ -226,7 +226,7 @@ class AdapterDisabledReference:
         """Never re-synced (the config rejects ``ref_model_sync_steps`` with LoRA)."""
         return False
 
-    def checkpoint_module(self) -> None:
+    def checkpoint_module(self) -> torch.nn.Module | None:
         """Nothing to save: the base weights are the run's ``model.name_or_path``."""
         return None
 

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import copy
+from typing import Protocol
 
 import torch
 
-__all__ = ["ReferencePolicy"]
+__all__ = ["Reference", "ReferencePolicy"]
+
+
+class Reference(Protocol):
+    """What the trainers need of a reference policy: its ``model`` for log-probs, the iterative-GRPO refresh,
+    and what a checkpoint keeps of it (None: nothing, e.g. LoRA's base model with the adapters disabled)."""
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    def maybe_sync(self, policy: torch.nn.Module, step: int) -> bool: ...
+
+    def checkpoint_module(self) -> torch.nn.Module | None: ...
 
 
 class ReferencePolicy:

@@ -90,7 +90,7 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
             optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
             parallel=self.parallel, rollout_importance=self.rollout_importance, policy=self.model,
         )  # fmt: skip
-        update.metrics["lr"] = self.scheduler.get_last_lr()[0]  # the rate this step's updates used
+        update.metrics["lr"] = float(self.scheduler.get_last_lr()[0])  # the rate this step's updates used
         self.scheduler.step()
         return update
 
@@ -132,11 +132,10 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         chosen = group_ids[keep].unique(sorted=False)
         order = torch.stack([(group_ids == g).nonzero()[0, 0] for g in chosen]).argsort()
         chosen = chosen[order][:B]  # first B informative groups in generation order
-        rows = torch.isin(group_ids, chosen).nonzero().squeeze(1)
-        batch = everything.select(rows)
+        kept = torch.isin(group_ids, chosen).nonzero().squeeze(1)
         return (
-            batch,
-            select_scores(everything_scores, rows),
+            everything.select(kept),
+            select_scores(everything_scores, kept),
             {"batch": everything, "scores": everything_scores, **info},
         )
 

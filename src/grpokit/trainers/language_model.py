@@ -29,7 +29,7 @@ from grpokit.engine.parallel import DataParallel
 from grpokit.engine.runs import resolve_device, seed_everything
 from grpokit.engine.update import UpdateStats
 from grpokit.models.lora import AdapterDisabledReference
-from grpokit.models.reference import ReferencePolicy
+from grpokit.models.reference import Reference, ReferencePolicy
 from grpokit.rewards import RewardPipeline, RewardScores
 from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
@@ -86,8 +86,11 @@ class LanguageModelTrainer(Generic[ConfigT]):
         # Everything that can fail on user input is checked before the model is loaded, the config first
         # (again: a config changed with model_copy(update=...) was never validated).
         config = build_config(type(config), config.model_dump())
-        self.config = config
+        self.config: ConfigT = config
         cfg = config
+        model_path = config.model.name_or_path
+        if model_path is None:  # validated again: a model_copy could have unset it
+            raise ValueError("model.name_or_path is unset")
         # Run directory, checkpoints, logs, signals: the harness; the checkpoint to resume is found first.
         self.harness = RunHarness(
             cfg, prefix=self.run_prefix, max_consecutive_nonfinite=cfg.optim.max_consecutive_nonfinite
@@ -113,7 +116,7 @@ class LanguageModelTrainer(Generic[ConfigT]):
         from grpokit.models.memory import enable_gradient_checkpointing
         from grpokit.models.precision import enable_autocast
 
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or cfg.model.name_or_path)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or model_path)
         self.dataset, self.data_counts = screen_prompt_lengths(cfg, self.tokenizer, self.dataset)
         self.model = load_policy(cfg.model, resume_from, device=self.device)  # LoRA-wrapped when model.lora.r
         # Speed and memory options, before the reference copy (which inherits them); docs/benchmarks.md.
@@ -138,18 +141,19 @@ class LanguageModelTrainer(Generic[ConfigT]):
                 tokenizer=self.tokenizer,
                 device=self.device,
             )
-        self.reference = None
+        self.reference: Reference | None = None
         if cfg.algorithm.beta > 0 and is_lora_model(self.model):
             # The initial policy is the base model: the policy itself with its adapters disabled, no copy.
             self.reference = AdapterDisabledReference(self.model)
         elif cfg.algorithm.beta > 0:
             # The reference is the *initial* policy: on resume it comes from the checkpoint, not the weights.
-            self.reference = ReferencePolicy(self.model, cfg.algorithm.ref_model_sync_steps)
-            if resume_from is not None and not ckpt.load_reference(self.reference.model, resume_from):
+            reference = ReferencePolicy(self.model, cfg.algorithm.ref_model_sync_steps)
+            if resume_from is not None and not ckpt.load_reference(reference.model, resume_from):
                 with ckpt.quiet_transformers():
-                    initial = load_model(cfg.model.name_or_path, dtype=cfg.model.dtype, device=self.device)
-                self.reference.model.load_state_dict(initial.state_dict())
+                    initial = load_model(model_path, dtype=cfg.model.dtype, device=self.device)
+                reference.model.load_state_dict(initial.state_dict())
                 del initial
+            self.reference = reference
 
         from grpokit.data import PromptIterator
 
@@ -217,7 +221,7 @@ class LanguageModelTrainer(Generic[ConfigT]):
         finally:
             close_sampler(self.sampler)  # vLLM's worker processes and scratch files
         self.parallel.close()
-        return TrainResult(self.run_dir, final_dir, metrics)
+        return TrainResult(self.harness.directory, final_dir, metrics)
 
     def sync_policy(self, step: int, timer: PhaseTimer) -> dict[str, float]:
         """After the update: the reference follows the policy every ``ref_model_sync_steps`` (iterative GRPO),
@@ -295,6 +299,8 @@ class LanguageModelTrainer(Generic[ConfigT]):
         state.update(resume_point or {})
         modules = self.checkpoint_modules()
         checkpointer = self.harness.checkpointer
+        if checkpointer is None:
+            raise RuntimeError("save_checkpoint before the run directory is open")
         saved = self.parallel.on_main(  # every process has the same state; rank 0 writes it
             lambda: checkpointer.save(step, self.model, self.tokenizer, state, reference, modules)
         )
@@ -337,7 +343,7 @@ class LanguageModelTrainer(Generic[ConfigT]):
     def save_final(self) -> Path:
         """The trained policy and tokenizer in ``RUN_DIR/final`` (written aside, fsynced, then renamed), with
         :meth:`checkpoint_modules` as ``<name>.safetensors`` (PPO's value model)."""
-        final = self.run_dir / "final"
+        final = self.harness.directory / "final"
         modules = self.checkpoint_modules()
         weights = self.parallel.full_state_dict(
             self.model

@@ -20,7 +20,7 @@ from grpokit.config import GRPOAlgorithmConfig, OptimConfig
 from grpokit.engine.parallel import DataParallel
 from grpokit.engine.update import MicroLoss, OptimizerSlot, UpdateSchedule, UpdateStats, run_update
 from grpokit.models.forward import batch_to, policy_forward, sequence_logprobs
-from grpokit.models.reference import ReferencePolicy
+from grpokit.models.reference import Reference
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.trainers.rollout_engine import rollout_importance_weights
 
@@ -123,7 +123,8 @@ class LanguageModelObjective:
         else:
             old = pi_old[rows, :T].to(self.device)
         adv = self.advantages[rows] if self.advantages.dim() == 1 else self.advantages[rows, :T]
-        weights, is_metrics = None, {}
+        weights: torch.Tensor | None = None
+        is_metrics: dict[str, float] = {}
         if self.rollout_importance is not None:
             sampler = self.batch.sampler_logprobs
             weights, is_metrics = rollout_importance_weights(
@@ -215,7 +216,7 @@ def update_policy(
     algorithm: GRPOAlgorithmConfig,
     optim: OptimConfig,
     max_new_tokens: int,
-    reference: ReferencePolicy | None = None,
+    reference: Reference | None = None,
     parallel: DataParallel | None = None,
     rollout_importance: str | None = None,
     policy: torch.nn.Module | None = None,

@@ -46,7 +46,7 @@ def score(pipeline: RewardPipeline, batch: RolloutBatch, rewards: Any, max_new_t
         penalty = soft_overlong_penalty(
             lengths, max_new_tokens, rewards.overlong_buffer_length, rewards.overlong_penalty
         )  # (N,)
-        if scores.step_rewards is None:
+        if scores.step_rewards is None or scores.step_ends is None:
             scores.rewards = torch.where(scores.scored, scores.rewards + penalty, scores.rewards)
         else:
             ends = scores.step_ends  # (N, S), -1 = padding
@@ -69,7 +69,7 @@ def informative_groups(scores: RewardScores, group_ids: torch.Tensor) -> torch.T
     keep = torch.zeros_like(scores.scored)
     for g in group_ids.unique():
         rows = group_ids == g
-        if scores.step_rewards is None:
+        if scores.step_rewards is None or scores.step_ends is None:
             values = scores.rewards[rows & scores.scored]  # scored rewards of group g
             keep[rows] = values.numel() >= 2 and bool((values != values[0]).any())
         else:
@@ -104,7 +104,7 @@ def compute_advantages(
         loss_mask = loss_mask * (~batch.truncated.cpu())[:, None]
     group_ids = batch.group_ids.cpu()
     rows = scored.nonzero().squeeze(1)  # (N',)
-    if scores.step_rewards is not None:
+    if scores.step_rewards is not None and scores.step_ends is not None:
         advantages = torch.zeros_like(completion_mask)  # (N, T)
         if rows.numel():
             advantages[rows] = process_advantages(

@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,10 @@ from grpokit.engine.optimization import build_optimizer, build_scheduler
 from grpokit.engine.parallel import DataParallel
 from grpokit.engine.update import OptimizerSlot, UpdateStats, run_update
 from grpokit.models.forward import per_token_no_grad, sequence_logprobs
-from grpokit.models.reference import ReferencePolicy
+from grpokit.models.reference import Reference
 from grpokit.models.value import ValueModel, build_value_model
 from grpokit.rewards import RewardScores
-from grpokit.rollout.batch import RolloutBatch
+from grpokit.rollout.batch import COMPLETION_SIDE, RolloutBatch
 from grpokit.tracking.timing import PhaseTimer
 from grpokit.trainers.language_model import LanguageModelTrainer, TrainResult
 from grpokit.trainers.objective import (
@@ -95,13 +95,19 @@ class PPORollouts(RolloutBatch):
     ``sampler_logprobs`` stay the sampler's own; ``ref_logprobs`` are the reference policy's (None when beta = 0).
     """
 
-    pi_old_logprobs: torch.Tensor | None = None  # (N, T) log pi_old of the sampled tokens, full forward
-    values: torch.Tensor | None = None  # (N, T) V(s_t) at rollout time
-    token_rewards: torch.Tensor | None = None  # (N, T) KL-penalised per-token rewards
-    kl: torch.Tensor | None = None  # (N, T) per-token KL(pi_old || pi_ref) estimate; None when beta = 0
-    advantages: torch.Tensor | None = None  # (N, T) GAE advantages, before whitening
-    returns: torch.Tensor | None = None  # (N, T) value targets A_t + V(s_t)
-    loss_mask: torch.Tensor | None = None  # (N, T) float, tokens that enter the losses
+    # Every (N, T), completion-aligned (right-padded when batches are concatenated).
+    pi_old_logprobs: torch.Tensor = field(kw_only=True, metadata=COMPLETION_SIDE)  # log pi_old, full forward
+    values: torch.Tensor = field(kw_only=True, metadata=COMPLETION_SIDE)  # V(s_t) at rollout time
+    token_rewards: torch.Tensor = field(
+        kw_only=True, metadata=COMPLETION_SIDE
+    )  # KL-penalised per-token rewards
+    # per-token KL(pi_old || pi_ref) estimate; None when beta = 0
+    kl: torch.Tensor | None = field(kw_only=True, metadata=COMPLETION_SIDE)
+    advantages: torch.Tensor = field(
+        kw_only=True, metadata=COMPLETION_SIDE
+    )  # GAE advantages, before whitening
+    returns: torch.Tensor = field(kw_only=True, metadata=COMPLETION_SIDE)  # value targets A_t + V(s_t)
+    loss_mask: torch.Tensor = field(kw_only=True, metadata=COMPLETION_SIDE)  # float, tokens in the losses
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -120,7 +126,7 @@ def token_scores(scores: RewardScores, completion_mask: torch.Tensor) -> torch.T
     """
     N, T = completion_mask.shape
     scored = scores.scored.cpu()  # (N,)
-    if scores.step_rewards is None:
+    if scores.step_rewards is None or scores.step_ends is None:
         return torch.where(scored, scores.rewards.cpu(), torch.zeros(()))  # (N,)
     ends = scores.step_ends.cpu()  # (N, S), -1 = padding
     valid = (ends >= 0) & scored[:, None]  # (N, S)
@@ -190,7 +196,7 @@ def evaluate_rollouts(
     *,
     policy: torch.nn.Module,
     value_model: ValueModel,
-    reference: ReferencePolicy | None,
+    reference: Reference | None,
     beta: float,
     algorithm: PPOAlgorithmConfig,
     micro_batch_size: int,
@@ -417,8 +423,8 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
             parallel=self.parallel, policy=self.model, value_model_owned=self.value_model.owned,
         )  # fmt: skip
         update = stats.metrics  # PPO's own metrics join the loss's
-        update["lr"] = self.scheduler.get_last_lr()[0]
-        update["value_lr"] = self.value_scheduler.get_last_lr()[0]
+        update["lr"] = float(self.scheduler.get_last_lr()[0])
+        update["value_lr"] = float(self.value_scheduler.get_last_lr()[0])
         self.scheduler.step()
         self.value_scheduler.step()
 

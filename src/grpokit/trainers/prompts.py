@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from grpokit.config import GRPOConfig
+from grpokit.config import GRPOConfig, PPOConfig
 from grpokit.data import load_prompts
 from grpokit.data import screen_prompt_lengths as screen_lengths
 from grpokit.data.tasks import get_task
@@ -16,7 +16,10 @@ __all__ = ["load_dataset", "screen_prompt_lengths"]
 
 
 def load_dataset(
-    config: GRPOConfig, rows: Sequence[dict[str, Any]] | None = None, *, config_rewards: bool = True
+    config: GRPOConfig | PPOConfig,
+    rows: Sequence[dict[str, Any]] | None = None,
+    *,
+    config_rewards: bool = True,
 ) -> Sequence[dict[str, Any]]:
     """Prompt rows from ``rows``, ``data.path`` (JSONL/CSV/Parquet/saved dataset) or the built-in ``data.task``.
 

@@ -129,12 +129,12 @@ class RLTrainer:
         self.policy = policy
         if not isinstance(self.policy, Policy):
             raise ValueError(f"policy must be a grpokit.rl.Policy, got {type(self.policy).__name__}")
-        self.value_network = None
+        self.value_network: nn.Module | None = None
         if self.is_ppo:
             if value_network is None:
                 value_network = make_value_network(obs_space, pol_cfg.hidden_sizes, pol_cfg.activation)
             self.value_network = value_network
-        self.reference = None
+        self.reference: Policy | None = None
         if alg.beta > 0:
             self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
 
@@ -250,19 +250,20 @@ class RLTrainer:
     @torch.no_grad()
     def _score(self, batch: EpisodeBatch) -> None:
         """Fill the batch's reference log-probs (beta > 0) and values at collection time (PPO)."""
-        if self.reference is not None:
+        reference, value_network = self.reference, self.value_network
+        if reference is not None:
             batch.ref_log_probs = _per_step(
-                batch, lambda obs, real: self.reference.distribution(obs).log_prob(batch.actions[real])
+                batch, lambda obs, real: reference.distribution(obs).log_prob(batch.actions[real])
             )
-        if self.value_network is not None:
-            batch.values = _per_step(batch, lambda obs, real: self.value_network(obs))
+        if value_network is not None:
+            batch.values = _per_step(batch, lambda obs, real: value_network(obs))
 
     def _advantages(
         self, batch: EpisodeBatch, group_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """GRPO: ((N,) or (N, T) advantages, None). PPO: ((N, T) GAE advantages, (N, T) value targets)."""
         alg, scale = self.config.algorithm, self.config.environment.reward_scale
-        if self.is_ppo:
+        if self.value_network is not None:  # PPO
             with torch.no_grad():
                 final_values = self.value_network(batch.final_observations)  # (N,)
             return gae_advantages(
@@ -305,7 +306,7 @@ class RLTrainer:
         logprobs = _scatter(dist.log_prob(mb.actions[real]), real)  # (n, T)
         entropy = _scatter(dist.entropy(), real)  # (n, T)
         logits = None
-        if isinstance(self.policy, CategoricalPolicy):
+        if isinstance(self.policy, CategoricalPolicy) and isinstance(dist, torch.distributions.Categorical):
             logits = _scatter(dist.logits, real)  # (n, T, A)
         return logprobs, entropy, logits
 
@@ -458,8 +459,9 @@ class EpisodeObjective:
         advantages = self.advantages[rows] if self.advantages.dim() == 1 else self.advantages[rows, :T]
         logprobs, entropy, logits = self.trainer._evaluate_actions(mb)  # (n, T), (n, T), (n, T, A) or None
         values = returns = None
-        if self.trainer.value_network is not None:
-            values = _per_step(mb, lambda obs, real: self.trainer.value_network(obs))  # (n, T) with grad
+        value_network = self.trainer.value_network
+        if value_network is not None and self.returns is not None:
+            values = _per_step(mb, lambda obs, real: value_network(obs))  # (n, T) with grad
             returns = self.returns[rows, :T]
         loss, metrics = compute_loss(
             self.loss_type,
