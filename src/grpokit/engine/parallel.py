@@ -357,8 +357,14 @@ class DataParallel:
         """
         if not self.is_distributed:
             return
+        import gc
+
         import torch.distributed as dist
 
+        # The DDP wrappers accelerate keeps hold the group: release them first, so that destroying the group
+        # really ends its threads now, not in a destructor at interpreter exit.
+        self.accelerator.free_memory()
+        gc.collect()
         self.accelerator.wait_for_everyone()
         if dist.is_initialized():
             dist.destroy_process_group()

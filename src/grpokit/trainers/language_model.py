@@ -220,8 +220,13 @@ class LanguageModelTrainer(Generic[ConfigT]):
                 final_dir = self.save_final()
         finally:
             close_sampler(self.sampler)  # vLLM's worker processes and scratch files
+        self.release_wrappers()  # the DDP wrappers hold the process group that close() destroys
         self.parallel.close()
         return TrainResult(self.harness.directory, final_dir, metrics)
+
+    def release_wrappers(self) -> None:
+        """Drop the data-parallel wrappers of the trained models (subclasses add their own)."""
+        self.train_model, self.train_optimizer = self.model, self.optimizer
 
     def sync_policy(self, step: int, timer: PhaseTimer) -> dict[str, float]:
         """After the update: the reference follows the policy every ``ref_model_sync_steps`` (iterative GRPO),

@@ -449,6 +449,10 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
             update["logprobs/sampler_mismatch"] = float(gap[real].mean())
         return stats
 
+    def release_wrappers(self) -> None:
+        super().release_wrappers()
+        self.train_value_model, self.train_value_optimizer = self.value_model, self.value_optimizer
+
     # -- checkpoints -------------------------------------------------------------------------------------
 
     def checkpoint_modules(self) -> dict[str, torch.nn.Module]:
