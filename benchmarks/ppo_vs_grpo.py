@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from grpokit.apps.compare import build_compare_configs, render_markdown, run_comparison
+from grpokit.apps.compare import build_compare_configs, run_comparison
+from grpokit.apps.compare_report import render_markdown
 
 # The study's settings: the demo's warmed-up tiny model (its defaults: warmed up until it imitates the flawed
 # teacher), then RL with both systems on the same footing: a reference model and one pass per batch each.

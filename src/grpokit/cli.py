@@ -421,12 +421,8 @@ def _compare(argv: Sequence[str]) -> int:
         if config_path is not None:
             raise ValueError("give a config file or --preset, not both")
         config_path = str(preset_path(flags["preset"]))
-    from grpokit.apps.compare import (
-        CompareRunFailed,
-        build_compare_configs,
-        render_markdown,
-        run_comparison,
-    )
+    from grpokit.apps.compare import CompareRunFailed, build_compare_configs, run_comparison
+    from grpokit.apps.compare_report import render_markdown
 
     data = read_config_file(config_path) if config_path else {}
     grpo, ppo = build_compare_configs(data, overrides, per_system)

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from grpokit.apps import compare
-from grpokit.apps.compare import build_compare_configs, measure_run, render_markdown, summarize
+from grpokit.apps import compare, compare_report
+from grpokit.apps.compare import build_compare_configs, measure_run
+from grpokit.apps.compare_report import render_markdown, summarize
 from grpokit.config import (
     ConfigError,
     DemoGRPOConfig,
@@ -268,5 +269,5 @@ def test_torch_threads_are_left_alone():
 
 def test_moving_average_is_trailing():
     # Windows of 2: [1], [1, 2], [2, 3], [3, 4].
-    assert compare._moving_average([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
-    assert compare._moving_average([5.0], 3) == [5.0]
+    assert compare_report._moving_average([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    assert compare_report._moving_average([5.0], 3) == [5.0]

@@ -234,3 +234,14 @@ def test_gdpo_normalises_each_reward_function_in_its_group_before_summing():
         gdpo, multi_reward_advantages(rewards, batch.group_ids, torch.tensor([1.0, 2.0]), "grpo", 1e-4)
     )
     assert not torch.allclose(gdpo, summed)
+
+
+def test_rloo_gives_a_group_left_with_one_scored_completion_advantage_zero():
+    """The docs promise 0 for a lone response (no leave-one-out baseline); rloo used to raise, naming an
+    internal id, when a reward function scored only one completion of a group."""
+    batch = make_batch(["p", "q"], G=3)
+    scores = scores_of([1.0, 0.0, 0.0, 2.0, 0.0, 1.0], [True, False, False, True, True, True])
+    advantages, mask = compute_advantages(batch, scores, GRPOAlgorithmConfig(advantage_estimator="rloo"))
+    # group p: only row 0 is scored -> 0; group q: 2 - (0 + 1)/2, 0 - (2 + 1)/2, 1 - (2 + 0)/2
+    assert advantages.tolist() == [0.0, 0.0, 0.0, 1.5, -1.5, 0.0]
+    assert mask[0].sum() == 4 and mask[1:3].sum() == 0
