@@ -177,8 +177,8 @@ def test_dynamic_sampling_fills_the_batch_with_informative_groups():
     batch, scores, generated = trainer.collect_rollouts(PhaseTimer())
     assert trainer.sampler.calls == 3
     assert batch.num_responses == 8 and sorted(set(batch.prompts)) == ["mixed1", "mixed2"]
-    assert generated["batch"].num_responses == 24  # reward statistics see everything generated
-    assert generated["rounds"] == 3
+    assert generated.batch.num_responses == 24  # reward statistics see everything generated
+    assert generated.rounds == 3 and generated.kept_groups == 2
 
 
 def test_dynamic_sampling_respects_the_round_bound():

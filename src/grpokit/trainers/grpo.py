@@ -60,6 +60,7 @@ from grpokit.trainers.phases import (
     score,
     select_scores,
 )
+from grpokit.trainers.step_log import Generation
 
 __all__ = ["GRPOTrainer", "TrainResult", "train"]
 
@@ -94,7 +95,7 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         self.scheduler.step()
         return update
 
-    def collect_rollouts(self, timer: PhaseTimer) -> tuple[RolloutBatch, RewardScores, dict[str, Any]]:
+    def collect_rollouts(self, timer: PhaseTimer) -> tuple[RolloutBatch, RewardScores, Generation]:
         """Generate and score B groups; with dynamic sampling keep drawing until B informative groups.
 
         Returns the training batch, its scores, and everything generated this step (for reward statistics,
@@ -114,7 +115,7 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
             batches.append(batch)
             all_scores.append(scores)
             if not algo.dynamic_sampling:
-                return batch, scores, {"batch": batch, "scores": scores, "rounds": 1}
+                return batch, scores, Generation(batch, scores)
             keep = informative_groups(scores, batch.group_ids)  # (N,)
             kept_rows.append(keep)
             kept_groups += int(batch.group_ids.cpu()[keep].unique().numel())
@@ -125,19 +126,15 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         everything = RolloutBatch.concat(batches, pad_id)
         everything_scores = RewardScores.concat(all_scores)
         keep = torch.cat(kept_rows)  # (N_all,)
-        info = {"rounds": rounds, "kept_groups": min(kept_groups, B)}
+        generated = Generation(everything, everything_scores, rounds=rounds, kept_groups=min(kept_groups, B))
         if not keep.any():  # nothing informative: train on the first round (zero advantages; KL still acts)
-            return batches[0], all_scores[0], {"batch": everything, "scores": everything_scores, **info}
+            return batches[0], all_scores[0], generated
         group_ids = everything.group_ids.cpu()
         chosen = group_ids[keep].unique(sorted=False)
         order = torch.stack([(group_ids == g).nonzero()[0, 0] for g in chosen]).argsort()
         chosen = chosen[order][:B]  # first B informative groups in generation order
         kept = torch.isin(group_ids, chosen).nonzero().squeeze(1)
-        return (
-            everything.select(kept),
-            select_scores(everything_scores, kept),
-            {"batch": everything, "scores": everything_scores, **info},
-        )
+        return everything.select(kept), select_scores(everything_scores, kept), generated
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:

@@ -43,7 +43,7 @@ from grpokit.trainers.rollout_engine import (
     sync_sampler_weights,
 )
 from grpokit.trainers.sharding import ShardedSampler, gather_step
-from grpokit.trainers.step_log import StepRecord, sample_rows, step_metrics
+from grpokit.trainers.step_log import Generation, StepRecord, sample_rows, step_metrics
 
 __all__ = ["LanguageModelTrainer", "TrainResult"]
 
@@ -250,7 +250,7 @@ class LanguageModelTrainer(Generic[ConfigT]):
 
     # -- the algorithm's phases ---------------------------------------------------------------------------
 
-    def collect_rollouts(self, timer: PhaseTimer) -> tuple[RolloutBatch, RewardScores, dict[str, Any]]:
+    def collect_rollouts(self, timer: PhaseTimer) -> tuple[RolloutBatch, RewardScores, Generation]:
         """Sample and score this step's batch; returns it, its scores, and everything generated (for the
         reward statistics, which must not be biased by a filter)."""
         raise NotImplementedError

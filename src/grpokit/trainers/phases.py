@@ -22,7 +22,13 @@ from grpokit.rewards import RewardPipeline, RewardScores, soft_overlong_penalty
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.trainers.sharding import gather_group_advantages
 
-__all__ = ["compute_advantages", "generate_rollouts", "informative_groups", "score", "select_scores"]
+__all__ = [
+    "compute_advantages",
+    "generate_rollouts",
+    "informative_groups",
+    "score",
+    "select_scores",
+]
 
 
 def generate_rollouts(

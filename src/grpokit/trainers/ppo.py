@@ -70,6 +70,7 @@ from grpokit.trainers.objective import (
     update_schedule,
 )
 from grpokit.trainers.phases import generate_rollouts, score
+from grpokit.trainers.step_log import Generation
 
 __all__ = [
     "PPORollouts",
@@ -383,7 +384,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
 
     # -- the phases ----------------------------------------------------------------------------------------
 
-    def collect_rollouts(self, timer: PhaseTimer) -> tuple[PPORollouts, RewardScores, dict[str, Any]]:
+    def collect_rollouts(self, timer: PhaseTimer) -> tuple[PPORollouts, RewardScores, Generation]:
         """Generate and score B prompts x G completions, then the no-grad pi_old / pi_ref / V passes."""
         cfg, algo = self.config, self.config.algorithm
         rows = next(self.prompt_iter)
@@ -396,7 +397,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
                 batch, scores, policy=self.model, value_model=self.value_model, reference=self.reference,
                 beta=self.kl_controller.beta, algorithm=algo, micro_batch_size=self.micro_batch_size,
             )  # fmt: skip
-        return rollouts, scores, {"batch": batch, "scores": scores}
+        return rollouts, scores, Generation(batch, scores)
 
     def compute_advantages(
         self, batch: RolloutBatch, scores: RewardScores

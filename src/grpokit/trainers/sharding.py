@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +21,9 @@ from grpokit.engine.parallel import (
 )
 from grpokit.rewards import RewardScores
 from grpokit.rollout.batch import RolloutBatch
+
+if TYPE_CHECKING:
+    from grpokit.trainers.step_log import Generation
 
 __all__ = ["ShardedSampler", "gather_group_advantages", "gather_step"]
 
@@ -185,12 +188,12 @@ def gather_step(
     parallel: DataParallel,
     batch: RolloutBatch,
     scores: RewardScores,
-    generated: dict[str, Any],
+    generated: Generation,
     advantages: torch.Tensor,
     loss_mask: torch.Tensor,
     update: dict[str, float],
     pad_id: int,
-) -> tuple[RolloutBatch, RewardScores, dict[str, Any], torch.Tensor, torch.Tensor, dict[str, float]]:
+) -> tuple[RolloutBatch, RewardScores, Generation, torch.Tensor, torch.Tensor, dict[str, float]]:
     """The step as one process would have seen it: every process's rows concatenated in rank order (the
     global batch order), reward and update metrics pooled. One ``gather_object`` of the logged fields.
 
@@ -216,7 +219,7 @@ def gather_step(
     global_scores = RewardScores.concat(
         [p[1] for p in parts], reduce_reward_metrics([(p[1].metrics, n) for p, n in zip(parts, sizes)])
     )
-    global_generated = {**generated, "batch": global_batch, "scores": global_scores}
+    global_generated = replace(generated, batch=global_batch, scores=global_scores)
     return (
         global_batch,
         global_scores,

@@ -14,7 +14,18 @@ from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking import peak_memory_mb
 from grpokit.tracking.timing import PhaseTimer
 
-__all__ = ["StepRecord", "sample_rows", "step_metrics"]
+__all__ = ["Generation", "StepRecord", "sample_rows", "step_metrics"]
+
+
+@dataclass
+class Generation:
+    """Everything a step generated and scored, before any filter (the reward statistics must not be biased
+    by dynamic sampling), and what dynamic sampling did."""
+
+    batch: RolloutBatch  # every generated rollout
+    scores: RewardScores  # their scores
+    rounds: int = 1  # generation rounds
+    kept_groups: int | None = None  # informative groups kept by dynamic sampling; None: it did not run
 
 
 @dataclass
@@ -23,7 +34,7 @@ class StepRecord:
 
     batch: RolloutBatch  # the N training rollouts
     scores: RewardScores  # their scores
-    generated: dict[str, Any]  # everything generated this step ("batch", "scores") and sampling info
+    generated: Generation  # everything generated this step, before dynamic sampling's filter
     advantages: torch.Tensor  # (N,) or (N, T)
     loss_mask: torch.Tensor  # (N, T)
     update: dict[str, float]  # update_policy's metrics
@@ -37,7 +48,7 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
         record.batch, record.scores, record.generated, record.advantages, record.loss_mask, record.update,
         record.timer,
     )  # fmt: skip
-    all_batch, all_scores = generated["batch"], generated["scores"]
+    all_batch, all_scores = generated.batch, generated.scores
     m: dict[str, Any] = {}
     scored = all_scores.scored
     rewards = all_scores.rewards[scored]
@@ -49,9 +60,9 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
         stats = group_reward_stats(rewards, all_batch.group_ids.cpu()[scored])
         if stats["group_size_max"] > 1:  # a group of one (PPO's G = 1) has no spread to measure
             m["zero_std_group_fraction"] = stats["zero_std_group_fraction"]
-    if "kept_groups" in generated:  # dynamic sampling ran
-        m["dynamic_sampling/rounds"] = generated["rounds"]
-        m["dynamic_sampling/kept_groups"] = generated.get("kept_groups", 0)
+    if generated.kept_groups is not None:  # dynamic sampling ran
+        m["dynamic_sampling/rounds"] = generated.rounds
+        m["dynamic_sampling/kept_groups"] = generated.kept_groups
     adv = advantages[scores.scored] if advantages.dim() == 1 else advantages[loss_mask > 0]
     if adv.numel():
         m.update(
