@@ -294,3 +294,22 @@ def test_a_non_finite_loss_skips_both_optimizers(tiny):
     assert metrics["faults/nonfinite_skipped"] == 1.0 and metrics["optimizer_steps"] == 0.0
     after = [p.detach() for p in (*policy.parameters(), *value_model.parameters())]
     assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_ppo_weights_the_surrogate_against_a_separate_samplers_logprobs(tiny):
+    """With a rollout engine (vLLM) PPO gets the same truncated importance weights as GRPO:
+    w = min(pi_old / pi_sampler, C), here exactly 1/2 on every token."""
+    import math
+
+    algorithm = PPOAlgorithmConfig(beta=0.0, num_iterations=1)
+    policy, value_model, rollouts = completed(tiny, algorithm)
+    rollouts = dataclasses.replace(
+        rollouts, sampler_logprobs=rollouts.pi_old_logprobs + math.log(2.0) * rollouts.completion_mask
+    )
+    metrics = update_policy_and_value(
+        policy, value_model, torch.optim.SGD(policy.parameters(), lr=0.0),
+        torch.optim.SGD(value_model.parameters(), lr=0.0), rollouts, whitened_advantages(rollouts, True),
+        algorithm=algorithm, optim=OptimConfig(), max_new_tokens=3, rollout_importance="token",
+    ).as_metrics()  # fmt: skip
+    assert metrics["rollout_is/weight_mean"] == pytest.approx(0.5, abs=1e-5)
+    assert metrics["rollout_is/logprob_abs_diff"] == pytest.approx(math.log(2.0), abs=1e-5)

@@ -246,7 +246,8 @@ def test_auto_importance_sampling_follows_the_backend(make_config):
         )
         config = make_config(generation={"backend": "vllm"}, algorithm={"rollout_importance_sampling": level})
         assert rollout_importance_level(config) == expected
-    assert rollout_importance_level(build_config(PPOConfig, {"generation": {"backend": "vllm"}})) is None
+    # PPO on a vLLM engine is corrected the same way (it used to get no weights at all).
+    assert rollout_importance_level(build_config(PPOConfig, {"generation": {"backend": "vllm"}})) == "token"
 
 
 @pytest.mark.parametrize(

@@ -100,14 +100,24 @@ class ValueLossConfig(Section):
 
 
 class PolicyLossConfig(LossConfig):
-    """The shared loss plus what both trainers of language models have: a refreshable reference model and
-    DAPO's overlong filtering."""
+    """The shared loss plus what both trainers of language models have: a refreshable reference model,
+    DAPO's overlong filtering and the correction for a separate rollout engine's log-probs."""
 
     ref_model_sync_steps: int = Field(0, ge=0)
     """Copy the policy into the reference model every this many steps (iterative GRPO); 0 never."""
 
     overlong_filtering: bool = False
     """DAPO: completions cut at max_new_tokens are masked out of the loss (still in the group baseline)."""
+
+    rollout_importance_sampling: Literal["auto", "none", "token", "sequence"] = "auto"
+    """Truncated importance sampling (Yao et al. 2025) against the rollout engine's log-probs: each token's
+    surrogate is weighted by ``min(pi_trainer / pi_rollout, rollout_importance_cap)``, per token (``token``)
+    or with the product over the response (``sequence``). ``auto``: ``token`` with ``generation.backend:
+    vllm``, whose kernels compute other probabilities than the trainer's, ``none`` with ``transformers``,
+    whose sampler is the policy itself. Logged as ``rollout_is/*``; see docs/vllm.md."""
+
+    rollout_importance_cap: float = Field(2.0, gt=0)
+    """C, the truncation of the rollout importance weights (2 in Yao et al. 2025)."""
 
     renamed_fields: ClassVar[dict[str, str]] = {
         "overlong_buffer_length": "rewards.overlong_buffer_length",
@@ -154,16 +164,6 @@ class GRPOAlgorithmConfig(PolicyLossConfig):
 
     max_dynamic_sampling_rounds: int = Field(3, ge=0)
     """Extra generation rounds dynamic sampling may use per step; the step goes on with fewer groups after."""
-
-    rollout_importance_sampling: Literal["auto", "none", "token", "sequence"] = "auto"
-    """Truncated importance sampling (Yao et al. 2025) against the rollout engine's log-probs: each token's
-    surrogate is weighted by ``min(pi_trainer / pi_rollout, rollout_importance_cap)``, per token (``token``)
-    or with the product over the response (``sequence``). ``auto``: ``token`` with ``generation.backend:
-    vllm``, whose kernels compute other probabilities than the trainer's, ``none`` with ``transformers``,
-    whose sampler is the policy itself. Logged as ``rollout_is/*``; see docs/vllm.md."""
-
-    rollout_importance_cap: float = Field(2.0, gt=0)
-    """C, the truncation of the rollout importance weights (2 in Yao et al. 2025)."""
 
 
 class PPOAlgorithmConfig(ValueLossConfig, PolicyLossConfig):

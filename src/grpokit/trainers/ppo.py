@@ -267,6 +267,7 @@ def update_policy_and_value(
     parallel: DataParallel | None = None,
     policy: torch.nn.Module | None = None,
     value_model_owned: torch.nn.Module | None = None,
+    rollout_importance: str | None = None,
 ) -> UpdateStats:
     """PPO's update of one batch: the engine's :func:`~grpokit.engine.update.run_update` on
     ``L = -L_clip + c_v * L_V - c_H * H`` (``algorithm.loss_type``, "ppo" by default), stepping the policy's
@@ -279,6 +280,8 @@ def update_policy_and_value(
         advantages: (N, T) detached advantages (whitened or not).
         policy: the plain policy (default ``model``); value_model_owned: the value model's own parameters'
             module (default ``value_model``; only the head when it shares the policy's body).
+        rollout_importance: ``"token"``/``"sequence"``: truncated importance weights against the sampler's
+            log-probs (a vLLM engine's), capped at ``algorithm.rollout_importance_cap``; None: none.
     Returns:
         The update's :class:`~grpokit.engine.update.UpdateStats` (the loss metrics, and the mean gradient norms
         ``grad_norm`` and ``value_grad_norm``).
@@ -294,6 +297,7 @@ def update_policy_and_value(
         ref_logprobs=rollouts.ref_logprobs,  # the kl metric only (note 2)
         value=ValueTargets(value_model, rollouts.values, rollouts.returns),
         micro_batch_size=micro, pi_old_logprobs=rollouts.pi_old_logprobs,
+        rollout_importance=rollout_importance, rollout_importance_cap=algorithm.rollout_importance_cap,
     )  # fmt: skip
     owned = value_model if value_model_owned is None else value_model_owned
     stats = run_update(
@@ -422,6 +426,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
             self.train_model, self.train_value_model, self.train_optimizer, self.train_value_optimizer, batch,
             advantages, algorithm=algo, optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens,
             parallel=self.parallel, policy=self.model, value_model_owned=self.value_model.owned,
+            rollout_importance=self.rollout_importance,
         )  # fmt: skip
         update = stats.metrics  # PPO's own metrics join the loss's
         update["lr"] = float(self.scheduler.get_last_lr()[0])

@@ -128,10 +128,9 @@ def build_sampler(
 def rollout_importance_level(config: GRPOConfig | PPOConfig) -> str | None:
     """The truncated-importance-sampling level the run uses: ``"token"``, ``"sequence"`` or None (off).
 
-    Resolves ``algorithm.rollout_importance_sampling: auto`` from ``generation.backend`` (choice 2); a config
-    without the field (PPO's) has none.
+    Resolves ``algorithm.rollout_importance_sampling: auto`` from ``generation.backend`` (choice 2).
     """
-    level = getattr(config.algorithm, "rollout_importance_sampling", "none")
+    level = config.algorithm.rollout_importance_sampling
     if level == "auto":
         level = "token" if config.generation.backend == "vllm" else "none"
     return None if level == "none" else level
