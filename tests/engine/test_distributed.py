@@ -235,6 +235,9 @@ def test_ppo_on_two_processes_trains_like_one(make_config, rows, tmp_path):
         assert b["kl_coef"] == pytest.approx(a["kl_coef"], rel=1e-5)  # the controller saw the same KL
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         assert b["value_grad_norm"] == pytest.approx(a["value_grad_norm"], rel=1e-4)
+        # Statistics of the whole batch, not of one process's half.
+        assert b["explained_variance"] == pytest.approx(a["explained_variance"], rel=1e-4, abs=1e-6)
+        assert b["returns/mean"] == pytest.approx(a["returns/mean"], rel=1e-4, abs=1e-7)
         assert b["optimizer_steps"] == a["optimizer_steps"] == 4  # 2 epochs x 2 minibatches
     _assert_same_weights(_weights(two_run / "final"), _weights(one_run / "final"))
     _assert_same_weights(

@@ -417,7 +417,6 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
     ) -> UpdateStats:
         """Policy and value update, then both schedules step and the KL coefficient adapts (note 6)."""
-        from grpokit.algorithms import value_loss
 
         cfg, algo = self.config, self.config.algorithm
         if not isinstance(batch, PPORollouts):
@@ -435,11 +434,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
         self.value_scheduler.step()
 
         real = batch.completion_mask.cpu() > 0  # (N, T)
-        if batch.loss_mask.sum() > 0:
-            # Explained variance of the rollout-time values over the whole batch (cleanrl's definition).
-            _, before = value_loss(batch.values, batch.values, batch.returns, batch.loss_mask)
-            update["explained_variance"] = before["explained_variance"]
-            update["returns/mean"] = float(batch.returns[batch.loss_mask > 0].mean())
+        update.update(self.value_fit(batch))
         update["kl_coef"] = self.kl_controller.beta
         if batch.kl is not None:
             # Every process's completions: the controller moves the same way on all of them.
@@ -454,6 +449,25 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
             gap = (batch.pi_old_logprobs - batch.sampler_logprobs.cpu()).abs()  # (N, T)
             update["logprobs/sampler_mismatch"] = float(gap[real].mean())
         return stats
+
+    def value_fit(self, batch: PPORollouts) -> dict[str, float]:
+        """``explained_variance`` of the rollout-time values (``1 - Var[R - V] / Var[R]`` over the loss tokens,
+        population variances as cleanrl) and ``returns/mean``, over every process's tokens."""
+        loss = batch.loss_mask > 0  # (N, T)
+        returns, residual = batch.returns[loss].double(), (batch.returns - batch.values)[loss].double()
+        sums = self.parallel.all_reduce_sum(
+            torch.stack([
+                torch.tensor(float(returns.numel()), dtype=torch.float64), returns.sum(), (returns**2).sum(),
+                residual.sum(), (residual**2).sum(),
+            ])
+        )  # fmt: skip
+        n, r_sum, r_sq, e_sum, e_sq = (float(v) for v in sums)
+        if n == 0:
+            return {}
+        var_returns = r_sq / n - (r_sum / n) ** 2
+        var_residual = e_sq / n - (e_sum / n) ** 2
+        explained = 1.0 - var_residual / var_returns if var_returns > 0 else math.nan
+        return {"explained_variance": explained, "returns/mean": r_sum / n}
 
     def release_wrappers(self) -> None:
         super().release_wrappers()
