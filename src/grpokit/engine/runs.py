@@ -1,4 +1,5 @@
-"""Seeding and device choice: what every run does before it builds a model."""
+"""Seeding and device choice: what every run does before it builds a model (the device rule itself is
+:func:`grpokit.models.device.resolve_device`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import random
 
 import numpy as np
 import torch
+
+from grpokit.models.device import resolve_device
 
 __all__ = ["resolve_device", "seed_everything"]
 
@@ -15,13 +18,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"model.device: {err}") from None

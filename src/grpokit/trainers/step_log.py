@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from grpokit.algorithms import group_reward_stats
+from grpokit.models.device import memory_metrics
 from grpokit.rewards import RewardScores
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.tracking import peak_memory_mb
 from grpokit.tracking.timing import PhaseTimer
 
 __all__ = ["Generation", "StepRecord", "sample_rows", "step_metrics"]
@@ -84,9 +84,7 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
     update_time = timer.seconds.get("update", 0.0)
     m["throughput/train_tokens_per_s"] = update["train_tokens"] / update_time if update_time else math.nan
     m.update(timer.metrics())
-    m["memory/peak_rss_mb"] = peak_memory_mb()
-    if torch.cuda.is_available():
-        m["memory/peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    m.update(memory_metrics())  # memory/peak_rss_mb, and memory/peak_cuda_mb with CUDA
     return m
 
 
