@@ -12,7 +12,7 @@ from grpokit.cli import main, parse_train_args
 def test_top_level_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("train", "demo", "eval", "rl", "version"):
+    for command in ("train", "demo", "eval", "rl", "config", "version"):
         assert f"\n  {command} " in out
 
 
@@ -23,11 +23,52 @@ def test_help_does_not_import_torch():
 
 
 def test_train_help_documents_every_field_with_both_names(capsys):
-    assert main(["train", "--help"]) == 0
+    assert main(["train", "--help-all"]) == 0
     out = capsys.readouterr().out
     assert "--algorithm.beta | --beta  (default: 0.0)" in out
     assert "--generation.temperature_schedule | --temperature_schedule  (default: null)" in out
     assert "KL penalty coefficient" in out
+
+
+def test_train_help_shows_the_fields_set_first_and_points_to_the_rest(capsys):
+    from grpokit.config import COMMON_FIELDS, GRPOConfig, field_paths
+
+    assert main(["train", "--model", "m", "--help"]) == 0
+    out = capsys.readouterr().out
+    shown = [line.split()[0] for line in out.splitlines() if line.startswith("  --") and "(default:" in line]
+    assert shown == [f"--{path}" for path in COMMON_FIELDS["grpo"]]
+    assert "--algorithm.beta | --beta  (default: 0.0)" in out and "KL penalty coefficient" in out
+    assert "temperature_schedule" not in out  # the rest is one pointer away
+    more = len(field_paths(GRPOConfig)) - len(COMMON_FIELDS["grpo"])
+    assert f"... and {more} more fields" in out
+    assert "docs/configuration.md" in out and "grpokit config init --trainer grpo > my.yaml" in out
+    assert main(["train", "--model", "m", "--trainer", "ppo", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--algorithm.vf_coef | --vf_coef  (default: 0.1)" in out and "--trainer ppo >" in out
+
+
+def test_config_init_writes_a_starter_that_loads_back_to_the_defaults(tmp_path, capsys):
+    from grpokit.config import GRPOConfig, PPOConfig, load_config
+
+    for trainer, cls in (("grpo", GRPOConfig), ("ppo", PPOConfig)):
+        assert main(["config", "init", "--trainer", trainer]) == 0
+        path = tmp_path / f"{trainer}.yaml"
+        path.write_text(capsys.readouterr().out)
+        config = load_config(path, cls=None)  # what grpokit train --config does
+        assert type(config) is cls and config == cls()
+        assert "\nmax_steps: 500\n" in path.read_text() and "\n# seed: 0\n" in path.read_text()
+    # --output writes the file, and refuses to overwrite one
+    out = tmp_path / "my.yaml"
+    assert main(["config", "init", "--minimal", "--output", str(out)]) == 0
+    assert load_config(out) == GRPOConfig() and "# seed:" not in out.read_text()
+    assert main(["config", "init", "--output", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    # The starter, edited, trains like any config file: --print-config resolves it.
+    out.write_text(out.read_text().replace("beta: 0.0", "beta: 0.04"))
+    assert main(["train", str(out), "--model", "m", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["algorithm"]["beta"] == 0.04
+    with pytest.raises(SystemExit):
+        main(["config", "init", "--trainer", "sft"])
 
 
 def test_version(capsys):
@@ -62,7 +103,7 @@ def test_parse_train_args():
         "quiet": "true",
         "dynamic_sampling": "true",
     }
-    assert flags == {"help": False, "print_config": True, "preset": None}
+    assert flags == {"help": False, "help_all": False, "print_config": True, "preset": None}
     with pytest.raises(ValueError, match="--beta needs a value"):
         parse_train_args(["--beta"])
     with pytest.raises(ValueError, match="unexpected argument 'b.yaml'"):

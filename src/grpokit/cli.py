@@ -1,5 +1,5 @@
 """The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``merge``, ``report``, ``rl``,
-``presets``, ``version``.
+``presets``, ``config``, ``version``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
@@ -23,12 +23,14 @@ _COMMANDS = """commands:
   train     fine-tune a causal LM with GRPO, or PPO with --trainer ppo (config file + overrides;
             no arguments: the built-in demo, the preset 'demo')
   demo      the built-in demo: warm up a tiny model, GRPO on the addition task, before/after accuracy
-  eval      accuracy and pass@k of a checkpoint on a built-in task
+  eval      a checkpoint on held-out rows: your data scored by your config's rewards (mean reward,
+            solved fraction, pass@k), or a built-in task's accuracy and pass@k
   compare   GRPO vs PPO on the same model, task and budget: memory, time, reward, accuracy, KL
   merge     fold a LoRA run's adapters into the base model: a full model that plain transformers loads
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
   presets   list the config presets shipped with grpokit and where their YAML files are
+  config    write a commented starter config: grpokit config init --trainer grpo > my.yaml
   version   print the grpokit version
 
 Run 'grpokit COMMAND --help' for a command's options."""
@@ -69,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in available_presets():
             print(f"{name}\t{preset_path(name)}")
         return 0
+    if command == "config":
+        try:
+            return _config(rest)
+        except ValueError as err:
+            print(f"grpokit config: error: {err}", file=sys.stderr)
+            return 2
     if command == "version":
         from grpokit import __version__
 
@@ -128,20 +136,39 @@ built-in demo (the preset 'demo': tiny model, addition task).
                         accelerate launch --multi_gpu --num_processes N -m grpokit train ...; for DeepSpeed,
                         FSDP or several machines use accelerate launch itself (docs/distributed.md)
   --print-config        print the resolved config as YAML and exit
-  -h, --help            this message
+  -h, --help            this message, with the fields set first
+  --help-all            this message, with every field
 
 The resolved config is saved as RUN_DIR/config.yaml.
+"""
 
-fields (default, description):
+_TRAIN_HELP_MORE = """
+  ... and {more} more fields, each settable the same way: grpokit {command} --help-all lists them all, and
+  docs/configuration.md is their reference. A commented starter file with every field:
+      grpokit config init --trainer {trainer} > my.yaml
 """
 
 
-def _train_help(command: str, cls: type | None = None) -> str:
-    from grpokit.config import GRPOConfig, field_help
+def _train_help(command: str, cls: Any = None, *, full: bool = False) -> str:
+    """``grpokit train --help``: the usage, then the fields set first (``full``: every field)."""
+    from grpokit.config import GRPOConfig, common_field_help, field_help
 
+    cls = cls or GRPOConfig
     lines = [_TRAIN_USAGE.format(command=command)]
+    if not full:
+        common = common_field_help(cls)
+        trainer = cls.model_fields["trainer"].default
+        lines.append(f"fields set first ({trainer}; default, description):\n")
+        for path, default, text in common:
+            alias = f" | --{path.rsplit('.', 1)[-1]}" if "." in path else ""
+            body = textwrap.fill(text.replace("``", "`"), width=100, initial_indent=" " * 8,
+                                 subsequent_indent=" " * 8)  # fmt: skip
+            lines.append(f"  --{path}{alias}  (default: {default})\n{body}")
+        more = len(field_help(cls)) - len(common)
+        return "\n".join(lines) + "\n" + _TRAIN_HELP_MORE.format(more=more, command=command, trainer=trainer)
+    lines.append("fields (default, description):")
     section = None
-    for path, default, text in field_help(cls or GRPOConfig):
+    for path, default, text in field_help(cls):
         head = path.split(".")[0] if "." in path else ""
         if head != section:
             section = head
@@ -174,7 +201,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
                 bool_fields |= {path, path.rsplit(".", 1)[-1]}
     config_path: str | None = None
     overrides: dict[str, Any] = {}
-    flags: dict[str, Any] = {"help": False, "print_config": False, "preset": None}
+    flags: dict[str, Any] = {"help": False, "help_all": False, "print_config": False, "preset": None}
     args = list(argv)
     i = 0
     while i < len(args):
@@ -182,6 +209,8 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
         i += 1
         if arg in ("-h", "--help"):
             flags["help"] = True
+        elif arg in ("--help-all", "--help_all"):
+            flags["help"] = flags["help_all"] = True
         elif arg in ("--print-config", "--print_config"):
             flags["print_config"] = True
         elif arg.startswith("--") and len(arg) > 2:
@@ -246,7 +275,7 @@ def _train(argv: Sequence[str], *, demo: bool) -> int:
     config_path = _config_source(config_path, overrides, flags["preset"], demo=demo)
     if flags["help"]:
         cls = trainer_config_class(read_config_file(config_path) if config_path else {}, overrides)
-        print(_train_help("demo" if demo else "train", cls), end="")
+        print(_train_help("demo" if demo else "train", cls, full=flags["help_all"]), end="")
         return 0
     config = load_config(config_path, overrides, cls=None)  # the class named by the ``trainer`` field
     if demo and config.model.name_or_path is not None:
@@ -339,6 +368,41 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _config(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="grpokit config",
+        description="Write a commented starter config for grpokit train: the fields set first uncommented "
+        "with their defaults, every other field commented out with its default, each under its description "
+        "(the text of docs/configuration.md). Loaded back unchanged it is the trainer's default config.",
+        epilog="example: grpokit config init --trainer grpo > my.yaml; edit it; grpokit train --config my.yaml",
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = sub.add_parser("init", help="write a starter YAML config (stdout, or --output FILE)")
+    init.add_argument("--trainer", default="grpo", choices=["grpo", "ppo"], help="default: grpo")
+    init.add_argument("--minimal", action="store_true", help="only the fields set first")
+    init.add_argument("-o", "--output", default=None, help="write this file (it must not exist yet)")
+    args = parser.parse_args(list(argv))
+    from grpokit.config import starter_yaml
+
+    text = starter_yaml(args.trainer, minimal=args.minimal)
+    if args.output is None:
+        print(text, end="")
+        return 0
+    from pathlib import Path
+
+    path = Path(args.output)
+    if path.exists():
+        raise ValueError(f"{path} exists; choose another --output or remove it")
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}: grpokit train --config {path}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ The package holds one module per concern: :mod:`~grpokit.config.base` (the ``Sec
 renamed fields, registry lookups), :mod:`~grpokit.config.sections` (the shared sections),
 :mod:`~grpokit.config.loss` (the loss section shared by GRPO, PPO and classic RL, and the algorithm
 sections), :mod:`~grpokit.config.trainers` (the composed trainer configs), :mod:`~grpokit.config.demo`
-(the demo's section and configs), :mod:`~grpokit.config.loading` (YAML, overrides, presets, saving). It imports none of
+(the demo's section and configs), :mod:`~grpokit.config.loading` (YAML, overrides, presets, saving),
+:mod:`~grpokit.config.starter` (the fields set first, the starter YAML of ``grpokit config init``). It imports none of
 grpokit's trainers, engine, rollout, models, rewards, data or tracking; names are checked against the
 ``grpokit.algorithms`` registries when a config is built.
 
@@ -75,9 +76,11 @@ from grpokit.config.sections import (
     RewardConfig,
     VLLMConfig,
 )
+from grpokit.config.starter import COMMON_FIELDS, common_field_help, starter_yaml
 from grpokit.config.trainers import TRAINER_CONFIGS, GRPOConfig, PPOConfig, TrainConfig
 
 __all__ = [
+    "COMMON_FIELDS",
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
@@ -110,6 +113,7 @@ __all__ = [
     "apply_overrides",
     "build_config",
     "check_registered",
+    "common_field_help",
     "field_help",
     "field_paths",
     "load_config",
@@ -117,5 +121,6 @@ __all__ = [
     "registered_names",
     "renamed_paths",
     "save_config",
+    "starter_yaml",
     "trainer_config_class",
 ]
