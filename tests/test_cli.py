@@ -260,6 +260,61 @@ def test_eval_reports_accuracy_and_pass_at_k(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["num_problems"] == 4 and report["task"] == "addition"
     assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["pass@2"] <= 1.0
+    # The same problems scored by the configured 'task' reward: the same greedy accuracy.
+    assert main([*args[:5], "--reward_funcs", "[task]", "--num-problems", "4", "--max-new-tokens", "4"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["data"] == "task:addition" and scored["rewards"] == ["task"] and scored["num_problems"] == 4
+    assert scored["accuracy"] == report["accuracy"] and scored["threshold"] == 1.0
+
+
+def test_eval_scores_your_data_with_the_configured_rewards(tiny_model_dir, tmp_path, capsys):
+    rows = [{"prompt": p, "target": t} for p, t in [("ab", "a"), ("cd", "c"), ("ef", "e"), ("gh", "h")]]
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"prompt": "zz", "target": "z"}) + "\n")
+    rewards = tmp_path / "my_rewards.py"
+    rewards.write_text(
+        "def has_target(prompts, completions, target, **kw):\n"
+        "    return [float(t in c) for c, t in zip(completions, target)]\n"
+        "def length(prompts, completions, scale=10, **kw):\n"
+        "    return [len(c) / scale for c in completions]\n"
+    )
+    config = tmp_path / "my.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name_or_path": "/not/the/trained/model", "device": "cpu"},
+                "data": {"path": str(train)},
+                "generation": {"max_new_tokens": 4},
+                "rewards": {"reward_funcs": [f"{rewards}:has_target"]},
+            }
+        )
+    )
+    base = ["eval", "--config", str(config), "--model", str(tiny_model_dir), "--data.path", str(held_out)]
+    assert main([*base, "--k", "3", "--num-problems", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == str(tiny_model_dir) and report["data"] == str(held_out)
+    assert report["rewards"] == ["has_target"] and report["num_problems"] == 3
+    assert report["threshold"] == 1.0 and report["num_samples"] == 3  # 0/1 rewards: solved = reward 1
+    assert 0 <= report["accuracy"] <= report["pass@3"] <= 1 and report["mean_reward"] == report["accuracy"]
+    # weights and reward_kwargs from the command line as from the file; graded rewards: means only
+    assert main([*base, "--reward_funcs", f"[{rewards}:has_target, {rewards}:length]", "--reward_weights",
+                 "[1.0, 0.5]", "--reward_kwargs", f"{{{rewards}:length: {{scale: 4}}}}"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["rewards"] == ["has_target", "length"] and report["num_problems"] == 4
+    assert report["threshold"] is None and "accuracy" not in report
+    means = report["per_function"]
+    assert report["mean_reward"] == pytest.approx(means["has_target"] + 0.5 * means["length"], abs=1e-6)
+    assert main([*base, "--threshold", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
+    # the config's checks come first, and a config without rewards is named before any model loads
+    no_reward = tmp_path / "no_reward.yaml"
+    no_reward.write_text(f"data:\n  path: {held_out}\n")
+    assert main(["eval", "--config", str(no_reward), "--model", str(tiny_model_dir)]) == 2
+    assert "no reward" in capsys.readouterr().err
+    assert main(["eval", "--config", str(no_reward), "--k", "0"]) == 2
+    assert "--k must be >= 1" in capsys.readouterr().err
 
 
 def test_report_command_writes_the_html_report(tmp_path):

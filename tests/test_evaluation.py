@@ -89,3 +89,53 @@ def test_model_mode_restored_and_errors(setup):
     with pytest.raises(ValueError, match="rows is empty"):
         evaluate(model, tok, [], task.check)
     assert torch.is_grad_enabled()
+
+
+def _pipeline(fn, name="score"):
+    from grpokit.rewards import RewardPipeline
+
+    return RewardPipeline([fn], names=[name])
+
+
+def test_pass_fail_rewards_give_the_checkers_accuracy_and_pass_at_k(setup):
+    from grpokit.apps.evaluation import evaluate_rewards
+
+    task, tok, model, rows = setup
+    check = lambda prompt, completion, answer: completion[:1] in "13579" and completion != ""  # noqa: E731
+
+    def odd_first(prompts, completions, answer, **columns):
+        return [float(check(p, c, a)) for p, c, a in zip(prompts, completions, answer)]
+
+    options = dict(k=2, num_samples=4, max_new_tokens=5, batch_size=8, seed=1)
+    expected = evaluate(model, tok, rows, check, **options)
+    out = evaluate_rewards(model, tok, rows, _pipeline(odd_first), **options)
+    # 0/1 rewards: solved is a reward of 1, so the numbers are the checker's
+    assert out["threshold"] == 1.0
+    for key in ("accuracy", "pass@2", "sample_accuracy", "num_samples", "num_problems"):
+        assert out[key] == pytest.approx(expected[key], abs=1e-12), key
+    assert out["mean_reward"] == pytest.approx(expected["accuracy"], abs=1e-12)
+    assert out["sample_mean_reward"] == pytest.approx(expected["sample_accuracy"], abs=1e-12)
+    assert out["per_function"] == {"score": out["mean_reward"]} and out["unscored_fraction"] == 0.0
+
+
+def test_graded_rewards_report_means_and_solved_only_with_a_threshold(setup):
+    from grpokit.apps.evaluation import evaluate_rewards
+
+    task, tok, model, rows = setup
+
+    def length(prompts, completions, **columns):
+        return [len(c) / 10 for c in completions]
+
+    rewards = _pipeline(length, "length")
+    out = evaluate_rewards(model, tok, rows, rewards, k=2, max_new_tokens=5, seed=3)
+    assert out["threshold"] is None and "accuracy" not in out and "pass@2" not in out
+    assert 0 <= out["mean_reward"] <= 0.5 and 0 <= out["sample_mean_reward"] <= 0.5
+    solved = evaluate_rewards(model, tok, rows, rewards, k=2, max_new_tokens=5, seed=3, threshold=0.0)
+    assert solved["accuracy"] == 1.0 and solved["pass@2"] == 1.0  # every reward is >= 0
+    assert solved["mean_reward"] == out["mean_reward"]
+    # a function that never applies: nothing scored, nothing solved, means are null (JSON has no NaN)
+    none = evaluate_rewards(model, tok, rows, _pipeline(lambda p, c, **kw: [None] * len(c)), max_new_tokens=2,
+                            threshold=0.5)  # fmt: skip
+    assert none["mean_reward"] is None and none["unscored_fraction"] == 1.0 and none["accuracy"] == 0.0
+    with pytest.raises(ValueError, match="num_samples \\(2\\) must be >= k \\(3\\)"):
+        evaluate_rewards(model, tok, rows, rewards, k=3, num_samples=2)

@@ -540,25 +540,92 @@ def _merge(argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
+_EVAL_EPILOG = """With a config (--config FILE, or any --FIELD VALUE of grpokit train), the rows of data.path (or
+the held-out problems of data.task) are scored by the config's rewards (rewards.reward_funcs,
+reward_weights, reward_kwargs, reward_model) with its generation settings, as in training:
+
+  grpokit eval --config my.yaml --model runs/RUN/final [--data.path held_out.jsonl] [--k 8]
+
+The JSON summary has the mean reward of the greedy completions (and of the samples when k > 1), each
+function's own mean, and, where "solved" is defined, the solved fraction of the greedy completions
+(accuracy) and pass@k (unbiased estimator, Chen et al. 2021). A completion is solved when its reward is
+>= --threshold; without it, when the rewards are pass/fail (every observed reward 0 or 1), a reward of 1;
+with graded rewards and no --threshold, only the means are reported.
+
+Without a config: a built-in task's held-out problems and its checker (--task, default addition)."""
+
+
 def _eval(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="grpokit eval",
-        description="Accuracy and pass@k of a checkpoint on a built-in task's held-out problems "
-        "(the ones the demo reports).",
+        description="Score a checkpoint on held-out rows: your data with your config's rewards (mean reward,\n"
+        "solved fraction, pass@k), or a built-in task's problems with its checker (accuracy, pass@k).",
+        epilog=_EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --FIELD VALUE config overrides must not be taken for abbreviated options
     )
-    parser.add_argument("--model", required=True, help="checkpoint directory (save_pretrained layout)")
-    parser.add_argument("--task", default="addition", help="built-in task (default: addition)")
-    parser.add_argument("--k", type=int, default=1, help="samples per problem for pass@k (default: 1)")
-    parser.add_argument("--num-problems", type=int, default=200, help="held-out problems (default: 200)")
+    parser.add_argument("--config", default=None, help="a grpokit train config file (the one trained with)")
     parser.add_argument(
-        "--max-new-tokens", type=int, default=None, help="completion budget (default: task's)"
+        "--model", default=None, help="checkpoint directory (save_pretrained layout; default with --config: "
+        "its model.name_or_path, the starting model)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--task", default=None, help="built-in task (default without a config: addition; with one: sets "
+        "data.task and evaluates its held-out problems instead of data.path)",
+    )  # fmt: skip
+    parser.add_argument("--k", type=int, default=1, help="pass@k's k; samples per problem (default: 1)")
+    parser.add_argument(
+        "--num-samples", type=int, default=None, help="samples per problem, >= k (default: k)"
     )
-    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature for k > 1")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    args = parser.parse_args(list(argv))
-    if args.k < 1 or args.num_problems < 1:
-        raise ValueError("--k and --num-problems must be >= 1")
+    parser.add_argument(
+        "--num-problems", type=int, default=None,
+        help="held-out problems (default: every row of data.path, or data.num_eval_problems of data.task; "
+        "without a config: 200)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threshold", type=float, default=None,
+        help="with a config: a completion is solved when its reward is >= this (default: see below)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="completion budget (default: the config's or task's)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature for k > 1 (default: the config's)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="sampling seed (default: the config's seed, or 0)"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the config's, or auto)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="completions per generate call (default: 64)"
+    )
+    args, rest = parser.parse_known_args(list(argv))
+    config_path, overrides, flags = parse_train_args(rest)
+    if args.config is not None:
+        if config_path is not None:
+            raise ValueError(f"two config files given: {config_path!r} and {args.config!r}")
+        config_path = args.config
+    if flags["preset"] is not None:
+        from grpokit.config import preset_path
+
+        if config_path is not None:
+            raise ValueError("give a config file or --preset, not both")
+        config_path = str(preset_path(flags["preset"]))
+    for name in ("k", "num_samples", "num_problems", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.num_samples is not None and args.num_samples < args.k:
+        raise ValueError(f"--num-samples ({args.num_samples}) must be >= --k ({args.k})")
+    if config_path is not None or overrides:
+        return _eval_with_config(args, config_path, overrides)
+    if args.model is None:
+        parser.error("--model is required (or --config FILE, whose model.name_or_path is the default)")
+    if args.threshold is not None:
+        raise ValueError("--threshold applies to rewards (with --config); a task's checker is pass/fail")
     _quiet_libraries()
     import json
 
@@ -568,15 +635,92 @@ def _eval(argv: Sequence[str]) -> int:
     from grpokit.engine.runs import resolve_device
     from grpokit.models.loading import load_model, load_tokenizer
 
-    task = get_task(args.task)
+    task_name = args.task or "addition"
+    task = get_task(task_name)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, device=resolve_device(args.device))
-    rows = held_out_problems(task, args.num_problems)
-    options: dict[str, Any] = {"k": args.k, "seed": args.seed}
+    model = load_model(args.model, device=resolve_device(args.device or "auto"))
+    rows = held_out_problems(task, args.num_problems or 200)
+    options: dict[str, Any] = {"k": args.k, "seed": args.seed or 0, "batch_size": args.batch_size}
+    if args.num_samples is not None:
+        options["num_samples"] = args.num_samples
     if args.max_new_tokens is not None:
         options["max_new_tokens"] = args.max_new_tokens
     if args.temperature is not None:
         options["temperature"] = args.temperature
     result = evaluate(model, tokenizer, rows, task.check, **options)
-    print(json.dumps({"model": args.model, "task": args.task, "num_problems": len(rows), **result}, indent=2))
+    print(json.dumps({"model": args.model, "task": task_name, "num_problems": len(rows), **result}, indent=2))
+    return 0
+
+
+def _eval_with_config(args: argparse.Namespace, config_path: str | None, overrides: dict[str, Any]) -> int:
+    """``grpokit eval`` with a config: the config's held-out rows scored by its rewards; prints JSON."""
+    from pathlib import Path
+
+    from grpokit.config import check_runnable, load_config
+
+    overrides = dict(overrides)
+    if args.task is not None:
+        overrides.update({"data.task": args.task, "data.path": None})
+    if args.model is not None:
+        overrides["model.name_or_path"] = args.model
+    config = load_config(config_path, overrides, cls=None)
+    model_path = config.model.name_or_path
+    if model_path is None:
+        raise ValueError("no model: set --model PATH (the checkpoint to evaluate, e.g. runs/RUN/final)")
+    check_runnable(config)  # prompts and a reward, named before any model loads
+    _quiet_libraries()
+    import json
+
+    from grpokit.apps.evaluation import evaluate_rewards, held_out_rows
+    from grpokit.engine.runs import resolve_device
+    from grpokit.models.loading import load_model, load_tokenizer
+    from grpokit.rewards import RewardPipeline
+    from grpokit.trainers.prompts import screen_prompt_lengths
+
+    problems = None
+    if config.data.path is None and config.data.task is not None:  # the task's held-out (test) problems
+        from grpokit.apps.demo import held_out_problems
+        from grpokit.data.tasks import get_task
+
+        problems = held_out_problems(
+            get_task(config.data.task), args.num_problems or config.data.num_eval_problems
+        )
+    rows = held_out_rows(config, args.num_problems, problems)
+    # A checkpoint saves its tokenizer; a bare model directory may rely on model.tokenizer_name_or_path.
+    has_tokenizer = any(
+        (Path(model_path) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
+    )
+    tokenizer = load_tokenizer(
+        model_path
+        if has_tokenizer or config.model.tokenizer_name_or_path is None
+        else config.model.tokenizer_name_or_path
+    )
+    kept, counts = screen_prompt_lengths(config, tokenizer, rows)  # prompt_truncation: skip drops rows
+    rows = list(kept)
+    if not rows:
+        raise ValueError("every held-out prompt is longer than generation.max_prompt_length")
+    device = resolve_device(args.device or config.model.device)
+    model = load_model(model_path, dtype=config.model.dtype, device=device)
+    gen = config.generation
+    rewards = RewardPipeline.from_config(
+        config.rewards, task=config.data.task, max_new_tokens=gen.max_new_tokens, tokenizer=tokenizer,
+        device=device,
+    )  # fmt: skip
+    result = evaluate_rewards(
+        model, tokenizer, rows, rewards, k=args.k, num_samples=args.num_samples, threshold=args.threshold,
+        temperature=gen.temperature if args.temperature is None else args.temperature, top_p=gen.top_p,
+        top_k=gen.top_k, max_new_tokens=args.max_new_tokens or gen.max_new_tokens,
+        max_prompt_length=gen.max_prompt_length,
+        prompt_truncation="left" if gen.prompt_truncation == "left" else "error",
+        batch_size=args.batch_size, seed=config.seed if args.seed is None else args.seed,
+        prompt_column=config.data.prompt_column,
+    )  # fmt: skip
+    summary = {
+        "model": model_path,
+        "data": config.data.path or f"task:{config.data.task}",
+        "rewards": rewards.names + (["process"] if rewards.process_function is not None else []),
+        **{key: int(value) for key, value in counts.items()},
+        **result,
+    }
+    print(json.dumps(summary, indent=2))
     return 0
