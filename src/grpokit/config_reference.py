@@ -19,7 +19,8 @@ Generated from the config classes by `python -m grpokit.config_reference`; do no
 
 Every field can be set in the YAML file (sections as nested mappings) or on the command line by its name
 or dotted path: `grpokit train config.yaml --beta 0.04 --generation.temperature 0.9`. Unknown fields
-are rejected with a suggestion.
+are rejected with a suggestion. `grpokit train --help` shows the fields set first; `grpokit config init
+--trainer grpo > my.yaml` writes a starter file with every field below, commented with the same text.
 """
 
 
