@@ -9,11 +9,14 @@ import pytest
 
 from grpokit.tracking.report import (
     chart_layout,
+    constant_metrics,
     downsample,
+    goal_metric,
     load_run,
     main,
     metric_series,
     render_report,
+    run_header,
     write_report,
 )
 
@@ -104,25 +107,82 @@ def test_chart_layout_groups_by_prefix_known_groups_first():
         "zero_std_group_fraction",
         "completion_length/mean",
         "time/step",
+        "eval/accuracy/teacher_right",
+        "eval/accuracy",
+        "learning_rate",
+        "learning_warmup",
+        "advantages/std",
     ]
     layout = [(c.title, c.labels) for c in chart_layout(keys)]
+    # the order of the algorithm: goal, reward, advantages, policy, lengths, speed and memory
     assert layout == [
+        ("eval", ["accuracy/teacher_right", "accuracy"]),  # every eval/ key on one chart
         ("reward", ["std", "mean"]),
         ("rewards · mean", ["math_verify", "think_answer_format"]),
         ("rewards · std", ["math_verify"]),
-        ("kl", ["kl", "approx_kl"]),
-        ("clip", ["clip_fraction_high", "clip_fraction_low"]),
-        ("entropy", ["entropy"]),
-        ("completion_length", ["mean"]),
+        ("advantages", ["std"]),
         ("zero_std", ["zero_std_group_fraction"]),
-        ("tokens_per_second", ["generation"]),
-        ("memory", ["peak_rss_mb"]),
-        ("time", ["step"]),
+        ("ratio", ["ratio_min", "ratio_max"]),
+        ("clip", ["clip_fraction_high", "clip_fraction_low"]),
+        ("kl", ["kl", "approx_kl"]),
+        ("entropy", ["entropy"]),
         ("loss", ["loss", "policy_loss"]),
-        ("grad_norm", ["grad_norm"]),  # a lone first word: its own chart
-        ("ratio", ["ratio_min", "ratio_max"]),  # a shared first word: one chart
-        ("zeta", ["custom"]),
+        ("grad_norm", ["grad_norm"]),
+        ("completion_length", ["mean"]),
+        ("tokens_per_second", ["generation"]),
+        ("time", ["step"]),
+        ("memory", ["peak_rss_mb"]),
+        ("learning", ["learning_rate", "learning_warmup"]),  # a shared first word: one chart
+        ("zeta", ["custom"]),  # unknown groups last, alphabetically
     ]
+
+
+def test_chart_layout_places_classic_rl_update_metrics_like_their_language_model_names():
+    keys = [
+        "episode/return_mean",
+        "train/kl",
+        "train/clip_fraction",
+        "train/faults/nonfinite_skipped",
+        "time/wall_s",
+    ]
+    layout = [(c.title, c.labels) for c in chart_layout(keys)]
+    assert layout == [
+        ("episode", ["return_mean"]),
+        ("clip", ["train/clip_fraction"]),
+        ("kl", ["train/kl"]),
+        ("time", ["wall_s"]),
+        ("faults", ["train/faults/nonfinite_skipped"]),
+    ]
+
+
+def test_constant_metrics_are_exactly_equal_at_every_logged_step():
+    nan = float("nan")
+    rows = [
+        {
+            "step": 1,
+            "clip": 0.0,
+            "ratio": 1.0,
+            "nan": nan,
+            "ulp": 0.1,
+            "once": 3.0,
+            "gap": 1.0,
+            "inf": math.inf,
+        },
+        {
+            "step": 2,
+            "clip": 0.0,
+            "ratio": 1,
+            "nan": nan,
+            "ulp": math.nextafter(0.1, 1),
+            "gap": nan,
+            "inf": nan,
+        },
+        {"step": 3, "clip": 0.0, "ratio": 1.0, "ulp": 0.1, "gap": 1.0},
+    ]
+    constant = constant_metrics(rows)
+    assert list(constant) == ["clip", "ratio", "nan"]  # NaN equals NaN; one ulp, a NaN gap, inf vs NaN do not
+    assert constant["clip"] == 0.0 and constant["ratio"] == 1.0 and math.isnan(constant["nan"])
+    assert "once" not in constant  # a single value is not "constant over the run"
 
 
 def test_downsample_keeps_extremes_and_gaps():
@@ -204,11 +264,18 @@ def test_report_data_charts_summary_and_environment(tmp_path):
     assert info["environment"] == {"torch": "2.13.0"}
     assert info["environment_source"] == "recorded by the training run (environment.json)"
     assert info["summary"]["final"] == {"reward/mean": 0.75, "kl": 0.125, "time/step": 2.0}
-    assert info["summary"]["headline"] == [
-        ["reward/mean (last)", 0.75],
-        ["reward/mean (max)", 0.75],
-        ["kl (last)", 0.125],
-    ]
+    assert info["header"]["goal"] == {
+        "key": "reward/mean",
+        "label": "mean reward",
+        "before": 0.25,
+        "after": 0.75,
+        "how": "step 0 → step 2",
+        "points": 3,
+    }
+    assert info["header"]["trained"] == []  # not a trainer's config: nothing to say
+    assert info["header"]["warnings"] == ["non-finite values (NaN or inf) logged: kl (1 step)"]
+    assert data["constant"] == []
+    assert [s["key"] for s in data["goal_chart"]["series"]] == ["reward/mean"]
     assert (info["summary"]["first_step"], info["summary"]["last_step"], info["summary"]["rows"]) == (
         0.0,
         2.0,
@@ -332,3 +399,158 @@ def test_other_sample_fields_are_kept(tmp_path):
     ((group,),) = page_data(render_report([load_run(run)]))["runs"][0]["samples"]["groups"].values()
     assert group["extras"] == {"truncated": [False, True], "lengths": [3.0, None]}
     assert group["info"] == {"answer": "72", "meta": '{"source": "gsm8k"}'}
+
+
+LM_CONFIG = """
+max_steps: 4
+model: {name_or_path: Qwen/Qwen2.5-0.5B-Instruct, dtype: bfloat16, lora: {r: 16}}
+data: {path: data/gsm8k.jsonl, task: null, prompts_per_step: 8}
+generation: {max_new_tokens: 256, temperature: 1.0}
+rewards: {reward_funcs: [math_verify, think_format], reward_weights: [1.0, 0.2], reward_model: null}
+optim: {learning_rate: 1.0e-06, lr_scheduler: constant}
+trainer: grpo
+algorithm: {loss_type: dapo, advantage_estimator: grpo, num_generations: 8, beta: 0.04, epsilon_low: 0.2,
+  epsilon_high: 0.28, num_iterations: 1}
+"""
+
+
+def lm_row(step, **extra):
+    return {
+        "step": step,
+        "reward/mean": 0.1 * step,
+        "rewards/math_verify/failures": 0.0,
+        "rewards/unscored_fraction": 0.0,
+        "completions/truncated_fraction": 0.25,
+        "clip_fraction": 0.0,
+        "ratio_mean": 1.0,
+        "faults/nonfinite_skipped": 0.0,
+        "time/step": 30.0,
+        "throughput/generate_tokens_per_s": 1000.0 * step,
+        "throughput/train_tokens_per_s": 4000.0,
+        "memory/peak_rss_mb": 1500.0 + step,
+        "memory/peak_cuda_mb": 20000.0,
+        **extra,
+    }
+
+
+def test_header_of_a_language_model_run_with_held_out_accuracy(tmp_path):
+    rows = [lm_row(s) for s in range(1, 5)]
+    rows[1]["rewards/math_verify/failures"] = 3.0
+    rows[2]["faults/nonfinite_skipped"] = 1.0
+    rows += [{"step": 2, "eval/accuracy": 0.5}, {"step": 4, "eval/accuracy": 0.7}]
+    run = make_run(tmp_path / "run", metrics=rows, config=LM_CONFIG)
+    # the demo measures accuracy before training (step 0) in demo_summary.json only
+    curve = [{"step": 0, "accuracy": 0.25}, {"step": 2, "accuracy": 0.5}, {"step": 4, "accuracy": 0.7}]
+    (run / "demo_summary.json").write_text(json.dumps({"curve": curve, "gain": 0.45}))
+    header = run_header(load_run(run))
+    assert header["trained"] == [
+        ["model", "Qwen/Qwen2.5-0.5B-Instruct, LoRA r = 16, bfloat16"],
+        ["data", "data/gsm8k.jsonl"],
+        ["rewards", "math_verify ×1, think_format ×0.2"],
+        [
+            "trainer",
+            "grpo: loss dapo · G = 8 · 8 prompts/step · lr 1e-06 · β 0.04 · ε_low 0.2 · ε_high 0.28 · "
+            "iterations 1 · max_new_tokens 256 · temperature 1 · 4 steps",
+        ],
+    ]
+    goal = header["goal"]
+    assert (goal["key"], goal["label"], goal["before"], goal["after"]) == (
+        "eval/accuracy",
+        "held-out accuracy",
+        0.25,
+        0.7,
+    )
+    assert goal["how"] == "step 0 → step 4"
+    assert header["facts"] == [
+        ["training time", "2 min 0 s (4 steps)"],
+        ["speed (median step)", "generation 2.5k tokens/s, update 4.0k tokens/s"],
+        ["peak memory", "RSS 1.5 GB, CUDA 19.5 GB"],
+    ]
+    assert header["warnings"] == [
+        "reward function math_verify failed 3 times at 1 step (first at step 2); those completions got the "
+        "fallback reward (rewards/math_verify/failures)",
+        "1 update skipped for a non-finite loss or gradient at 1 step (first at step 3; faults/nonfinite_skipped)",
+        "25% of completions were cut at max_new_tokens (mean over the run; the last step: 25%); raise it or "
+        "reward shorter answers",
+    ]
+
+    data = page_data(render_report([load_run(run)]))
+    # constant metrics are one line, not charts; a metric that changed once is charted
+    assert data["constant"] == [
+        ["rewards/unscored_fraction", 0.0],
+        ["completions/truncated_fraction", 0.25],
+        ["clip_fraction", 0.0],
+        ["ratio_mean", 1.0],
+        ["time/step", 30.0],
+        ["throughput/train_tokens_per_s", 4000.0],
+        ["memory/peak_cuda_mb", 20000.0],
+    ]
+    charted = {s["key"] for chart in data["charts"] for s in chart["series"]}
+    assert charted.isdisjoint(k for k, _ in data["constant"])
+    assert {"rewards/math_verify/failures", "faults/nonfinite_skipped", "eval/accuracy"} <= charted
+    eval_chart = next(c for c in data["charts"] if c["title"] == "eval")
+    assert eval_chart["series"][0]["x"] == [0, 2, 4]  # the step-0 point of demo_summary.json joins the curve
+    assert data["charts"][0]["title"] == "eval"
+    # the header's chart: the goal and, under it, the training reward
+    assert data["goal_chart"]["title"] == "held-out accuracy and mean reward"
+    assert [s["key"] for s in data["goal_chart"]["series"]] == ["eval/accuracy", "reward/mean"]
+
+
+def test_goal_without_evaluation_is_the_mean_reward_over_the_first_and_last_tenth():
+    rows = [{"step": s, "reward/mean": 0.0 if s <= 10 else 1.0 if s > 90 else 0.5} for s in range(1, 101)]
+    goal = goal_metric(metric_series(rows))
+    assert (goal["key"], goal["before"], goal["after"]) == ("reward/mean", 0.0, 1.0)
+    assert goal["how"] == "mean of steps 1–10 → 91–100"
+    assert goal_metric(metric_series([{"step": 1, "reward/mean": 0.5}])) is None  # one value: no before/after
+    assert goal_metric(metric_series([{"step": 1, "kl": 0.5}, {"step": 2, "kl": 0.6}])) is None
+
+
+def test_header_of_a_classic_rl_run(tmp_path):
+    config = """
+max_steps: 50
+environment: {env: CartPole-v1, tasks: null}
+policy: {hidden_sizes: [64, 64], activation: tanh}
+algorithm: {algorithm: grpo, num_start_states: 8, num_generations: 8, grouping: same_start,
+  advantage_mode: returns_to_go, beta: 0.0, epsilon_low: 0.2, num_iterations: 4}
+optim: {learning_rate: 0.003}
+"""
+    rows = [
+        {
+            "step": s,
+            "episode/return_mean": 20.0 + s,
+            "train/kl": 0.01,
+            "train/faults/nonfinite_skipped": 0.0,
+            "time/wall_s": 2.0 * s,
+            "time/env_steps": 1000.0 * s,
+        }
+        for s in range(1, 6)
+    ]
+    rows += [{"step": 5, "eval/return_mean": 120.0}, {"step": 5, "eval/return_std": 3.0}]
+    run = load_run(make_run(tmp_path / "rl", metrics=rows, config=config))
+    header = run_header(run)
+    assert header["trained"] == [
+        ["environment", "CartPole-v1"],
+        ["policy", "MLP 64×64, tanh"],
+        [
+            "trainer",
+            "rl grpo: B = 8 · G = 8 · grouping same_start · advantages returns_to_go · lr 0.003 · β 0 · ε 0.2 · "
+            "iterations 4 · 50 steps",
+        ],
+    ]
+    # one evaluation only: the goal falls back to the training return
+    goal = header["goal"]
+    assert (goal["key"], goal["before"], goal["after"]) == ("episode/return_mean", 21.0, 25.0)
+    assert header["facts"] == [["training time", "10 s"], ["speed", "500 env steps/s"]]
+    assert header["warnings"] == []
+    data = page_data(render_report([run]))
+    assert [c["title"] for c in data["charts"]] == ["eval", "episode", "time"]
+    assert [k for k, _ in data["constant"]] == ["train/kl", "train/faults/nonfinite_skipped"]
+
+
+def test_compare_charts_a_metric_constant_at_different_values(tmp_path):
+    a = make_run(tmp_path / "a", metrics=[{"step": s, "lr": 1e-6, "clip": 0.0} for s in range(3)])
+    b = make_run(tmp_path / "b", metrics=[{"step": s, "lr": 2e-6, "clip": 0.0} for s in range(3)])
+    data = page_data(render_report([load_run(a), load_run(b)]))
+    assert data["constant"] == [["clip", 0.0]]  # the same in both runs
+    assert [c["title"] for c in data["charts"]] == ["lr"]  # constant in each, but the runs differ
+    assert data["goal_chart"] is None

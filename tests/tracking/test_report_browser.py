@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grpokit.tracking.report import chart_layout, write_report
+from grpokit.tracking.report import chart_layout, constant_metrics, write_report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -35,6 +35,17 @@ COMPLETIONS = [
     "<think>48 + 48 / 2 ... I think 48 * 2 = 96.</think>\n<answer>96</answer>",
     "She sold 72 clips.",
 ]
+
+
+CONSTANT = {
+    "rewards/unscored_fraction": 0.0,
+    "rewards/math_verify/failures": 0.0,
+    "clip_fraction": 0.0,
+    "ratio_mean": 1.0,
+    "loss_mask/token_fraction": 1.0,
+    "optimizer_steps": 1.0,
+    "faults/nonfinite_skipped": 0.0,
+}
 
 
 def make_realistic_run(run_dir: Path, *, steps: int = 120, seed: int = 0, ceiling: float = 0.8) -> Path:
@@ -80,10 +91,14 @@ def make_realistic_run(run_dir: Path, *, steps: int = 120, seed: int = 0, ceilin
                 "time/step": noisy(4.2, 0.3),
                 "loss": noisy(0.0, 0.02),
                 "learning_rate": config["optim"]["lr"] * min(1.0, (step + 1) / 10),
+                **CONSTANT,  # metrics that never move: one line, no chart
             }
             if step == 57:
                 row["kl"] = float("nan")  # a gap in the curve, as a real divergence would leave
             f.write(json.dumps(row) + "\n")
+            if step % 20 == 0 or step == steps - 1:  # held-out accuracy, a row of its own
+                accuracy = 0.1 + (ceiling - 0.1) * (1 - math.exp(-step / 35))
+                f.write(json.dumps({"step": step, "eval/accuracy": round(accuracy, 3)}) + "\n")
     with open(run_dir / "samples.jsonl", "w") as f:
         for step in range(0, steps, 10):
             rewards = [1.2, 1.2, 0.2, 0.0]
@@ -170,9 +185,21 @@ def open_report(driver, path: Path) -> list[dict]:
 CHART_STATS = """
 return Array.from(document.querySelectorAll('#chart-grid .chart-card')).map((card) => ({
   title: card.dataset.chart,
-  drawn: Array.from(card.querySelectorAll('svg.chart path.series'))
+  drawn: Array.from(card.querySelectorAll('svg.chart path.series:not(.raw)'))
     .filter((p) => (p.getAttribute('d') || '').includes('L') && p.getBBox().width > 0).length,
   legend: Array.from(card.querySelectorAll('.legend button')).map((b) => b.textContent),
+  keys: Array.from(card.querySelectorAll('.legend button')).map((b) => b.title),
+}));
+"""
+HEADER = """
+return Array.from(document.querySelectorAll('#run-heads .head')).map((card) => ({
+  name: card.querySelector('.run-name').textContent,
+  trained: Array.from(card.querySelectorAll('.trained dt')).map((t) => t.textContent),
+  goal: card.querySelector('.goal-label') && card.querySelector('.goal-label').textContent,
+  value: card.querySelector('.goal-value') && card.querySelector('.goal-value').textContent,
+  facts: Array.from(card.querySelectorAll('.facts dt')).map((t) => t.textContent),
+  warnings: Array.from(card.querySelectorAll('.warnings li')).map((t) => t.textContent),
+  top: card.getBoundingClientRect().top,
 }));
 """
 
@@ -186,12 +213,42 @@ def test_report_renders_without_errors_and_script_stays_text(browser, tmp_path):
     assert [m for m in messages if m["level"] == "SEVERE"] == []
     assert browser.execute_script("return document.documentElement.dataset.rendered") == "true"
 
-    # every chart drew its lines: one per logged key of the group
-    keys = list(json.loads((run / "metrics.jsonl").read_text().splitlines()[0]))[1:]
-    expected = {chart.title: len(chart.keys) for chart in chart_layout(keys)}
+    # the page opens on the result: what was trained on what, accuracy before -> after, time, memory
+    (head,) = browser.execute_script(HEADER)
+    assert head["name"] == "grpo-gsm8k" and head["top"] < 120
+    assert head["trained"] == ["model", "data", "rewards", "trainer"]
+    assert head["goal"] == "held-out accuracy eval/accuracy · step 0 → step 119"
+    assert head["value"] == "0.1→0.777+0.677"
+    assert head["facts"] == ["training time", "peak memory", "logged"]
+    assert head["warnings"] == ["⚠ non-finite values (NaN or inf) logged: kl (1 step)"]
+    goal_chart = browser.execute_script(
+        "const c = document.querySelector('#run-heads .goal-chart');"
+        "return [c.dataset.chart, c.querySelectorAll('path.series.raw').length,"
+        " c.querySelectorAll('path.series:not(.raw)').length]"
+    )
+    assert goal_chart == [
+        "held-out accuracy and mean reward",
+        1,
+        2,
+    ]  # the reward smoothed, its raw line faint
+
+    # the metrics that never changed are one line, and none of them has a chart
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    constant = constant_metrics(rows)
+    assert list(constant) == ["completion_length/max", *CONSTANT]
+    line = browser.execute_script("return document.getElementById('constant-metrics').textContent")
+    assert line.startswith(
+        "constant over the run: completion_length/max 256 · rewards/unscored_fraction 0 · "
+    )
+    assert [k for k in constant if k in line] == list(constant)
     stats = browser.execute_script(CHART_STATS)
+    assert not {key for s in stats for key in s["keys"]} & set(constant)
+
+    # every other chart drew its lines: one per logged key of the group, in the order of the algorithm
+    keys = [key for key in rows[0] if key != "step" and key not in constant]
+    expected = {chart.title: len(chart.keys) for chart in chart_layout([*keys, "eval/accuracy"])}
     assert {s["title"]: s["drawn"] for s in stats} == expected
-    assert [s["title"] for s in stats][:4] == ["reward", "rewards · mean", "kl", "clip"]
+    assert [s["title"] for s in stats][:6] == ["eval", "reward", "rewards · mean", "zero_std", "clip", "kl"]
 
     # the <script> in a completion is shown as text and never ran
     assert browser.execute_script("return window.__pwned") is None
@@ -244,15 +301,25 @@ def test_step_picker_hover_and_legend(browser, tmp_path):
     )
     assert XSS not in shown and COMPLETIONS[3] in shown  # step 20 holds the plain completions
 
-    overlay = browser.find_element("css selector", "#chart-grid .chart-card svg.chart .overlay")
+    overlay = browser.find_element(
+        "css selector", "#chart-grid .chart-card[data-chart=reward] svg.chart .overlay"
+    )
     ActionChains(browser).move_to_element(overlay).perform()
     tooltip = browser.execute_script(
         "const t = document.querySelector('.tooltip:not([hidden])'); return t && t.textContent"
     )
     assert tooltip is not None and tooltip.startswith("step ") and "mean: " in tooltip
+    assert "(smoothed " in tooltip  # smoothing is on from the start
 
-    reward_card = "document.querySelector('#chart-grid .chart-card')"
+    reward_card = "document.querySelector('#chart-grid .chart-card[data-chart=reward]')"
     browser.execute_script(f"{reward_card}.querySelector('.legend button').click()")
+    assert (
+        browser.execute_script(f"return {reward_card}.querySelectorAll('path.series:not(.raw)').length") == 1
+    )
+    # with the slider at 0 only the raw line is drawn
+    browser.execute_script(
+        "const s = document.getElementById('smoothing'); s.value = '0'; s.dispatchEvent(new Event('input'))"
+    )
     assert browser.execute_script(f"return {reward_card}.querySelectorAll('path.series').length") == 1
 
 
@@ -265,6 +332,11 @@ def test_compare_overlays_runs_with_a_legend(browser, tmp_path):
     stats = {s["title"]: s for s in browser.execute_script(CHART_STATS)}
     assert stats["kl"]["drawn"] == 2 and stats["kl"]["legend"] == ["lr-1e-6", "lr-2e-6"]
     assert stats["reward"]["legend"] == ["mean · lr-1e-6", "std · lr-1e-6", "mean · lr-2e-6", "std · lr-2e-6"]
+    heads = browser.execute_script(HEADER)
+    assert [h["name"] for h in heads] == ["lr-1e-6", "lr-2e-6"]
+    assert all(h["goal"].startswith("held-out accuracy") for h in heads)
+    line = browser.execute_script("return document.getElementById('constant-metrics').textContent")
+    assert line.startswith("constant over every run: ") and "ratio_mean 1" in line
     differing = browser.execute_script(
         "return Array.from(document.querySelectorAll('#config-view tr.diff th')).map((t) => t.textContent)"
     )
@@ -278,6 +350,8 @@ def test_empty_flat_and_single_point_runs_render(browser, tmp_path):
     assert [m for m in messages if m["level"] == "SEVERE"] == []
     texts = browser.execute_script("return document.querySelector('main').innerText")
     assert "no numeric metrics logged" in texts and "no samples logged" in texts
+    assert "no goal metric" in texts
+    assert browser.execute_script("return document.getElementById('constant-metrics').hidden")
 
     odd = tmp_path / "odd"
     odd.mkdir()

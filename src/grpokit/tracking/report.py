@@ -1,4 +1,5 @@
-"""The run report: one self-contained HTML file with the curves, the sampled groups, the config and versions.
+"""The run report: one self-contained HTML file that opens on the result, then the curves, the sampled
+groups, the config and versions.
 
 ``write_report(run_dir)`` reads what a training run left in its directory::
 
@@ -6,11 +7,17 @@
     RUN_DIR/metrics.jsonl      {"step": 3, "reward/mean": 0.41, "kl": 0.002, ...} per training step
     RUN_DIR/samples.jsonl      {"step": 3, "prompt": ..., "completions": [G], "rewards": [G], "advantages": [G]}
     RUN_DIR/environment.json   optional: library versions at training time
+    RUN_DIR/demo_summary.json  optional (``grpokit train`` demo): held-out accuracy before and after
 
-and writes ``RUN_DIR/report.html``: every numeric metric as a curve (one chart per metric group, the
-prefix before the first ``/``), a per-step browser of the sampled groups (the G completions of each
-prompt side by side with reward and advantage, best and worst marked), the config and the environment.
-With ``other_runs`` the same charts overlay several runs on shared axes (``grpokit compare``).
+and writes ``RUN_DIR/report.html``. Its header says what was trained on what (model, data, rewards,
+trainer and key settings, from the config), the goal metric before -> after (held-out accuracy when the
+run evaluated, else the mean reward or episode return, averaged over the first and the last steps), the
+training time, speed, peak memory and warnings (reward failures, skipped non-finite updates, truncated
+completions). Below it: every metric that changed as a curve (one chart per metric group, the prefix before
+the first ``/``, in the order of the algorithm: reward, advantages, policy, lengths, speed and memory),
+the metrics that never changed on one line, a per-step browser of the sampled groups (the G completions of
+each prompt side by side with reward and advantage, best and worst marked), the config and the
+environment. With ``other_runs`` the same charts overlay several runs on shared axes (``grpokit compare``).
 
 The file needs no network and no other file: the data is one inline JSON block and the charts are drawn
 as SVG by a small inline script. Reading is forgiving, because a report is most wanted for runs that went
@@ -47,35 +54,64 @@ __all__ = [
     "Chart",
     "RunData",
     "chart_layout",
+    "constant_metrics",
     "current_environment",
     "downsample",
+    "goal_metric",
     "load_run",
     "main",
     "metric_series",
     "render_report",
+    "run_header",
     "write_report",
 ]
 
-# Charts of these groups come first, in this order; any other group follows alphabetically.
+# Charts of these groups come first, in this order (the order of the algorithm: the goal and the reward,
+# the advantages and the groups that carry no signal, the policy update, lengths, then speed and memory);
+# any other group follows alphabetically.
 KNOWN_GROUPS = (
+    "eval",
     "reward",
     "rewards",
+    "episode",
     "advantages",
-    "kl",
-    "clip",
-    "entropy",
-    "completion_length",
-    "completions",
     "zero_std",
     "groups",
+    "dynamic_sampling",
+    "ratio",
+    "clip",
+    "kl",
+    "entropy",
+    "loss",
+    "value",
+    "explained_variance",
+    "grad_norm",
+    "lr",
+    "completion_length",
+    "completions",
+    "loss_mask",
+    "logprobs",
+    "rollout_is",
     "throughput",
     "tokens",
-    "memory",
     "time",
-    "loss",
+    "memory",
+    "weight_sync",
+    "faults",
+    "data",
 )
-# Headline numbers of the summary card, when the run logged them.
-_HEADLINE = (("reward/mean", "last"), ("reward/mean", "max"), ("kl", "last"), ("entropy", "last"))
+# The goal metric of the header, the first of these a run logged at two steps or more: held-out
+# accuracy (language-model runs that evaluate), evaluation return (classic RL), else the training reward.
+GOAL_METRICS = (
+    ("eval/accuracy", "held-out accuracy"),
+    ("eval/return_mean", "evaluation return"),
+    ("reward/mean", "mean reward"),
+    ("episode/return_mean", "mean episode return"),
+)
+# The training curve drawn under an evaluation goal in the header (smoothed, the raw values faint).
+_GOAL_COMPANIONS = {"eval/accuracy": "reward/mean", "eval/return_mean": "episode/return_mean"}
+# Completions cut at max_new_tokens above this share (mean over the run) are a warning in the header.
+TRUNCATION_WARNING = 0.1
 _MAX_NOTES = 20
 
 
@@ -91,6 +127,7 @@ class RunData:
     environment: dict[str, Any]
     environment_source: str
     notes: list[str] = field(default_factory=list)
+    demo_summary: dict[str, Any] | None = None  # demo_summary.json of a ``grpokit train`` demo run
 
 
 @dataclass
@@ -117,6 +154,7 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
     metrics = [row for _, row in _read_jsonl(path / "metrics.jsonl", notes)]
     samples = _read_jsonl(path / "samples.jsonl", notes)
     environment, source = _read_environment(path / "environment.json", notes)
+    demo_summary = _read_demo_summary(path / "demo_summary.json", notes)
     return RunData(
         path=path,
         name=path.resolve().name,
@@ -126,6 +164,7 @@ def load_run(run_dir: str | os.PathLike) -> RunData:
         environment=environment,
         environment_source=source,
         notes=notes,
+        demo_summary=demo_summary,
     )
 
 
@@ -187,6 +226,20 @@ def _read_environment(path: Path, notes: list[str]) -> tuple[dict[str, Any], str
     )
 
 
+def _read_demo_summary(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as err:
+        notes.append(f"demo_summary.json is not valid JSON ({err.msg}); ignored")
+        return None
+    if not isinstance(summary, dict):
+        notes.append("demo_summary.json is not a JSON object; ignored")
+        return None
+    return summary
+
+
 def current_environment() -> dict[str, str]:
     """Python, platform and the versions of the libraries a grpokit run depends on, in this process."""
     environment = {"python": platform.python_version(), "platform": platform.platform()}
@@ -223,27 +276,47 @@ def metric_series(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float]
     for that step (metrics logged every k steps stay connected); a NaN or inf value is kept as ``None``,
     a gap in the curve. Keys that never hold a number are left out.
     """
-    by_step: dict[float, dict[str, Any]] = {}
+    series: dict[str, tuple[list[float], list[float | None]]] = {}
+    for key, (xs, values) in _raw_series(rows).items():
+        series[key] = (xs, [value if math.isfinite(value) else None for value in values])
+    return series
+
+
+def _raw_series(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """:func:`metric_series` with the non-finite values kept as they were logged (NaN, inf, -inf)."""
+    by_step: dict[float, dict[str, float]] = {}
     order: dict[str, None] = {}
     for index, row in enumerate(rows):
         step = _number(row.get("step"))
         step = float(index) if step is None or not math.isfinite(step) else step
         merged = by_step.setdefault(step, {})
         for key, value in row.items():
-            if key != "step" and _number(value) is not None:
-                merged[key] = value
+            number = _number(value)
+            if key != "step" and number is not None:
+                merged[key] = number
                 order.setdefault(key, None)
     steps = sorted(by_step)
-    series: dict[str, tuple[list[float], list[float | None]]] = {}
+    series: dict[str, tuple[list[float], list[float]]] = {}
     for key in order:
-        xs, ys = [], []
-        for step in steps:
-            value = _number(by_step[step].get(key))
-            if value is not None:
-                xs.append(step)
-                ys.append(value if math.isfinite(value) else None)
-        series[key] = (xs, ys)
+        xs = [step for step in steps if key in by_step[step]]
+        series[key] = (xs, [by_step[step][key] for step in xs])
     return series
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal, with NaN equal to NaN."""
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def constant_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The metrics logged at two steps or more whose every value is the same (NaN counts as equal to NaN),
+    ``key -> value``, in first-logged order: the report lists them on one line instead of drawing a flat
+    chart each. A metric with a single value, or one that varies by one ulp, is not constant."""
+    out = {}
+    for key, (_, values) in _raw_series(rows).items():
+        if len(values) > 1 and all(_same(v, values[0]) for v in values[1:]):
+            out[key] = values[0]
+    return out
 
 
 def _group_of(segment: str) -> str | None:
@@ -262,15 +335,21 @@ def chart_layout(keys: Iterable[str]) -> list[Chart]:
       any key of three or more segments (chart = first and last segment, label = the middle);
     - a key without ``/`` joins its known group (``kl``; ``clip_fraction_low`` in ``clip``; ``policy_loss``
       in ``loss``), else the keys sharing its first ``_`` word (``ratio_min``, ``ratio_max`` in
-      ``ratio``), else it has its own chart; it is labelled by the whole key.
+      ``ratio``), else it has its own chart; it is labelled by the whole key;
+    - ``train/<key>`` (the update's metrics of a classic-RL run) is placed as ``<key>`` would be and
+      labelled by the whole key (``train/kl`` on chart ``kl``);
+    - every ``eval/...`` key is on chart ``eval``, labelled by the rest of the key.
     """
     keys = list(keys)
+    placed = {
+        key: key[len("train/") :] if key.startswith("train/") and key != "train/" else key for key in keys
+    }
     words: dict[str, int] = {}
-    for key in keys:
+    for key in placed.values():
         if "/" not in key and _group_of(key) is None:
             words[key.split("_")[0]] = words.get(key.split("_")[0], 0) + 1
     charts: dict[tuple[str, str], Chart] = {}
-    for key in keys:
+    for original, key in placed.items():
         parts = key.split("/")
         if len(parts) == 1:
             word = key.split("_")[0]
@@ -278,12 +357,16 @@ def chart_layout(keys: Iterable[str]) -> list[Chart]:
             title, label = group, key
         else:
             group = _group_of(parts[0]) or parts[0]
-            if len(parts) == 2:
+            if group == "eval":  # one chart of the evaluation: eval/accuracy, eval/accuracy/teacher_right
+                title, label = "eval", "/".join(parts[1:])
+            elif len(parts) == 2:
                 title, label = parts[0], parts[1]
             else:
                 title, label = f"{parts[0]} · {parts[-1]}", "/".join(parts[1:-1])
+        if original != key:
+            label = original
         chart = charts.setdefault((group, title), Chart(group=group, title=title, keys=[], labels=[]))
-        chart.keys.append(key)
+        chart.keys.append(original)
         chart.labels.append(label)
 
     def rank(chart: Chart) -> tuple[int, str, str]:
@@ -327,18 +410,319 @@ def _summary(run: RunData, series: dict[str, tuple[list[float], list[float | Non
         finite = [y for y in ys if y is not None]
         if finite:
             final[key] = finite[-1]
-    headline = []
-    for key, how in _HEADLINE:
-        finite = [y for y in series.get(key, ([], []))[1] if y is not None]
-        if finite:
-            headline.append([f"{key} ({how})", finite[-1] if how == "last" else max(finite)])
     steps = sorted({x for xs, _ in series.values() for x in xs})
     return {
         "rows": len(run.metrics),
         "first_step": steps[0] if steps else None,
         "last_step": steps[-1] if steps else None,
         "final": final,
-        "headline": headline,
+    }
+
+
+def _metric_rows(run: RunData) -> list[dict[str, Any]]:
+    """The metrics rows, plus the points of the demo's accuracy curve (``demo_summary.json``) that
+    ``metrics.jsonl`` lacks: the demo measures held-out accuracy before training (step 0) but logs only the
+    measurements during training."""
+    rows = list(run.metrics)
+    curve = (run.demo_summary or {}).get("curve")
+    if not isinstance(curve, list):
+        return rows
+    logged = set()
+    for row in rows:
+        step = _number(row.get("step"))
+        if step is not None and "eval/accuracy" in row:
+            logged.add(step)
+    for point in curve:
+        step = _number(point.get("step")) if isinstance(point, dict) else None
+        if step is None or not math.isfinite(step) or step in logged:
+            continue
+        values = {f"eval/{k}": v for k, v in point.items() if k != "step" and _number(v) is not None}
+        if values:
+            rows.append({"step": point["step"], **values})
+    return rows
+
+
+Series = dict[str, tuple[list[float], list[float | None]]]
+
+
+def _finite(series: Series, key: str) -> list[tuple[float, float]]:
+    xs, ys = series.get(key, ([], []))
+    return [(x, y) for x, y in zip(xs, ys) if y is not None]
+
+
+def _step_text(step: float) -> str:
+    return _step_key(step) if math.isfinite(step) else str(step)
+
+
+def goal_metric(series: Series) -> dict[str, Any] | None:
+    """The number the run exists for, before and after: the first of :data:`GOAL_METRICS` with finite
+    values at two steps or more, or None.
+
+    An evaluation metric (``eval/...``) is compared first against last measurement. A training curve is
+    noisy, so its before and after are the means of its first and last ``n`` values (a tenth of the run,
+    1 to 50 steps).
+    """
+    for key, label in GOAL_METRICS:
+        points = _finite(series, key)
+        if len(points) < 2:
+            continue
+        n = 1 if key.startswith("eval/") else max(1, min(50, len(points) // 10))
+        head, tail = points[:n], points[-n:]
+        if n == 1:
+            how = f"step {_step_text(head[0][0])} → step {_step_text(tail[0][0])}"
+        else:
+            how = (
+                f"mean of steps {_step_text(head[0][0])}–{_step_text(head[-1][0])} → "
+                f"{_step_text(tail[0][0])}–{_step_text(tail[-1][0])}"
+            )
+        return {
+            "key": key,
+            "label": label,
+            "before": sum(y for _, y in head) / n,
+            "after": sum(y for _, y in tail) / n,
+            "how": how,
+            "points": len(points),
+        }
+    return None
+
+
+def _get(config: dict[str, Any], path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _plain(value: Any) -> str:
+    """A config value as a short text: ``0.0003``, ``1e-06``, ``True``, ``a, b``."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
+def _settings(config: dict[str, Any], spec: Sequence[tuple[str, str]]) -> list[str]:
+    """``label value`` for each config path of ``spec`` that is set (``{}`` in the label: the value)."""
+    out = []
+    for path, label in spec:
+        value = _get(config, path)
+        if value is None or value == [] or value == {} or _UNREMARKABLE.get(path) == value:
+            continue
+        out.append(label.format(_plain(value)) if "{}" in label else f"{label} {_plain(value)}")
+    return out
+
+
+_LM_SETTINGS = (
+    ("algorithm.loss_type", "loss"),
+    ("algorithm.advantage_estimator", "advantages"),
+    ("algorithm.num_generations", "G = {}"),
+    ("data.prompts_per_step", "{} prompts/step"),
+    ("optim.learning_rate", "lr"),
+    ("optim.lr_scheduler", "{}"),
+    ("algorithm.beta", "β"),
+    ("algorithm.epsilon_low", "ε_low"),
+    ("algorithm.epsilon_high", "ε_high"),
+    ("algorithm.num_iterations", "iterations"),
+    ("generation.max_new_tokens", "max_new_tokens"),
+    ("generation.temperature", "temperature"),
+    ("max_steps", "{} steps"),
+)
+_RL_SETTINGS = (
+    ("algorithm.num_start_states", "B = {}"),
+    ("algorithm.num_generations", "G = {}"),
+    ("algorithm.grouping", "grouping"),
+    ("algorithm.advantage_mode", "advantages"),
+    ("optim.learning_rate", "lr"),
+    ("algorithm.beta", "β"),
+    ("algorithm.epsilon_low", "ε"),
+    ("algorithm.num_iterations", "iterations"),
+    ("max_steps", "{} steps"),
+)
+# Settings left out of the trainer line at these values (the usual ones).
+_UNREMARKABLE = {"algorithm.advantage_estimator": "grpo", "optim.lr_scheduler": "constant"}
+
+
+def _trained(config: Any) -> list[list[str]]:
+    """What was trained on what: model, data, rewards, trainer and its key settings, from the config."""
+    if not isinstance(config, dict):
+        return []
+    rows = []
+    if isinstance(config.get("environment"), dict) and "model" not in config:  # classic RL (grpokit.rl)
+        env = _get(config, "environment.env")
+        tasks = _get(config, "environment.tasks")
+        rows.append(
+            ["environment", _plain(env) + (f", {len(tasks)} tasks" if isinstance(tasks, list) else "")]
+        )
+        sizes = _get(config, "policy.hidden_sizes")
+        if isinstance(sizes, list):
+            activation = _get(config, "policy.activation")
+            rows.append(
+                ["policy", "MLP " + "×".join(map(str, sizes)) + (f", {activation}" if activation else "")]
+            )
+        algorithm = _get(config, "algorithm.algorithm") or "?"
+        rows.append(["trainer", f"rl {algorithm}: " + " · ".join(_settings(config, _RL_SETTINGS))])
+        return rows
+    if not any(section in config for section in ("model", "data", "rewards", "trainer")):
+        return []  # not a trainer's config
+    model = _get(config, "model.name_or_path")
+    text = "(none)" if model is None else str(model)
+    demo = config.get("demo")
+    if isinstance(demo, dict):
+        text = (
+            f"demo {demo.get('architecture', 'model')} (hidden size {demo.get('hidden_size', '?')}, "
+            f"{demo.get('num_layers', '?')} layers), warm-started by imitation: {text}"
+        )
+    lora = _get(config, "model.lora.r")
+    if isinstance(lora, int) and lora > 0:
+        text += f", LoRA r = {lora}"
+    dtype = _get(config, "model.dtype")
+    if dtype not in (None, "float32"):
+        text += f", {dtype}"
+    rows.append(["model", text])
+    data = _get(config, "data.path")
+    task = _get(config, "data.task")
+    rows.append(["data", str(data) if data is not None else f"task {task}" if task is not None else "(none)"])
+    funcs = _get(config, "rewards.reward_funcs")
+    weights = _get(config, "rewards.reward_weights")
+    rewards = []
+    if isinstance(funcs, list):
+        if isinstance(weights, list) and len(weights) == len(funcs) and any(w != 1 for w in weights):
+            rewards = [f"{f} ×{_plain(w)}" for f, w in zip(funcs, weights)]
+        else:
+            rewards = [str(f) for f in funcs]
+    for path, label in (("rewards.reward_model", "reward model"), ("rewards.process_reward_func", "process")):
+        if _get(config, path):
+            rewards.append(f"{label} {_get(config, path)}")
+    rows.append(["rewards", ", ".join(rewards) or "(none)"])
+    trainer = config.get("trainer")
+    settings = " · ".join(_settings(config, _LM_SETTINGS))
+    rows.append(["trainer", f"{trainer or '?'}: {settings}" if settings else str(trainer or "?")])
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def _count(value: float) -> str:
+    """``850``, ``17.0k``, ``2.3M``."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.0f}"
+
+
+def _megabytes(value: float) -> str:
+    return f"{value / 1024:.1f} GB" if value >= 1024 else f"{value:.0f} MB"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _facts(series: Series) -> list[list[str]]:
+    """Training time, speed and peak memory, as far as the run logged them."""
+    facts = []
+    step_times = [y for _, y in _finite(series, "time/step")]
+    wall = _finite(series, "time/wall_s")  # classic RL: seconds since the start
+    if step_times:
+        facts.append(["training time", f"{_duration(sum(step_times))} ({len(step_times)} steps)"])
+    elif wall:
+        facts.append(["training time", _duration(wall[-1][1])])
+    speed = []
+    for key, what in (
+        ("throughput/generate_tokens_per_s", "generation"),
+        ("throughput/train_tokens_per_s", "update"),
+    ):
+        values = [y for _, y in _finite(series, key)]
+        if values:
+            speed.append(f"{what} {_count(_median(values))} tokens/s")
+    env_steps = _finite(series, "time/env_steps")
+    if env_steps and wall and wall[-1][1] > 0:
+        speed.append(f"{_count(env_steps[-1][1] / wall[-1][1])} env steps/s")
+    if speed:
+        facts.append(
+            ["speed" + (" (median step)" if len(speed) > 1 or "tokens" in speed[0] else ""), ", ".join(speed)]
+        )
+    memory = []
+    for key, what in (("memory/peak_rss_mb", "RSS"), ("memory/peak_cuda_mb", "CUDA")):
+        values = [y for _, y in _finite(series, key)]
+        if values:
+            memory.append(f"{what} {_megabytes(max(values))}")
+    if memory:
+        facts.append(["peak memory", ", ".join(memory)])
+    return facts
+
+
+def _plural(n: float, word: str) -> str:
+    return f"{n:g} {word}" + ("" if n == 1 else "s")
+
+
+def _warnings(series: Series) -> list[str]:
+    """One short line per problem the run logged: reward failures, skipped non-finite updates, many
+    truncated completions, unscored completions, non-finite metric values. None: an empty list."""
+    out = []
+    for key in series:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "rewards" and parts[2] == "failures":
+            points = [(x, y) for x, y in _finite(series, key) if y > 0]
+            if points:
+                total = sum(y for _, y in points)
+                out.append(
+                    f"reward function {parts[1]} failed {_plural(total, 'time')} at "
+                    f"{_plural(len(points), 'step')} (first at step {_step_text(points[0][0])}); "
+                    f"those completions got the fallback reward ({key})"
+                )
+    for key in ("faults/nonfinite_skipped", "train/faults/nonfinite_skipped"):
+        points = [(x, y) for x, y in _finite(series, key) if y > 0]
+        if points:
+            total = sum(y for _, y in points)
+            out.append(
+                f"{_plural(total, 'update')} skipped for a non-finite loss or gradient at "
+                f"{_plural(len(points), 'step')} (first at step {_step_text(points[0][0])}; {key})"
+            )
+    truncated = [y for _, y in _finite(series, "completions/truncated_fraction")]
+    if truncated and sum(truncated) / len(truncated) > TRUNCATION_WARNING:
+        out.append(
+            f"{sum(truncated) / len(truncated):.0%} of completions were cut at max_new_tokens "
+            f"(mean over the run; the last step: {truncated[-1]:.0%}); raise it or reward shorter answers"
+        )
+    unscored = [y for _, y in _finite(series, "rewards/unscored_fraction")]
+    if unscored and max(unscored) > 0:
+        out.append(
+            f"{sum(unscored) / len(unscored):.1%} of completions were unscored (every reward function "
+            "returned None) and left out of the loss (rewards/unscored_fraction)"
+        )
+    gaps = [(key, sum(y is None for y in ys)) for key, (_, ys) in series.items()]
+    gaps = [(key, n) for key, n in gaps if n]
+    if gaps:
+        listed = ", ".join(f"{key} ({_plural(n, 'step')})" for key, n in gaps[:5])
+        more = f" and {len(gaps) - 5} more metrics" if len(gaps) > 5 else ""
+        out.append(f"non-finite values (NaN or inf) logged: {listed}{more}")
+    return out
+
+
+def run_header(run: RunData, series: Series | None = None) -> dict[str, Any]:
+    """The top of a run's report: ``trained`` (what was trained on what, ``[label, text]`` rows from the
+    config), ``goal`` (:func:`goal_metric`), ``facts`` (time, speed, peak memory) and ``warnings``."""
+    series = metric_series(_metric_rows(run)) if series is None else series
+    return {
+        "trained": _trained(run.config),
+        "goal": goal_metric(series),
+        "facts": _facts(series),
+        "warnings": _warnings(series),
     }
 
 
@@ -519,22 +903,46 @@ def render_report(
     if max_sample_steps < 1:
         raise ValueError(f"max_sample_steps must be at least 1, got {max_sample_steps}")
     names = _unique_names([run.path for run in runs])
-    all_series = [metric_series(run.metrics) for run in runs]
+    all_rows = [_metric_rows(run) for run in runs]
+    all_series = [metric_series(rows) for rows in all_rows]
     keys = list(dict.fromkeys(key for series in all_series for key in series))
+    constant = _shared_constants(keys, all_series, [constant_metrics(rows) for rows in all_rows])
+
+    def line(r: int, key: str, label: str) -> dict[str, Any]:
+        xs, ys = downsample(*all_series[r][key], max_points)
+        # "3", not "3.0", and 6 significant digits: the page shows 4, the file stays small
+        return {
+            "id": f"{r}:{key}",
+            "run": r,
+            "key": key,
+            "label": label,
+            "x": [int(x) if x.is_integer() else x for x in xs],
+            "y": [None if y is None else float(f"{y:.6g}") for y in ys],
+        }
+
     charts = []
-    for chart in chart_layout(keys):
-        lines = []
-        for r, series in enumerate(all_series):
-            for key, label in zip(chart.keys, chart.labels):
-                if key in series:
-                    xs, ys = downsample(*series[key], max_points)
-                    # "3", not "3.0", and 6 significant digits: the page shows 4, the file stays small
-                    xs = [int(x) if x.is_integer() else x for x in xs]
-                    ys = [None if y is None else float(f"{y:.6g}") for y in ys]
-                    lines.append({"id": f"{r}:{key}", "run": r, "key": key, "label": label, "x": xs, "y": ys})
+    for chart in chart_layout(key for key in keys if key not in constant):
+        lines = [
+            line(r, key, label)
+            for r, series in enumerate(all_series)
+            for key, label in zip(chart.keys, chart.labels)
+            if key in series
+        ]
         charts.append({"title": chart.title, "group": chart.group, "series": lines})
+    headers = [run_header(run, series) for run, series in zip(runs, all_series)]
+    goal_lines, goal_titles = [], []
+    for r, header in enumerate(headers):
+        if header["goal"]:
+            goal = header["goal"]["key"]
+            goal_lines.append(line(r, goal, goal))
+            goal_titles.append(header["goal"]["label"])
+            companion = _GOAL_COMPANIONS.get(goal)
+            if companion in all_series[r]:
+                goal_lines.append(line(r, companion, companion))
+                goal_titles.append(dict(GOAL_METRICS)[companion])
+    goal_titles = list(dict.fromkeys(goal_titles))
     run_data = []
-    for run, name, series in zip(runs, names, all_series):
+    for run, name, series, header in zip(runs, names, all_series, headers):
         notes = list(run.notes)
         samples = _sample_groups(run, max_sample_steps, max_completion_chars, notes)
         if len(notes) > _MAX_NOTES:
@@ -548,6 +956,7 @@ def render_report(
                 "environment_source": run.environment_source,
                 "notes": notes,
                 "summary": _summary(run, series),
+                "header": header,
                 "samples": samples,
             }
         )
@@ -558,6 +967,12 @@ def render_report(
         "grpokit_version": _grpokit_version(),
         "runs": run_data,
         "charts": charts,
+        "goal_chart": (
+            {"title": " and ".join(goal_titles), "group": "goal", "series": goal_lines}
+            if goal_lines
+            else None
+        ),
+        "constant": [[key, _json_safe(value)] for key, value in constant.items()],
     }
     template = (
         importlib.resources.files("grpokit.tracking").joinpath("report_template.html").read_text("utf-8")
@@ -569,6 +984,20 @@ def render_report(
     csp = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
     page = template.replace("__GRPOKIT_CSP__", csp).replace("__GRPOKIT_TITLE__", html.escape(title))
     return page.replace("__GRPOKIT_DATA__", _script_json(data))
+
+
+def _shared_constants(
+    keys: list[str], all_series: list[Series], constants: list[dict[str, float]]
+) -> dict[str, float]:
+    """The metrics constant in every run that logged them, with the same value in all: listed on one line
+    instead of charted. A metric constant in each run but at different values is charted (the runs differ)."""
+    out = {}
+    for key in keys:
+        values = [c.get(key) for series, c in zip(all_series, constants) if key in series]
+        first = values[0]
+        if first is not None and all(v is not None and _same(v, first) for v in values):
+            out[key] = first
+    return out
 
 
 def _grpokit_version() -> str:
