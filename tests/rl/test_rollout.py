@@ -165,3 +165,15 @@ def test_bad_collector_arguments():
     collector, policy = _cartpole()
     with pytest.raises(ValueError, match="starts is empty"):
         collector.collect(policy, [])
+
+
+def test_reward_threshold_comes_from_the_env_spec():
+    assert EpisodeCollector("CartPole-v1", num_envs=1).reward_threshold == 475.0
+    # Same time limit as registered: the threshold holds; another limit drops it (475 is out of reach in 200).
+    assert EpisodeCollector("CartPole-v1", num_envs=1, max_episode_steps=500).reward_threshold == 475.0
+    assert EpisodeCollector("CartPole-v1", num_envs=1, max_episode_steps=200).reward_threshold is None
+    assert EpisodeCollector("Pendulum-v1", num_envs=1).reward_threshold is None
+    assert EpisodeCollector("grpokit/CueTasks-v0", num_envs=1).reward_threshold is None
+    # A factory: its env's spec, when it has one.
+    assert EpisodeCollector(lambda: gym.make("CartPole-v1"), num_envs=1).reward_threshold == 475.0
+    assert EpisodeCollector(CueTasksEnv, num_envs=1, max_episode_steps=8).reward_threshold is None

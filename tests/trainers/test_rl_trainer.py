@@ -147,10 +147,91 @@ def test_target_return_stops_training():
     assert all(row["eval/return_mean"] < 35.0 for row in result.history[:-1])
 
 
+# CueTasks registered with a reward_threshold, as gymnasium's own envs are: with the four tasks listed, the
+# greedy optimum is 36 and a random policy gets about 30.
+SOLVABLE_ID = "grpokit-test/SolvableCueTasks-v0"
+
+
+def solvable_env() -> str:
+    import gymnasium as gym
+
+    from grpokit.rl.envs import CueTasksEnv
+
+    if SOLVABLE_ID not in gym.registry:
+        gym.register(
+            id=SOLVABLE_ID, entry_point=f"{CueTasksEnv.__module__}:{CueTasksEnv.__qualname__}",
+            max_episode_steps=1000, reward_threshold=35.0,
+        )  # fmt: skip
+    return SOLVABLE_ID
+
+
+def solvable_config(max_steps=50, evaluation=None, **sections) -> RLConfig:
+    return config(
+        max_steps=max_steps,
+        environment={"env": solvable_env(), "tasks": TASKS},
+        algorithm={"num_start_states": 8, "num_generations": 8},
+        evaluation={"eval_steps": 1, "eval_episodes": 40, **(evaluation or {})},
+        **sections,
+    )
+
+
+def test_the_envs_reward_threshold_stops_training_when_solved():
+    trainer = RLTrainer(solvable_config(), run_dir=False)
+    assert trainer.target_return == 35.0  # from the env's spec: the config sets none
+    result = trainer.train()
+    assert result.solved_step is not None and 1 < result.steps == result.solved_step < 50
+    assert result.stop_reason == "solved" and result.target_return == 35.0
+    assert result.solved_env_steps == result.env_steps
+    assert result.history[-1]["eval/return_mean"] >= 35.0
+    assert all(row["eval/return_mean"] < 35.0 for row in result.history[:-1])
+
+
+def test_keep_going_trains_to_the_budget_and_still_reports_the_solved_step():
+    solved = train(solvable_config(), run_dir=False)
+    cfg = solvable_config(max_steps=solved.solved_step + 2, evaluation={"stop_when_solved": False})
+    result = train(cfg, run_dir=False)
+    assert result.steps == solved.solved_step + 2 and result.stop_reason == "max_steps"
+    assert (result.solved_step, result.solved_env_steps) == (solved.solved_step, solved.solved_env_steps)
+
+
+def test_the_config_target_overrides_the_envs_threshold():
+    trainer = RLTrainer(solvable_config(evaluation={"target_return": 1000.0}, max_steps=2), run_dir=False)
+    assert trainer.target_return == 1000.0
+    result = trainer.train()
+    assert result.steps == 2 and result.solved_step is None and result.stop_reason == "max_steps"
+
+
+def test_an_env_without_a_threshold_runs_to_max_steps():
+    cfg = config(max_steps=4, environment={"tasks": TASKS}, evaluation={"eval_steps": 1})
+    trainer = RLTrainer(cfg, run_dir=False)
+    assert trainer.target_return is None  # grpokit/CueTasks-v0 registers none
+    result = trainer.train()
+    assert result.steps == 4 and result.stop_reason == "max_steps"
+    assert result.solved_step is None and result.target_return is None
+    assert sum("eval/return_mean" in row for row in result.history) == 4
+
+
+def test_the_final_evaluation_also_counts_as_solving():
+    # eval_steps 0: the only evaluation is the final one, and it is checked against the target too.
+    result = train(
+        solvable_config(evaluation={"eval_steps": 0, "target_return": 0.0}, max_steps=2), run_dir=False
+    )
+    assert result.steps == 2 and result.solved_step == 2 and result.stop_reason == "max_steps"
+
+
+def test_a_run_that_stopped_solved_resumes_as_solved(tmp_path):
+    first = train(solvable_config(), run_dir=tmp_path / "run")
+    resumed = RLTrainer(solvable_config(checkpoint={"resume": str(tmp_path / "run")}))
+    assert resumed.step == first.steps
+    result = resumed.train()
+    assert result.steps == first.steps and result.stop_reason == "solved"
+    assert result.solved_step == first.solved_step and result.solved_env_steps == first.solved_env_steps
+
+
 def test_env_step_budget_stops_training():
     result = train(config(max_steps=50, max_env_steps=300), run_dir=False)
     # Each step runs 16 episodes of 8 steps.
-    assert result.steps == 3 and result.env_steps == 384
+    assert result.steps == 3 and result.env_steps == 384 and result.stop_reason == "max_env_steps"
 
 
 def test_same_config_same_run():

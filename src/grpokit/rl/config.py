@@ -10,7 +10,7 @@ docstring under each field is its description) and the same loading rules: YAML 
       policy       PolicyConfig         the built-in MLP policy (and PPO's value network)
       algorithm    RLAlgorithmConfig    GRPO/PPO, groups, advantages, clipped loss
       optim        RLOptimConfig        Adam, minibatches, gradient clipping
-      evaluation   EvaluationConfig     periodic evaluation and the stopping threshold
+      evaluation   EvaluationConfig     periodic evaluation, the solved threshold, stopping there
       logging      LoggingConfig        run directory, TensorBoard (shared with the LLM trainer)
       checkpoint   CheckpointConfig     periodic saves and resume (shared with the LLM trainer)
 
@@ -199,8 +199,9 @@ class RLOptimConfig(Section):
 
 
 class EvaluationConfig(Section):
-    eval_steps: int = Field(5, ge=0)
-    """Evaluate every this many training steps (0: only after training)."""
+    eval_steps: int = Field(2, ge=0)
+    """Evaluate every this many training steps (0: only after training). Each evaluation is also the solved
+    check (``target_return``), so a run stops at most ``eval_steps - 1`` steps after its policy gets there."""
 
     eval_episodes: int = Field(20, ge=1)
     """Episodes per evaluation, from fixed start states disjoint from training's."""
@@ -209,7 +210,14 @@ class EvaluationConfig(Section):
     """Evaluate the greedy policy (argmax action, Gaussian mean); ``False`` samples actions."""
 
     target_return: float | None = None
-    """Stop as soon as an evaluation's mean return reaches this (e.g. 475 for CartPole-v1)."""
+    """The evaluation mean return at which the env counts as solved. ``None``: the env's own
+    ``spec.reward_threshold`` (475 for CartPole-v1), when it has one and the time limit is the registered
+    one; an env without one (Pendulum-v1, ``grpokit/CueTasks-v0``) then has no target."""
+
+    stop_when_solved: bool = True
+    """Stop training at the first evaluation whose mean return reaches the target (``solved_step``); a solved
+    env's groups soon all score the same, so further steps have no advantage and no gradient. ``False``
+    (``--keep-going``) trains to the budget and still reports the first step that reached it."""
 
 
 class RLConfig(Section):

@@ -147,6 +147,22 @@ def evaluation_starts(seed: int, num_episodes: int, num_tasks: int | None = None
     return [StartState(int(s), i % num_tasks) for i, s in enumerate(seeds)]
 
 
+def _reward_threshold(spec: Any, max_episode_steps: int | None) -> float | None:
+    """``spec.reward_threshold`` of an env, or None when it has none or when ``max_episode_steps`` changes
+    the time limit it was registered with (a threshold holds for the registered episode length: CartPole-v1's
+    475 is out of reach in 200 steps)."""
+    import gymnasium as gym
+
+    threshold = getattr(spec, "reward_threshold", None)
+    if threshold is None:
+        return None
+    if max_episode_steps is not None:
+        registered = gym.registry.get(spec.id)
+        if registered is None or registered.max_episode_steps != max_episode_steps:
+            return None
+    return float(threshold)
+
+
 class EpisodeCollector:
     """Runs whole, seeded episodes of a gymnasium environment with a batched policy.
 
@@ -188,6 +204,8 @@ class EpisodeCollector:
         self.action_space = probe.action_space
         #: The episode length cap (the env's registered limit unless overridden).
         self.time_limit: int = max_episode_steps or probe.spec.max_episode_steps
+        #: The return at which the env counts as solved (its spec's ``reward_threshold``), or None.
+        self.reward_threshold: float | None = _reward_threshold(probe.spec, max_episode_steps)
         self._free[None] = [probe]
 
     # -- environments ------------------------------------------------------------------------

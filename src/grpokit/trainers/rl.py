@@ -75,6 +75,8 @@ class RLResult:
     solved_env_steps: int | None = None
     solved_wall_time: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # the logged rows
+    target_return: float | None = None  # the solved threshold in force (config, else the env's spec)
+    stop_reason: str = "max_steps"  # "solved", "max_steps", "max_env_steps" or "max_wall_time"
 
 
 class RLTrainer:
@@ -117,6 +119,13 @@ class RLTrainer:
             max_episode_steps=env_cfg.max_episode_steps,
         )
         self.max_episode_steps = self.collector.time_limit
+        #: The evaluation mean return that counts as solved: ``evaluation.target_return``, else the env's
+        #: ``spec.reward_threshold`` (None: no target; training runs to its budget).
+        self.target_return: float | None = config.evaluation.target_return
+        if self.target_return is None:
+            self.target_return = self.collector.reward_threshold
+        #: (step, env steps, wall seconds) of the first evaluation that reached the target.
+        self.solved: tuple[int, int, float] | None = None
 
         # Networks are built under the run's seed so that the same config gives the same weights.
         torch.manual_seed(config.seed)
@@ -176,17 +185,24 @@ class RLTrainer:
     # ------------------------------------------------------------------------------------------
 
     def train(self) -> RLResult:
-        """Run training until ``max_steps``, ``max_env_steps``, ``max_wall_time`` or ``target_return``."""
+        """Run training until ``max_steps``, ``max_env_steps``, ``max_wall_time`` or, with
+        ``evaluation.stop_when_solved``, the first evaluation that reaches :attr:`target_return`."""
         cfg = self.config
+        stop_when_solved = cfg.evaluation.stop_when_solved
         self.run_dir = self.harness.open(self.step)
         self._start = time.perf_counter() - self.wall_offset
         self._cpu_start = time.process_time() - self.cpu_offset
         self._history: list[dict[str, Any]] = []
-        solved: tuple[int, int, float] | None = None
         eval_returns = np.zeros(0)
+        stop_reason = "max_steps"
         with self.harness.running(save=self.save_checkpoint) as run:
             for step in run.steps():
-                if self._budget_spent(self._start):
+                if self.solved is not None and stop_when_solved:  # a resumed run that had already stopped
+                    stop_reason = "solved"
+                    break
+                budget = self._budget_spent(self._start)
+                if budget is not None:
+                    stop_reason = budget
                     break
                 # Rollout: B start states, G episodes each (PPO: N distinct start states).
                 t0 = time.perf_counter()
@@ -206,17 +222,17 @@ class RLTrainer:
                 if cfg.evaluation.eval_steps and step % cfg.evaluation.eval_steps == 0:
                     eval_returns = self._timed_evaluate()
                     metrics |= _eval_metrics(eval_returns)
-                    target = cfg.evaluation.target_return
-                    if target is not None and eval_returns.mean() >= target:
-                        solved = (step, self.env_steps, time.perf_counter() - self._start)
+                    self._check_solved(eval_returns)
                 self._log(run, metrics, self._sample_rows(batch, group_ids, advantages))
                 run.end_step(step, update)
-                if solved is not None:
+                if self.solved is not None and stop_when_solved:
+                    stop_reason = "solved"
                     break
 
             # A final evaluation unless the last step just ran one.
             if not (self._history and "eval/return_mean" in self._history[-1]):
                 eval_returns = self._timed_evaluate()
+                self._check_solved(eval_returns)
                 self._log(run, _eval_metrics(eval_returns), [], progress=False)
             wall = time.perf_counter() - self._start
             if self.harness.writes and self.harness.saved_step() != self.step:
@@ -229,11 +245,19 @@ class RLTrainer:
             cpu_time=time.process_time() - self._cpu_start,
             eval_time=self.eval_time,
             final_eval_returns=eval_returns,
-            solved_step=solved[0] if solved else None,
-            solved_env_steps=solved[1] if solved else None,
-            solved_wall_time=solved[2] if solved else None,
+            solved_step=self.solved[0] if self.solved else None,
+            solved_env_steps=self.solved[1] if self.solved else None,
+            solved_wall_time=self.solved[2] if self.solved else None,
             history=self._history,
+            target_return=self.target_return,
+            stop_reason=stop_reason,
         )
+
+    def _check_solved(self, eval_returns: np.ndarray) -> None:
+        """Record the first evaluation whose mean return reaches the target (at the current step)."""
+        target = self.target_return
+        if self.solved is None and target is not None and eval_returns.mean() >= target:
+            self.solved = (self.step, self.env_steps, time.perf_counter() - self._start)
 
     # ------------------------------------------------------------------------------------------
     # Phases
@@ -351,11 +375,14 @@ class RLTrainer:
             "groups/return_std_within_mean": stats["reward_std_within_group_mean"],
         }
 
-    def _budget_spent(self, start: float) -> bool:
+    def _budget_spent(self, start: float) -> str | None:
+        """The name of the budget spent (``max_env_steps``, ``max_wall_time``), or None."""
         cfg = self.config
         if cfg.max_env_steps is not None and self.env_steps >= cfg.max_env_steps:
-            return True
-        return cfg.max_wall_time is not None and time.perf_counter() - start >= cfg.max_wall_time
+            return "max_env_steps"
+        if cfg.max_wall_time is not None and time.perf_counter() - start >= cfg.max_wall_time:
+            return "max_wall_time"
+        return None
 
     def _log(
         self, run: RunHarness, metrics: dict[str, Any], samples: list[dict[str, Any]], progress: bool = True
@@ -409,6 +436,7 @@ class RLTrainer:
             "eval_time": self.eval_time,
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "solved": list(self.solved) if self.solved is not None else None,
             **self.harness.state_dict(),
         }
         assert self.harness.checkpointer is not None, "save_checkpoint before harness.open"
@@ -426,6 +454,9 @@ class RLTrainer:
         self.wall_offset = float(state["wall_time"])
         self.cpu_offset = float(state["cpu_time"])
         self.eval_time = float(state["eval_time"])
+        solved = state.get("solved")  # absent from checkpoints written before it was recorded
+        if solved is not None:
+            self.solved = (int(solved[0]), int(solved[1]), float(solved[2]))
         self.harness.load_state_dict(state)
 
 
