@@ -580,7 +580,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     if args.device != "cpu" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: torch sees no CUDA GPU here; the CPU dry run is --device cpu --dry-run")
+        # Said plainly, in the result files too: no GPU, no GPU figures.
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        message = (f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU here, so there are no GPU "
+                   "figures; the CPU dry run is --device cpu --dry-run")  # fmt: skip
+        (out / "results.json").write_text(json.dumps({"status": "no_gpu", "message": message}, indent=1))
+        (out / "summary.md").write_text(f"# grpokit GPU check: no GPU\n\n{message}\n")
+        parser.exit(2, f"gpu_check.py: {message}\n")
     if args.device == "cpu" and not args.dry_run:
         parser.error("--device cpu runs only as a --dry-run: CPU numbers are not what this check is for")
     budget = Budget(args.budget_s)
