@@ -74,3 +74,24 @@ def test_fast_decoder_under_autocast(arch_model, tok):
     assert (batch.sampler_logprobs - mixed).abs().max() <= 2 * bf16_effect
     with pytest.raises(ValueError, match="autocast_dtype must be a torch.dtype"):
         TransformersSampler(arch_model, tok, autocast_dtype="bf16")
+
+
+def test_the_cache_goes_under_the_keyword_the_models_forward_declares(tok):
+    import inspect
+
+    from peft import LoraConfig, get_peft_model
+
+    from grpokit.rollout.decoders import HFDecoder, cache_keyword
+
+    model = build_tiny_model(tok, **SIZES)
+    declared = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    assert cache_keyword(model) == declared
+    # A PEFT wrapper's forward takes **kwargs: the keyword is that of the model it wraps.
+    assert cache_keyword(get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))) == declared
+
+    class OlderModel(torch.nn.Module):  # a forward written for transformers before the rename
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None, **kwargs):
+            return None
+
+    assert cache_keyword(OlderModel()) == "past_key_values"
+    assert HFDecoder(OlderModel()).cache_keyword == "past_key_values"

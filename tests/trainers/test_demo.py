@@ -149,6 +149,46 @@ def test_warmup_stops_at_the_first_check_over_the_threshold(tmp_path, monkeypatc
     assert any("stayed below 0.9 for 6 steps" in m for m in messages)
 
 
+class RecordingBar:
+    """Stands in for grpokit.tracking.ProgressBar: records what the warm-up shows."""
+
+    made: list["RecordingBar"] = []
+
+    def __init__(self, total, *, enabled=True, desc="train", **kwargs):
+        self.total, self.enabled, self.desc, self.updates, self.closed = total, enabled, desc, [], False
+        RecordingBar.made.append(self)
+
+    def update(self, metrics, keys=()):
+        self.updates.append({key: metrics[key] for key in keys})
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("logging", [{"quiet": False}, {"quiet": True}, {"quiet": False, "json_logs": True}])
+def test_warmup_progress_bar_carries_the_imitation_accuracy(tmp_path, monkeypatch, logging):
+    monkeypatch.setenv("GRPOKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(demo, "imitation_accuracy", lambda *args: 0.25)
+    monkeypatch.setattr(demo, "ProgressBar", RecordingBar)
+    RecordingBar.made = []
+    config = tiny_demo_config(tmp_path, sft_eval_every=2, sft_max_steps=4)
+    config = config.model_copy(update={"logging": config.logging.model_copy(update=logging)})
+    messages = []
+    prepare_demo_model(config, messages.append)
+    (bar,) = RecordingBar.made
+    shown = not (logging["quiet"] or logging.get("json_logs", False))
+    assert bar.enabled == shown and bar.desc == "warm-up" and bar.total == 4 and bar.closed
+    # One tick per step; the accuracy appears at the first check (step 2) and stays until the next.
+    assert [u["imitation_accuracy"] for u in bar.updates][1:] == [0.25, 0.25, 0.25]
+    assert all(u["loss"] > 0 for u in bar.updates)
+    checks = [m for m in messages if "imitation accuracy 0.250" in m and m.startswith("warm-up: step")]
+    # With the bar, the checks are in its postfix, not printed; without it they are log lines.
+    assert len(checks) == (0 if shown else 2)
+    assert any(
+        m.startswith("warm-up: done after 4 steps") and "imitation accuracy 0.250" in m for m in messages
+    )
+
+
 def test_fixed_warmup_steps_skip_the_checks(tmp_path, monkeypatch):
     monkeypatch.setenv("GRPOKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(demo, "imitation_accuracy", lambda *args: pytest.fail("no check with sft_steps set"))

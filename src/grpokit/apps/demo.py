@@ -52,6 +52,7 @@ import torch
 
 from grpokit.config import DemoGRPOConfig, DemoTrainConfig, GRPOConfig, OptimConfig, load_config, preset_path
 from grpokit.engine.harness import RunHarness
+from grpokit.tracking import ProgressBar
 from grpokit.trainers.grpo import GRPOTrainer, TrainResult
 from grpokit.trainers.step_log import StepRecord
 
@@ -228,6 +229,9 @@ def prepare_demo_model(config: DemoTrainConfig, log: Callable[[str], None] = pri
 
     The directory is a ``save_pretrained`` model and tokenizer, plus ``warmup.json`` (steps, stop reason,
     imitation-accuracy curve, seconds) and ``warmup_state.pt`` (what the control needs to continue).
+
+    The warm-up shows a progress bar (loss and the last imitation accuracy in its postfix) unless
+    ``logging.quiet`` or ``logging.json_logs``; without the bar each accuracy check is a line of ``log``.
     """
     from grpokit.data.tasks import get_task
     from grpokit.engine.checkpoint import save_pretrained
@@ -274,18 +278,30 @@ def prepare_demo_model(config: DemoTrainConfig, log: Callable[[str], None] = pri
         started = time.perf_counter()
         curve: list[dict[str, float]] = []
         stop_reason = "fixed_steps" if demo.sft_steps is not None else "max_steps"
-        loss = float("nan")
-        while trainer.steps_done < limit:
-            loss = trainer.step()
-            if demo.sft_steps is None and trainer.steps_done % demo.sft_eval_every == 0:
-                accuracy = imitation_accuracy(
-                    model, tokenizer, task, validation, config.generation.max_new_tokens
+        loss = accuracy = float("nan")
+        show_bar = not (config.logging.quiet or config.logging.json_logs)
+        bar = ProgressBar(limit, enabled=show_bar, desc="warm-up")
+        try:
+            while trainer.steps_done < limit:
+                loss = trainer.step()
+                checked = demo.sft_steps is None and trainer.steps_done % demo.sft_eval_every == 0
+                if checked:
+                    accuracy = imitation_accuracy(
+                        model, tokenizer, task, validation, config.generation.max_new_tokens
+                    )
+                    curve.append({"step": trainer.steps_done, "loss": loss, "imitation_accuracy": accuracy})
+                    if not show_bar:
+                        log(
+                            f"warm-up: step {trainer.steps_done} loss {loss:.3f} imitation accuracy {accuracy:.3f}"
+                        )
+                bar.update(
+                    {"loss": loss, "imitation_accuracy": accuracy}, keys=("loss", "imitation_accuracy")
                 )
-                curve.append({"step": trainer.steps_done, "loss": loss, "imitation_accuracy": accuracy})
-                log(f"warm-up: step {trainer.steps_done} loss {loss:.3f} imitation accuracy {accuracy:.3f}")
-                if accuracy >= demo.sft_stop_accuracy:
+                if checked and accuracy >= demo.sft_stop_accuracy:
                     stop_reason = "threshold"
                     break
+        finally:
+            bar.close()
         seconds = time.perf_counter() - started
         if stop_reason == "max_steps":
             log(
@@ -296,7 +312,8 @@ def prepare_demo_model(config: DemoTrainConfig, log: Callable[[str], None] = pri
             "steps": trainer.steps_done, "stop_reason": stop_reason, "final_loss": loss, "seconds": seconds,
             "curve": curve, "parameters": n_params,
         }  # fmt: skip
-        log(f"warm-up: done after {trainer.steps_done} steps in {seconds:.0f}s")
+        reached = "" if not curve else f", imitation accuracy {curve[-1]['imitation_accuracy']:.3f}"
+        log(f"warm-up: done after {trainer.steps_done} steps in {seconds:.0f}s (loss {loss:.3f}{reached})")
         # Written aside and renamed: two demos started at once never see a half-written model.
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"

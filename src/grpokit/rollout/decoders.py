@@ -11,13 +11,49 @@ A decoder owns the KV cache of one ``generate`` call. Its contract:
 
 Positions follow the left padding: ``position = cumsum(mask) - 1``, so a row's numbers do not depend on
 the padding the other rows forced on it.
+
+The KV cache goes to the model's forward under the keyword its transformers version names it:
+``cache`` (transformers 5.25 deprecates ``past_key_values`` and warns on every call that uses it) or
+``past_key_values`` (older versions); see :func:`cache_keyword`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
+
+CACHE_KEYWORDS: tuple[str, ...] = ("cache", "past_key_values")  # the current name first
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword under which ``model``'s forward takes its KV cache: ``"cache"`` or ``"past_key_values"``.
+
+    Read from the forward's signature (a PEFT wrapper's from the model it wraps), so that each model gets the
+    name its own modelling code declares, whatever the installed transformers version; a forward that
+    declares neither (``**kwargs`` only) gets the name transformers' own Llama declares.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model_class: Any = type(base)
+    return _declared_cache_keyword(model_class) or _transformers_cache_keyword()
+
+
+@functools.cache
+def _declared_cache_keyword(model_class: Any) -> str | None:
+    try:
+        parameters = inspect.signature(model_class.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return next((name for name in CACHE_KEYWORDS if name in parameters), None)
+
+
+@functools.cache
+def _transformers_cache_keyword() -> str:
+    from transformers import LlamaForCausalLM
+
+    return _declared_cache_keyword(LlamaForCausalLM) or "past_key_values"
 
 
 class HFDecoder:
@@ -29,6 +65,7 @@ class HFDecoder:
 
     def __init__(self, model: Any):
         self.model = model
+        self.cache_keyword = cache_keyword(model)
 
     def prefill(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_generations: int, max_new_tokens: int
@@ -43,9 +80,9 @@ class HFDecoder:
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
             position_ids=position_ids,
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self.cache_keyword: self.cache},
         )
         self.cache.batch_repeat_interleave(G)  # (B, ...) -> (B*G, ...), group by group
         # One mask for the whole call, sliced per step: prompt part, then all ones for the completion
@@ -67,8 +104,8 @@ class HFDecoder:
             input_ids=tokens[:, None],  # (N, 1)
             attention_mask=self.attention_mask[:, : self.length],  # (N, P + t + 1)
             position_ids=self.next_position,  # (N, 1)
-            past_key_values=self.cache,
             use_cache=True,
+            **{self.cache_keyword: self.cache},
         )
         self.next_position = self.next_position + 1
         return output.logits[:, -1]  # (N, V)
@@ -252,9 +289,9 @@ class FastLlamaDecoder:
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
             position_ids=position_ids,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{cache_keyword(self.model): cache},
         )
         self.layers = [_Layer(layer, self.dtype) for layer in base.layers]
         self.final_norm, self.final_eps = base.norm.weight, base.norm.variance_epsilon
