@@ -100,7 +100,7 @@ def run_one(spec: dict[str, Any], seed: int, quick: bool) -> dict[str, Any]:
         "max_env_steps": budget,
         "environment": env["environment"],
         "algorithm": spec["algorithm"],
-        "evaluation": {**env["evaluation"], "target_return": None},
+        "evaluation": {**env["evaluation"], "target_return": None, "stop_when_solved": False},
     }
     if quick:
         data["evaluation"] = {**data["evaluation"], "eval_episodes": 4}

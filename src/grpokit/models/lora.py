@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,7 +108,12 @@ def apply_lora(
         raise ValueError(f"model.lora.r must be >= 1 to add adapters, got {settings.r}")
     base = str(Path(base_path).resolve()) if base_path is not None else None
     try:
-        wrapped = _peft().get_peft_model(model, _peft_config(settings, base))
+        with warnings.catch_warnings():
+            # peft (0.21) reads transformers' deprecated `is_gradient_checkpointing` inside get_peft_model; the
+            # warning is about peft's code, not grpokit's, and nothing a user can act on.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=DeprecationWarning)
+            wrapped = _peft().get_peft_model(model, _peft_config(settings, base))
     except ValueError as err:  # e.g. target modules not found: name the field
         raise ValueError(f"model.lora.target_modules: {err}") from None
     return wrapped
