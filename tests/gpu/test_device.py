@@ -38,3 +38,9 @@ def test_memory_metrics():
     assert ("memory/peak_cuda_mb" in metrics) == torch.cuda.is_available()
     assert (device.peak_cuda_mb() is None) == (not torch.cuda.is_available())
     device.reset_peak_memory()  # a no-op without CUDA
+
+
+def test_peak_rss_is_reported_in_mib():
+    from grpokit.models.device import peak_rss_mb
+
+    assert 10 < peak_rss_mb() < 100_000

@@ -351,8 +351,9 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
     import torch
 
     from grpokit.engine.checkpoint import quiet_transformers
+    from grpokit.models.device import peak_rss_mb
     from grpokit.models.loading import load_model
-    from grpokit.tracking import peak_memory_mb, read_metrics
+    from grpokit.tracking import read_metrics
     from grpokit.trainers.grpo import GRPOTrainer
     from grpokit.trainers.ppo import PPOTrainer
 
@@ -368,7 +369,7 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
     trainer = PPOTrainer(config) if isinstance(config, PPOConfig) else GRPOTrainer(config)
     result = trainer.train()
     train_seconds = time.perf_counter() - started
-    peak = peak_memory_mb()
+    peak = peak_rss_mb()
     out: dict[str, Any] = {
         "system": config.trainer,
         "seed": config.seed,

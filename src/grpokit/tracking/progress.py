@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import resource
-import sys
 from typing import Any
 
-__all__ = ["ProgressBar", "peak_memory_mb"]
-
-
-def peak_memory_mb() -> float:
-    """Peak resident set size of this process in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS).
-
-    The figure of ``grpokit.models.device.peak_rss_mb`` (the import layers keep tracking and models apart).
-    """
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+__all__ = ["ProgressBar"]
 
 
 class ProgressBar:
