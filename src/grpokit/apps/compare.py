@@ -348,10 +348,9 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
     Meant to run in a fresh process (``python -m grpokit.apps.compare CONFIG RESULT``): the peak RSS
     is the process's.
     """
-    import torch
 
     from grpokit.engine.checkpoint import quiet_transformers
-    from grpokit.models.device import peak_rss_mb
+    from grpokit.models.device import peak_cuda_mb, peak_rss_mb
     from grpokit.models.loading import load_model
     from grpokit.tracking import read_metrics
     from grpokit.trainers.grpo import GRPOTrainer
@@ -380,8 +379,9 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
         "train_seconds": train_seconds,
         **_state_bytes(trainer),
     }
-    if torch.cuda.is_available():
-        out["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    cuda_peak = peak_cuda_mb()
+    if cuda_peak is not None:
+        out["peak_cuda_allocated_mb"] = cuda_peak
 
     metrics = read_metrics(result.run_dir)
     steps = [m for m in metrics if "reward/mean" in m]
