@@ -10,8 +10,10 @@ from grpokit.engine.update import (
     MicroLoss,
     OptimizerSlot,
     UpdateSchedule,
+    budget_pieces,
     iterate_minibatches,
     run_update,
+    split_to_budget,
     step_optimizers,
 )
 
@@ -153,3 +155,59 @@ def test_unshuffled_minibatches_are_strided_so_process_shards_agree():
     # Two processes holding rows 0..3 and 4..7, each taking 2 rows per step: the union is the same minibatch.
     local = [torch.cat(mb).tolist() for mb in iterate_minibatches(4, 2, 1, shuffle=False)]
     assert [sorted(rows + [r + 4 for r in rows]) for rows in local] == one
+
+
+def test_token_budget_splits_into_the_fewest_pieces_that_fit():
+    row_tokens = torch.tensor([10, 10, 10, 10, 40, 10, 10, 10])
+    rows = torch.arange(8)
+    assert budget_pieces(rows, row_tokens, 1000) == 1  # 8 x 40 fits: unsplit
+    for budget in (80, 100, 160, 39):
+        k = budget_pieces(rows, row_tokens, budget)
+        pieces = split_to_budget([rows], [k])
+        assert torch.equal(torch.cat(pieces), rows) and all(len(p) >= 1 for p in pieces)
+        # every piece fits (a single row over the budget is still one piece)...
+        assert all(len(p) == 1 or len(p) * int(row_tokens[p].max()) <= budget for p in pieces)
+        if k > 1:  # ...and one piece fewer would not
+            assert any(len(p) * int(row_tokens[p].max()) > budget for p in torch.tensor_split(rows, k - 1))
+    assert budget_pieces(rows, row_tokens, 39) == 8  # the 40-token row alone is over: one row per piece
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_token_budget_splits_micro_batches_and_keeps_the_gradient(aggregation, accumulation):
+    """Rows of 3 tokens and a budget of 4: every micro-batch holds one row, the update is unchanged."""
+    calls = {}
+    results = {}
+    loss_mask = torch.ones(4, 3)  # the toy's own mask
+    for budget in (None, 6, 4):
+        objective = toy(aggregation)
+        seen = []
+        real = objective.micro_loss
+        objective.micro_loss = lambda rows, pi_old, real=real, seen=seen: (
+            seen.append(len(rows)),
+            real(rows, pi_old),
+        )[1]
+        optimizer = torch.optim.SGD([objective.theta], lr=1.0)
+        stats = run_update(
+            objective, loss_mask, aggregation=aggregation,
+            optimizers=[OptimizerSlot(optimizer, [objective.theta], None)],
+            schedule=UpdateSchedule(gradient_accumulation_steps=accumulation, micro_batch_tokens=budget),
+            row_tokens=torch.full((4,), 3),
+        )  # fmt: skip
+        calls[budget] = seen
+        results[budget] = (objective.theta.detach().clone(), stats.metrics["loss"])
+    assert calls[None] == [4 // accumulation] * accumulation
+    assert calls[6] == [2, 2] and calls[4] == [1, 1, 1, 1]
+    for budget in (6, 4):
+        torch.testing.assert_close(results[budget][0], results[None][0])
+        assert results[budget][1] == pytest.approx(results[None][1])
+
+
+def test_token_budget_needs_row_tokens():
+    """Without row_tokens (an objective that does not count tokens) the budget does not split."""
+    objective = toy()
+    seen = []
+    real = objective.micro_loss
+    objective.micro_loss = lambda rows, pi_old: (seen.append(len(rows)), real(rows, pi_old))[1]
+    update(objective, UpdateSchedule(micro_batch_tokens=1))
+    assert seen == [4]

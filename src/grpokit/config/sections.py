@@ -291,6 +291,15 @@ class OptimConfig(Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches per minibatch: gradients are accumulated over them (memory, not maths, changes)."""
 
+    micro_batch_tokens: int | None = Field(4096, ge=1)
+    """Token budget of one forward pass in the update and in the no-grad passes (pi_old, reference, values),
+    per process: each micro-batch is split further so that none holds more than this many tokens (rows x the
+    longest row's prompt + completion tokens; at least one row). Peak memory then stays bounded whatever
+    N*T is; the update's maths is unchanged (micro-batch losses are weighted by their share). verl calls
+    it ``ppo_max_token_len_per_gpu``, NeMo-RL ``train_mb_tokens``. The default was picked by measurement
+    (docs/benchmarks.md, "Micro-batch token budget"). ``None``: no automatic split, only
+    ``gradient_accumulation_steps``."""
+
     shuffle_minibatches: bool = True
     """With several minibatches per pass, draw each pass's partition at random. False: a fixed strided
     partition (minibatch k holds rows k, k + K, k + 2K, ...), the same on any number of processes, so a

@@ -7,7 +7,7 @@ GRPO, PPO and classic RL all call :func:`run_update`; what differs between them 
     pi_old      = objective.pi_old()  if steps > 1  else None         frozen before the first step
     for each of num_iterations passes, each minibatch (one optimizer step):
         count   = sum over processes of aggregation_count(minibatch)   the loss's normaliser, global
-        for each micro-batch m (gradient accumulation):
+        for each micro-batch m (gradient accumulation, each split to micro_batch_tokens: note 5):
             loss_m = objective.micro_loss(rows_m, pi_old)              aggregated over m's own rows
             backward(loss_m * W * aggregation_count(m) / count)        sum = the minibatch's loss
         clip, step every optimizer; skip all of them if a loss or gradient norm is not finite
@@ -27,6 +27,14 @@ Why each piece:
    them per optimizer step, so W processes take as many (and as large) steps as one.
 4. A non-finite loss (any micro-batch, any process) or gradient norm skips the step on every optimizer and
    every process; weights and optimizer state stay as they were.
+5. Token budget (``micro_batch_tokens``, verl's ``ppo_max_token_len_per_gpu``, NeMo-RL's ``train_mb_tokens``).
+   Each accumulation micro-batch is split into the fewest near-equal consecutive pieces that each hold at most
+   the budget in tokens (rows x the longest row's prompt + completion tokens, the padded size of its forward;
+   at least one row), so the update's activation memory is bounded whatever N*T is. Note 2's weights keep the
+   gradient that of the whole minibatch. With several processes every process takes the largest piece count
+   any of them needs (their forwards and gradient syncs pair up), and accelerate is told the minibatch's
+   micro-batch count so it syncs on the last one only. DeepSpeed fixes its accumulation count in its own
+   config, so there the budget is not applied.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ __all__ = [
     "WeightedMeans",
     "iterate_minibatches",
     "run_update",
+    "split_to_budget",
     "step_optimizers",
 ]
 
@@ -104,12 +113,15 @@ class UpdateSchedule:
         mini_batch_size: rows per optimizer step over all processes (None: the whole batch).
         gradient_accumulation_steps: micro-batches per minibatch.
         shuffle: shuffle rows into minibatches when there are several (off: consecutive rows).
+        micro_batch_tokens: split each micro-batch further so that none holds more tokens than this (per
+            process; module docstring, note 5); None: only ``gradient_accumulation_steps`` splits.
     """
 
     num_iterations: int = 1
     mini_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
     shuffle: bool = True
+    micro_batch_tokens: int | None = None
 
     def local_mini_batch_size(self, world_size: int) -> int | None:
         """Rows per optimizer step on one of ``world_size`` processes (each holds N / W rows)."""
@@ -226,6 +238,38 @@ def iterate_minibatches(
         yield [rows[i : i + micro] for i in range(0, len(rows), micro)]
 
 
+def budget_pieces(rows: torch.Tensor, row_tokens: torch.Tensor, budget: int) -> int:
+    """The fewest near-equal consecutive pieces of ``rows`` each holding at most ``budget`` tokens.
+
+    A piece of n rows holds n x its longest row's tokens (the padded size of its forward); a single row over
+    the budget is still one piece.
+    """
+    tokens = row_tokens[rows]
+    for pieces in range(1, len(rows) + 1):
+        if all(len(p) * int(p.max()) <= budget for p in torch.tensor_split(tokens, pieces)):
+            return pieces
+    return max(len(rows), 1)
+
+
+def split_to_budget(micro_batches: Sequence[torch.Tensor], pieces: Sequence[int]) -> list[torch.Tensor]:
+    """Split micro-batch i into ``pieces[i]`` near-equal consecutive pieces (never an empty one)."""
+    out: list[torch.Tensor] = []
+    for rows, k in zip(micro_batches, pieces):
+        out.extend(torch.tensor_split(rows, max(1, min(int(k), len(rows)))))
+    return out
+
+
+def _token_split(
+    minibatch: list[torch.Tensor], row_tokens: torch.Tensor, budget: int, dp: DataParallel, slots: int
+) -> list[torch.Tensor]:
+    """``minibatch``'s micro-batches split to the token budget, the same piece counts on every process."""
+    pieces = torch.zeros(slots, dtype=torch.long)
+    pieces[: len(minibatch)] = torch.tensor([budget_pieces(rows, row_tokens, budget) for rows in minibatch])
+    if dp.is_distributed:
+        pieces = dp.all_gather(pieces).view(-1, slots).amax(0)
+    return split_to_budget(minibatch, pieces[: len(minibatch)].tolist())
+
+
 def run_update(
     objective: Objective,
     loss_mask: torch.Tensor,
@@ -237,6 +281,7 @@ def run_update(
     parallel: DataParallel | None = None,
     generator: torch.Generator | None = None,
     on_pi_old: Callable[[torch.Tensor], None] | None = None,
+    row_tokens: torch.Tensor | None = None,
 ) -> UpdateStats:
     """Optimizer steps on one batch: see the module docstring.
 
@@ -251,10 +296,17 @@ def run_update(
         parallel: the process group; None for one process.
         generator: shuffles minibatches.
         on_pi_old: called with the frozen (N, T) pi_old when one was computed (diagnostics).
+        row_tokens: (N,) prompt + completion tokens of each row, for ``schedule.micro_batch_tokens`` (note 5);
+            None: no token split.
     """
     dp = parallel if parallel is not None else DataParallel()
     N = loss_mask.shape[0]
     local_mini = schedule.local_mini_batch_size(dp.world_size)
+    budget = schedule.micro_batch_tokens if row_tokens is not None else None
+    if dp.engine == "deepspeed":  # its accumulation count is fixed in its config (note 5)
+        budget = None
+    accelerator = dp.accelerator if budget is not None else None
+    configured_steps = accelerator.gradient_accumulation_steps if accelerator is not None else 1
     pi_old = None
     if schedule.optimizer_steps(N, dp.world_size) > 1:
         pi_old = objective.pi_old()  # note 1: frozen before any weight moves
@@ -273,6 +325,12 @@ def run_update(
                 global_count = float(dp.all_reduce_sum(torch.tensor([global_count]))[0])
             if global_count == 0:  # no process has a loss token here: nothing to learn from
                 continue
+            if budget is not None and row_tokens is not None:
+                slots = schedule.gradient_accumulation_steps  # at most this many micro-batches
+                minibatch = _token_split(minibatch, row_tokens, budget, dp, slots)
+                if accelerator is not None:  # sync on this minibatch's last micro-batch only (note 5)
+                    accelerator.gradient_accumulation_steps = len(minibatch)
+                    accelerator.step = 0
             for slot in optimizers:
                 slot.optimizer.zero_grad(set_to_none=True)
             finite = True
@@ -300,6 +358,9 @@ def run_update(
             applied += 1
             for slot, norm in zip(optimizers, norms):
                 grad_norms[slot.name].append(norm)
+    if accelerator is not None:  # back to the configured count for whoever accumulates next
+        accelerator.gradient_accumulation_steps = configured_steps
+        accelerator.step = 0
     return UpdateStats(
         metrics=means.result(),
         grad_norms={name: sum(v) / len(v) if v else 0.0 for name, v in grad_norms.items()},

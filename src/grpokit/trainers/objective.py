@@ -19,7 +19,7 @@ from grpokit.algorithms import LossInputs, LossSettings, compute_loss, masked_me
 from grpokit.config import GRPOAlgorithmConfig, OptimConfig
 from grpokit.engine.parallel import DataParallel
 from grpokit.engine.update import MicroLoss, OptimizerSlot, UpdateSchedule, UpdateStats, run_update
-from grpokit.models.forward import batch_to, policy_forward, sequence_logprobs
+from grpokit.models.forward import TokenBatch, batch_to, policy_forward, sequence_logprobs
 from grpokit.models.reference import Reference
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.trainers.rollout_engine import rollout_importance_weights
@@ -29,6 +29,7 @@ __all__ = [
     "ValueTargets",
     "loss_settings",
     "micro_batch_size",
+    "row_tokens",
     "update_policy",
     "update_schedule",
 ]
@@ -197,13 +198,27 @@ def update_schedule(algorithm: Any, optim: OptimConfig) -> UpdateSchedule:
         mini_batch_size=optim.mini_batch_size,
         gradient_accumulation_steps=optim.gradient_accumulation_steps,
         shuffle=optim.shuffle_minibatches,
+        micro_batch_tokens=optim.micro_batch_tokens,
     )
 
 
-def micro_batch_size(optim: OptimConfig, num_rows: int, world_size: int = 1) -> int:
-    """Rows per forward pass: a (per-process) minibatch split into its gradient-accumulation micro-batches."""
+def row_tokens(batch: TokenBatch) -> torch.Tensor:
+    """(N,) prompt + completion tokens of each row: what ``optim.micro_batch_tokens`` counts."""
+    return (batch.prompt_mask.sum(1) + batch.completion_mask.sum(1)).long()
+
+
+def micro_batch_size(
+    optim: OptimConfig, num_rows: int, world_size: int = 1, batch: TokenBatch | None = None
+) -> int:
+    """Rows per no-grad forward pass: a (per-process) minibatch split into its gradient-accumulation
+    micro-batches, and with ``batch`` given, no more rows than ``optim.micro_batch_tokens`` holds at the
+    batch's longest row (each row's prompt + completion tokens)."""
     minibatch = (optim.mini_batch_size or num_rows * world_size) // world_size
-    return max(1, math.ceil(minibatch / optim.gradient_accumulation_steps))
+    rows = max(1, math.ceil(minibatch / optim.gradient_accumulation_steps))
+    if optim.micro_batch_tokens is not None and batch is not None and batch.prompt_mask.shape[0]:
+        longest = int(row_tokens(batch).max())
+        rows = min(rows, max(1, optim.micro_batch_tokens // max(longest, 1)))
+    return rows
 
 
 def update_policy(
@@ -240,7 +255,7 @@ def update_policy(
     policy = model if policy is None else policy
     dp = parallel if parallel is not None else DataParallel()
     model.eval()  # note 2: no dropout, so pi_theta == pi_old before the first step
-    micro = micro_batch_size(optim, batch.num_responses, dp.world_size)
+    micro = micro_batch_size(optim, batch.num_responses, dp.world_size, batch)
     ref = sequence_logprobs(reference.model, batch, micro) if reference is not None else None  # (N, T)
     objective = LanguageModelObjective(
         model=model, policy=policy, batch=batch, advantages=advantages, loss_mask=loss_mask,
@@ -252,7 +267,7 @@ def update_policy(
     stats = run_update(
         objective, loss_mask, aggregation=algorithm.loss_aggregation,
         optimizers=[OptimizerSlot(optimizer, params, optim.max_grad_norm)],
-        schedule=update_schedule(algorithm, optim), models=[model], parallel=dp,
+        schedule=update_schedule(algorithm, optim), models=[model], parallel=dp, row_tokens=row_tokens(batch),
     )  # fmt: skip
     stats.metrics.update(objective.metrics())
     return stats

@@ -67,6 +67,7 @@ from grpokit.trainers.objective import (
     ValueTargets,
     loss_settings,
     micro_batch_size,
+    row_tokens,
     update_schedule,
 )
 from grpokit.trainers.phases import generate_rollouts, score
@@ -289,7 +290,7 @@ def update_policy_and_value(
     dp = parallel if parallel is not None else DataParallel()
     model.eval()  # no dropout: pi_theta == pi_old before the first step
     value_model.eval()
-    micro = micro_batch_size(optim, rollouts.num_responses, dp.world_size)
+    micro = micro_batch_size(optim, rollouts.num_responses, dp.world_size, rollouts)
     objective = LanguageModelObjective(
         model=model, policy=model if policy is None else policy, batch=rollouts, advantages=advantages,
         loss_mask=rollouts.loss_mask, loss_type=algorithm.loss_type,
@@ -310,6 +311,7 @@ def update_policy_and_value(
             ),
         ],
         schedule=update_schedule(algorithm, optim), models=[model, value_model], parallel=dp,
+        row_tokens=row_tokens(rollouts),
     )  # fmt: skip
     return stats
 
@@ -380,11 +382,11 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
         if self.resumed_from is not None:
             self._restore_value(self.resumed_from)
 
-    @property
-    def micro_batch_size(self) -> int:
-        """Rows per forward pass: a (per-process) minibatch split into its gradient-accumulation micro-batches."""
+    def micro_batch_size(self, batch: RolloutBatch | None = None) -> int:
+        """Rows per no-grad forward pass: a (per-process) minibatch split into its gradient-accumulation
+        micro-batches, and into ``optim.micro_batch_tokens`` at ``batch``'s longest row."""
         local_rows = self.config.num_responses // self.parallel.world_size
-        return micro_batch_size(self.config.optim, local_rows, self.parallel.world_size)
+        return micro_batch_size(self.config.optim, local_rows, self.parallel.world_size, batch)
 
     # -- the phases ----------------------------------------------------------------------------------------
 
@@ -399,7 +401,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
         with timer.phase("forward"):
             rollouts = evaluate_rollouts(
                 batch, scores, policy=self.model, value_model=self.value_model, reference=self.reference,
-                beta=self.kl_controller.beta, algorithm=algo, micro_batch_size=self.micro_batch_size,
+                beta=self.kl_controller.beta, algorithm=algo, micro_batch_size=self.micro_batch_size(batch),
             )  # fmt: skip
         return rollouts, scores, Generation(batch, scores)
 
