@@ -29,6 +29,17 @@ class TrainConfig(Section):
     max_steps: int = Field(500, ge=1)
     """Training steps (one step = one batch of prompts, its rollouts and the updates on them)."""
 
+    max_generated_tokens: int | None = Field(None, ge=1)
+    """Stop after the first step at which the completion tokens generated (every sampling round, dynamic
+    sampling's included; a resumed run counts from where it resumed) reach this many; ``None``: no token
+    budget. The run then saves ``final`` as after ``max_steps`` (which still sets the schedule)."""
+
+    max_cpu_seconds: float | None = Field(None, gt=0)
+    """Stop after the first step at which the CPU time of the training loop (``time.process_time`` of the
+    process, all threads, from the start of training; a resumed run counts from where it resumed) reaches
+    this many seconds; ``None``: no CPU-time budget. The run then saves ``final`` as after ``max_steps``
+    (which still sets the schedule)."""
+
     model: ModelConfig = Field(default_factory=ModelConfig)
     """The policy to fine-tune."""
 

@@ -12,6 +12,7 @@ policy, reference, sampler, prompts, rewards, optimizer, checkpoints and the run
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -180,6 +181,7 @@ class LanguageModelTrainer(Generic[ConfigT]):
             self._restore(resume_from)
         self.harness.parallel = self.parallel
         self.run_dir = self.harness.open(self.start_step)  # rewound to the checkpoint when resuming
+        self.budget_cpu_start = time.process_time()  # reset when train() starts
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -192,6 +194,8 @@ class LanguageModelTrainer(Generic[ConfigT]):
                 ``max_consecutive_nonfinite`` skipped updates in a row.
         """
         metrics: dict[str, Any] = {}
+        self.budget_cpu_start = time.process_time()  # max_cpu_seconds counts from here
+        generated_tokens = 0.0  # max_generated_tokens counts from here
         try:
             with self.harness.running(save=self.save_checkpoint) as run:
                 for step in run.steps():
@@ -217,12 +221,26 @@ class LanguageModelTrainer(Generic[ConfigT]):
                     metrics = self.log(run, step, StepRecord(*step_view, timer))
                     # 6. Stop on a non-finite streak; periodic checkpoint (a signal stops after the step).
                     run.end_step(step, update)
+                    # 7. A token or CPU-time budget spent: stop after this step (and save final as usual).
+                    generated_tokens += metrics.get("completions/generated_tokens", 0.0)
+                    spent = self.budget_spent(generated_tokens, metrics.get("time/process_cpu_seconds"))
+                    if not self.parallel.all_true(not spent):
+                        break
                 final_dir = self.save_final()
         finally:
             close_sampler(self.sampler)  # vLLM's worker processes and scratch files
         self.release_wrappers()  # the DDP wrappers hold the process group that close() destroys
         self.parallel.close()
         return TrainResult(self.harness.directory, final_dir, metrics)
+
+    def budget_spent(self, generated_tokens: float, cpu_seconds: float | None) -> bool:
+        """Whether ``max_generated_tokens`` or ``max_cpu_seconds`` is reached (``cpu_seconds``: this process's
+        ``time.process_time()`` when the step was logged; now when None)."""
+        cfg = self.config
+        if cfg.max_generated_tokens is not None and generated_tokens >= cfg.max_generated_tokens:
+            return True
+        used = (time.process_time() if cpu_seconds is None else cpu_seconds) - self.budget_cpu_start
+        return cfg.max_cpu_seconds is not None and used >= cfg.max_cpu_seconds
 
     def release_wrappers(self) -> None:
         """Drop the data-parallel wrappers of the trained models (subclasses add their own)."""

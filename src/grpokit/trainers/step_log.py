@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,7 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
         )
     lengths = all_batch.completion_mask.sum(1).float()
     m["completions/mean_length"] = lengths.mean().item()
+    m["completions/generated_tokens"] = lengths.sum().item()  # every round of dynamic sampling included
     m["completions/max_length"] = lengths.max().item()
     m["completions/truncated_fraction"] = all_batch.truncated.float().mean().item()
     m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.completion_mask.sum().clamp(min=1)).item()
@@ -84,6 +86,7 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
     update_time = timer.seconds.get("update", 0.0)
     m["throughput/train_tokens_per_s"] = update["train_tokens"] / update_time if update_time else math.nan
     m.update(timer.metrics())
+    m["time/process_cpu_seconds"] = time.process_time()  # this process's CPU time so far (all threads)
     m.update(memory_metrics())  # memory/peak_rss_mb, and memory/peak_cuda_mb with CUDA
     return m
 
