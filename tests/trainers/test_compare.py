@@ -78,6 +78,97 @@ def test_bad_compare_configs_are_named(data, overrides, system, message):
         build_compare_configs(data, overrides, system)
 
 
+SHARED_KNOBS = (
+    "seed", "max_steps", "max_generated_tokens", "max_cpu_seconds", "algorithm.num_iterations",
+    "algorithm.beta", "algorithm.kl_estimator", "algorithm.loss_aggregation", "algorithm.epsilon_low",
+    "algorithm.epsilon_high", "algorithm.entropy_coef", "optim.learning_rate", "optim.lr_scheduler",
+    "optim.warmup_steps", "optim.warmup_ratio", "optim.max_grad_norm", "optim.weight_decay",
+)  # fmt: skip
+
+
+def knob(config, path):
+    value = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def test_a_plain_comparison_gives_both_systems_every_shared_training_knob():
+    grpo, ppo = build_compare_configs({})
+    for path in SHARED_KNOBS:
+        assert knob(grpo, path) == knob(ppo, path), path
+    assert grpo.generation == ppo.generation and grpo.rewards == ppo.rewards and grpo.model == ppo.model
+    data = {k: v for k, v in grpo.data.model_dump().items() if k != "prompts_per_step"}
+    assert data == {k: v for k, v in ppo.data.model_dump().items() if k != "prompts_per_step"}
+    assert grpo.num_responses == ppo.num_responses
+    # The common defaults: one pass, a reference model in both, k3, token mean, the demo's tuned rate.
+    assert grpo.algorithm.num_iterations == 1 and grpo.algorithm.beta == 0.04
+    assert (grpo.algorithm.kl_estimator, grpo.algorithm.loss_aggregation) == ("k3", "token_mean")
+    assert (grpo.optim.learning_rate, grpo.optim.lr_scheduler) == (3e-4, "linear")
+    differ = compare.config_differences(grpo, ppo)["differ"]
+    assert set(differ) == {
+        "trainer",
+        "algorithm.loss_type",
+        "data.prompts_per_step",
+        "algorithm.num_generations",
+    }
+
+
+def test_the_configs_values_win_over_the_common_defaults_and_differences_are_listed():
+    grpo, ppo = build_compare_configs(
+        {"optim": {"learning_rate": 2e-4}, "algorithm": {"beta": 0.0}}, {"num_iterations": 2},
+        {"ppo": {"loss_aggregation": "sequence_mean"}},
+    )  # fmt: skip
+    assert grpo.optim.learning_rate == ppo.optim.learning_rate == 2e-4
+    assert grpo.optim.lr_scheduler == ppo.optim.lr_scheduler == "linear"  # still the demo's schedule
+    assert grpo.algorithm.beta == ppo.algorithm.beta == 0.0
+    assert grpo.algorithm.num_iterations == ppo.algorithm.num_iterations == 2
+    differences = compare.config_differences(grpo, ppo)
+    assert differences["differ"]["algorithm.loss_aggregation"] == ["token_mean", "sequence_mean"]
+    assert "algorithm.vf_coef" in differences["ppo_only"]
+    assert "algorithm.dynamic_sampling" in differences["grpo_only"]
+    summary = summarize(
+        [fake_result("grpo", 0, 500.0, [0.1]), fake_result("ppo", 0, 600.0, [0.2])], grpo, ppo, model_dir="m"
+    )
+    table = render_markdown(summary)
+    assert "- `algorithm.loss_aggregation`: GRPO token_mean, PPO sequence_mean" in table
+    assert table.index("Where the two configs differ") < table.index("| peak RSS")
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount", "expected"),
+    [("steps", 7, {"max_steps": 7}), ("tokens", 1000.5, {"max_generated_tokens": 1001}),
+     ("cpu_seconds", 2.5, {"max_cpu_seconds": 2.5})],
+)  # fmt: skip
+def test_budgets_become_stops_for_both_systems(kind, amount, expected):
+    overrides = compare.budget_overrides(kind, amount)
+    assert overrides == expected
+    grpo, ppo = build_compare_configs({}, overrides)
+    for key, value in expected.items():
+        assert getattr(grpo, key) == getattr(ppo, key) == value
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount", "message"),
+    [("wall", 1, r"expected one of steps, tokens, cpu_seconds"), ("tokens", 0, r"must be > 0"),
+     ("steps", 1.5, r"a whole number of steps")],
+)  # fmt: skip
+def test_bad_budgets_are_named(kind, amount, message):
+    with pytest.raises(ConfigError, match=message):
+        compare.budget_overrides(kind, amount)
+
+
+def test_cli_budget_reaches_both_configs(capsys):
+    from grpokit.cli import main
+
+    assert main(["compare", "--budget", "cpu_seconds=5", "--print-config"]) == 0
+    assert main(["compare", "--budget", "tokens", "--budget-value", "300", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("max_cpu_seconds: 5.0") == 2 and printed.count("max_generated_tokens: 300") == 2
+    assert main(["compare", "--budget", "tokens", "--print-config"]) != 0
+    assert "--budget needs a kind and an amount" in capsys.readouterr().err
+
+
 def test_without_a_model_both_systems_get_the_demo_configs():
     grpo, ppo = build_compare_configs({})
     assert isinstance(grpo, DemoGRPOConfig) and isinstance(ppo, DemoPPOConfig)
@@ -155,6 +246,58 @@ def test_measure_run_counts_the_model_state_exactly(addition_model_dir, tmp_path
     assert result["kl_to_initial"] >= 0.0  # k3 is non-negative
     assert result["peak_rss_mb"] >= result["baseline_rss_mb"] > 0
     assert result["generated_tokens"] > 0 and result["seconds_per_step"] > 0
+    assert result["generated_tokens"] == result["tokens_curve"][-1] and len(result["tokens_curve"]) == 2
+    assert result["cpu_seconds"] > 0 and len(result["cpu_curve"]) == 2
+    assert ("zero_std_group_fraction" in result) == (system == "grpo")  # PPO's G = 1 has no groups
+
+
+@pytest.mark.parametrize(
+    ("budget", "curve"), [("max_cpu_seconds", "cpu_curve"), ("max_generated_tokens", "tokens_curve")]
+)
+@pytest.mark.parametrize("system", ["grpo", "ppo"])
+def test_a_budget_ends_the_run_within_one_step_of_it(addition_model_dir, tmp_path, system, budget, curve):
+    cls = GRPOConfig if system == "grpo" else PPOConfig
+    data = run_config(cls, addition_model_dir, tmp_path, system).model_dump(mode="json")
+    amount = 0.3 if budget == "max_cpu_seconds" else 100
+    data.update(max_steps=200, **{budget: amount})
+    data["data"]["num_eval_problems"] = 2
+    save_config(build_config(cls, data), tmp_path / "config.yaml")
+    result = measure_run(tmp_path / "config.yaml")
+    spent = result[curve]  # cumulative after each step
+    assert 1 <= result["steps"] < 200 and len(spent) == result["steps"]
+    assert spent[-1] >= amount  # stopped once the budget was spent ...
+    assert len(spent) == 1 or spent[-2] < amount  # ... and not a step later
+    assert result["cpu_seconds"] >= result["cpu_curve"][-1] > 0
+    assert (tmp_path / system / "final").is_dir()  # saved as after max_steps
+
+
+def test_generated_tokens_count_every_round_of_dynamic_sampling(addition_model_dir, tmp_path):
+    from grpokit.tracking import read_metrics
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    config = run_config(GRPOConfig, addition_model_dir, tmp_path, "ds", dynamic_sampling=True)
+    trainer = GRPOTrainer(config)
+    generated = []  # completion tokens of every generate call, in order
+    sample = trainer.sampler.generate
+
+    def counting(*args, **kwargs):
+        batch = sample(*args, **kwargs)
+        generated.append(float(batch.completion_mask.sum()))
+        return batch
+
+    trainer.sampler.generate = counting
+    result = trainer.train()
+    steps = [m for m in read_metrics(result.run_dir) if "reward/mean" in m]
+    rounds = [int(m.get("dynamic_sampling/rounds", 1)) for m in steps]
+    assert max(rounds) > 1  # the untrained model's groups are mostly all wrong: extra rounds ran
+    assert sum(rounds) == len(generated)
+    calls = iter(generated)
+    for m, n in zip(steps, rounds):
+        assert m["completions/generated_tokens"] == pytest.approx(sum(next(calls) for _ in range(n)))
+    # More than the N completions a step trains on, as the old mean length x N estimate had it.
+    assert sum(m["completions/generated_tokens"] for m in steps) > sum(
+        m["completions/mean_length"] * config.num_responses for m in steps
+    ) or all(r == 1 for r in rounds)
 
 
 def test_measure_run_scores_a_users_held_out_rows_with_the_configured_rewards(addition_model_dir, tmp_path):
@@ -213,6 +356,33 @@ def test_summary_means_spreads_and_ratios():
     assert "peak CUDA" not in table  # measured on no run: no row
 
 
+def test_differences_per_seed_get_a_t_interval_and_equal_budget_rewards():
+    results = []
+    for seed, (g, p) in enumerate([(0.5, 0.4), (0.7, 0.5), (0.6, 0.6)]):
+        for system, held_out in (("grpo", g), ("ppo", p)):
+            r = fake_result(system, seed, 500.0, [0.0, 0.5, 1.0])
+            r.update(held_out=held_out, tokens_curve=[10.0, 20.0, 30.0 if system == "grpo" else 40.0],
+                     cpu_curve=[1.0, 2.0, 3.0])  # fmt: skip
+            if system == "grpo":
+                r["zero_std_group_fraction"] = 0.8
+            results.append(r)
+    summary = summarize(results, *build_compare_configs({}), model_dir="/model")
+    d = summary["differences_grpo_minus_ppo"]["held_out"]  # per seed: 0.1, 0.2, 0.0
+    assert d["mean"] == pytest.approx(0.1) and d["std"] == pytest.approx(0.1)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((0.1 - half, 0.1 + half))
+    assert summary["equal_budget_limits"]["reward_at_equal_tokens"] == 30.0  # GRPO spent the fewest
+    ppo = summary["systems"]["ppo"]["runs"][0]
+    assert ppo["reward_at_equal_tokens"] == pytest.approx(0.25)  # its 2 steps up to 30 tokens
+    assert summary["systems"]["grpo"]["runs"][0]["reward_at_equal_tokens"] == pytest.approx(0.5)
+    table = render_markdown(summary)
+    assert "| held-out accuracy after training | 0.600 ± 0.100" in table
+    assert f"| 0.100 ± 0.100 [{0.1 - half:.3f}, {0.1 + half:.3f}] |" in table
+    assert "80% of GRPO's groups had the same reward" in table and "dynamic_sampling" in table
+    one_seed = render_markdown(summarize(results[:2], *build_compare_configs({}), model_dir="/m"))
+    assert "n/a (one seed)" in one_seed
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The whole comparison, through the CLI (fresh subprocesses)
 # ---------------------------------------------------------------------------------------------------------
@@ -224,7 +394,7 @@ def test_cli_compare_writes_the_table_plot_and_report(addition_model_dir, tmp_pa
 
     out = tmp_path / "cmp"
     status = main([
-        "compare", "--model", str(addition_model_dir), "--max_steps", "2", "--prompts_per_step", "2",
+        "compare", "--model", str(addition_model_dir), "--budget", "steps=2", "--prompts_per_step", "2",
         "--num_generations", "4", "--max_new_tokens", "4", "--num_train_problems", "50",
         "--num_eval_problems", "8", "--device", "cpu", "--ppo.num_iterations", "1", "--seeds", "3",
         "--task", "addition", "--reward_funcs", "[task]",
@@ -233,6 +403,7 @@ def test_cli_compare_writes_the_table_plot_and_report(addition_model_dir, tmp_pa
     assert status == 0
     printed = capsys.readouterr().out
     assert "| peak RSS (MiB) |" in printed and "GRPO: 2 prompts x 4; PPO: 8 prompts x 1" in printed
+    assert "| CPU seconds of training" in printed and "- `algorithm.loss_type`: GRPO grpo, PPO ppo" in printed
     summary = json.loads((out / "compare.json").read_text())
     assert summary["seeds"] == [3] and summary["held_out_metric"] == "accuracy"
     for name in ("grpo", "ppo"):

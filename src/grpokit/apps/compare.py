@@ -14,14 +14,17 @@ How the two are matched, numbered:
 
 1. Completions per step: GRPO samples G completions for each of B prompts; PPO (classic, one completion per
    prompt) gets B*G prompts with 1 completion each. Both generate and train on N = B*G completions a step,
-   so after the same number of steps they have generated (about) the same number of tokens; the measured
-   totals are reported.
-2. Shared settings (model, data, generation, rewards, optim, logging, seed, max_steps, and the loss knobs
-   both trainers have: ``beta``, ``kl_estimator``, ``epsilon_*``, ``loss_aggregation``, ``num_iterations``,
-   ``entropy_coef``...) come from the one config, given to both. A knob only one trainer has goes to that
-   one. ``grpo:`` / ``ppo:`` sections in the file (or ``--grpo.FIELD`` / ``--ppo.FIELD``) set a field for
-   one system only. Each trainer's own defaults apply otherwise (e.g. PPO's ``beta`` 0.05 in the reward and
-   4 epochs, GRPO's ``beta`` 0 and 1 pass): set them in the config to compare like for like.
+   so after the same number of steps they have generated about the same number of tokens (GRPO more with
+   dynamic sampling's extra rounds); the measured totals are reported.
+2. Shared settings (model, data, generation, rewards, optim, logging, seed, max_steps, budgets, and the loss
+   knobs both trainers have: ``beta``, ``kl_estimator``, ``epsilon_*``, ``loss_aggregation``,
+   ``num_iterations``, ``entropy_coef``...) come from the one config, given to both. A knob only one trainer
+   has goes to that one. ``grpo:`` / ``ppo:`` sections in the file (or ``--grpo.FIELD`` / ``--ppo.FIELD``)
+   set a field for one system only. Where the trainers' own defaults differ and the config sets nothing,
+   both get one value, :data:`COMPARE_DEFAULTS`: 1 pass, ``beta`` 0.04 with a reference model in both
+   (GRPO's KL is a loss term, PPO's is in the reward: the same coefficient and estimator), k3, token mean;
+   on the demo's model, the demo's tuned learning rate and schedule (3e-4, linear), as ``grpokit demo``.
+   Every remaining difference between the two resolved configs heads ``compare.md``.
 3. Runs log ``metrics.jsonl`` only (no TensorBoard or other tracker, whose imports would count as memory),
    and no progress bar.
 4. Memory, per run: peak RSS of the process (``ru_maxrss``), the same minus the RSS measured after the
@@ -29,15 +32,26 @@ How the two are matched, numbered:
    RSS is dominated by ~400+ MiB of library imports), the exact bytes of model state (parameters of every
    model held, their gradients, optimizer moments) and, on a GPU, ``torch.cuda.max_memory_allocated``.
 5. Quality: the mean reward of the last 5 steps, greedy held-out accuracy (built-in task: its ``test``
-   split, as ``grpokit eval``; a user's data: ``eval_data`` rows scored by the configured rewards), and
-   the KL of the trained policy to the starting one on held-out prompts: ``sum_t k3_t`` over a completion
-   sampled at the training temperature, averaged (nats per completion; k3 is unbiased and >= 0).
-6. Wall time per step is the mean of ``time/step`` over steps 2..max_steps (step 1 pays one-off costs).
+   split, ``data.num_eval_problems``, 500 by default; a user's data: ``eval_data`` rows scored by the
+   configured rewards), and the KL of the trained policy to the starting one on held-out prompts:
+   ``sum_t k3_t`` over a completion sampled at the training temperature, averaged (nats per completion; k3
+   is unbiased and >= 0). Also the training reward at equal tokens and at equal CPU seconds (the last 5
+   steps each run had finished when it had spent what the shortest run spent), and GRPO's fraction of
+   zero-advantage groups (compare.md warns when most groups give no gradient).
+6. Cost: wall time per step is the mean of ``time/step`` over steps 2..max_steps (step 1 pays one-off
+   costs); generated tokens sum ``completions/generated_tokens`` (every sampling round, dynamic sampling's
+   included); CPU seconds are ``time.process_time`` (all threads) of the training loop.
+7. Budget (``--budget``): equal steps (``max_steps``), equal generated tokens (``max_generated_tokens``) or
+   equal CPU seconds (``max_cpu_seconds``): each run stops after the step that spends its budget (so it
+   overshoots by less than one step) and saves ``final`` as usual.
+8. Spread: seeds 0 1 2 by default; per seed, GRPO and PPO share the seed, so each GRPO - PPO difference is
+   taken per seed and reported as mean ± std with a 95% t-interval of the mean.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import math
 import os
@@ -49,7 +63,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from grpokit.apps.compare_report import LAST_STEPS, SYSTEMS, summarize, write_outputs
+from grpokit.apps.compare_report import LAST_STEPS, SYSTEMS, config_differences, summarize, write_outputs
 from grpokit.config import (
     ConfigError,
     DemoGRPOConfig,
@@ -67,9 +81,13 @@ from grpokit.config import (
 )
 
 __all__ = [
+    "BUDGETS",
+    "COMPARE_DEFAULTS",
     "CompareRunFailed",
     "SYSTEMS",
+    "budget_overrides",
     "build_compare_configs",
+    "config_differences",
     "measure_run",
     "run_comparison",
 ]
@@ -167,6 +185,7 @@ def build_compare_configs(
             )
             close = difflib.get_close_matches(key.replace("-", "_"), known, n=1, cutoff=0.6)
             raise ConfigError(f"unknown option --{key}" + (f"; did you mean --{close[0]}?" if close else ""))
+    _shared_defaults(data, overrides, demo)
     ppo_own = per_system["ppo"]
     if any(_leaf(k) == "prompts_per_step" for k in ppo_own):
         raise ConfigError(
@@ -200,6 +219,71 @@ def build_compare_configs(
     configs["ppo"].setdefault("data", {})["prompts_per_step"] = completions // G_ppo
     ppo = build_config(ppo_cls, configs["ppo"], source="compare config (PPO)")
     return grpo, ppo
+
+
+COMPARE_DEFAULTS: dict[str, Any] = {
+    "num_iterations": 1,
+    "beta": 0.04,
+    "kl_estimator": "k3",
+    "loss_aggregation": "token_mean",
+}
+"""The loss knobs both trainers have but default differently (GRPO: 1 pass, beta 0, k3, sequence mean; PPO: 4
+epochs, beta 0.05, k1, token mean), given to both systems when the config sets none (note 2): one pass over
+each batch, DeepSeekMath's beta 0.04 with a reference model in both (GRPO's KL is a loss term, PPO's is in
+the reward: the same coefficient and estimator either way), the unbiased k3 estimator (k1 is refused as a
+loss term) and token-mean aggregation."""
+
+BUDGETS = ("steps", "tokens", "cpu_seconds")
+"""What ``--budget`` can hold equal: training steps, generated completion tokens, or CPU seconds."""
+
+
+def budget_overrides(kind: str, amount: float) -> dict[str, Any]:
+    """The ``--FIELD VALUE`` pairs of a budget for both systems: ``steps`` sets ``max_steps``; ``tokens`` and
+    ``cpu_seconds`` set ``max_generated_tokens`` / ``max_cpu_seconds`` (``max_steps`` stays the upper bound
+    and sets the learning-rate schedule).
+
+    Raises:
+        ConfigError: an unknown kind or a non-positive amount.
+    """
+    if kind not in BUDGETS:
+        raise ConfigError(f"--budget: expected one of {', '.join(BUDGETS)}, got {kind!r}")
+    if not amount > 0:
+        raise ConfigError(f"--budget {kind}: the amount must be > 0, got {amount}")
+    if kind == "steps":
+        if amount != int(amount):
+            raise ConfigError(f"--budget steps: a whole number of steps, got {amount}")
+        return {"max_steps": int(amount)}
+    if kind == "tokens":
+        return {"max_generated_tokens": math.ceil(amount)}
+    return {"max_cpu_seconds": float(amount)}
+
+
+def _shared_defaults(data: dict[str, Any], overrides: dict[str, Any], demo: bool) -> None:
+    """Give both systems one value of every training knob their trainers default differently, unless the
+    config (or a ``--FIELD`` for both) sets it: :data:`COMPARE_DEFAULTS`, and with the demo's model the demo's
+    tuned GRPO learning rate and schedule (``demo.grpo_learning_rate`` / ``demo.grpo_lr_scheduler``, which
+    ``grpokit demo`` uses) instead of the general constant 1e-4. Changes ``data`` in place."""
+    given = {_leaf(k) for k in overrides}
+    algorithm = data.get("algorithm")
+    if algorithm is None:
+        algorithm = data["algorithm"] = {}
+    if isinstance(algorithm, dict):
+        for key, value in COMPARE_DEFAULTS.items():
+            if key not in algorithm and key not in given:
+                algorithm[key] = value
+    if demo:
+        from grpokit.config import DemoConfig
+
+        section = data.get("demo")
+        section = section if isinstance(section, dict) else {}
+        optim = data.get("optim")
+        if optim is None:
+            optim = data["optim"] = {}
+        tuned = {"learning_rate": "grpo_learning_rate", "lr_scheduler": "grpo_lr_scheduler"}
+        if isinstance(optim, dict):
+            for key, field in tuned.items():
+                if key not in optim and key not in given:
+                    optim[key] = section.get(field, DemoConfig.model_fields[field].default)
 
 
 def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +452,7 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
     trainer = PPOTrainer(config) if isinstance(config, PPOConfig) else GRPOTrainer(config)
     result = trainer.train()
     train_seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - trainer.budget_cpu_start  # the training loop and saving final
     peak = peak_rss_mb()
     out: dict[str, Any] = {
         "system": config.trainer,
@@ -391,7 +476,18 @@ def measure_run(config_path: str | os.PathLike, eval_data: str | None = None) ->
     out["prompts_per_step"] = config.data.prompts_per_step
     out["reward_curve"] = [m["reward/mean"] for m in steps]
     out["kl_curve"] = [m.get("kl", math.nan) for m in steps]
-    out["generated_tokens"] = float(sum(m["completions/mean_length"] * N for m in steps))
+    # Every sampling round counts (dynamic sampling's extra rounds too); older logs: the mean length x N.
+    step_tokens = [m.get("completions/generated_tokens", m["completions/mean_length"] * N) for m in steps]
+    out["tokens_curve"] = list(itertools.accumulate(float(t) for t in step_tokens))
+    out["generated_tokens"] = out["tokens_curve"][-1] if steps else 0.0
+    start = trainer.budget_cpu_start
+    out["cpu_curve"] = [m.get("time/process_cpu_seconds", math.nan) - start for m in steps]
+    out["cpu_seconds"] = cpu_seconds
+    zero = [m["zero_std_group_fraction"] for m in steps if "zero_std_group_fraction" in m]
+    if zero:  # GRPO's groups (PPO's G = 1 has none)
+        out["zero_std_group_fraction"] = sum(zero) / len(zero)
+    out["budget"] = {"max_steps": config.max_steps, "max_generated_tokens": config.max_generated_tokens,
+                     "max_cpu_seconds": config.max_cpu_seconds}  # fmt: skip
     times = [m["time/step"] for m in steps[1:]] or [m["time/step"] for m in steps]
     out["seconds_per_step"] = sum(times) / len(times)
     out["final_reward"] = sum(out["reward_curve"][-LAST_STEPS:]) / len(out["reward_curve"][-LAST_STEPS:])
