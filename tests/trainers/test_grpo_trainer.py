@@ -384,3 +384,65 @@ def test_no_reward_is_an_error_naming_reward_funcs_before_any_model_loads(make_c
     )
     with pytest.raises(ValueError, match=r"no reward: name one in rewards.reward_funcs \(--reward_funcs"):
         GRPOTrainer(make_config(rewards={"reward_funcs": []}), dataset=rows)
+
+
+def test_default_update_splits_to_the_token_budget_with_the_unsplit_gradient(make_config, rows, monkeypatch):
+    """Lean by default: with N*T over the default optim.micro_batch_tokens the update and the reference pass
+    run in micro-batches within the budget (no setting touched), and the gradient is the unsplit one."""
+    import copy
+
+    from grpokit.config import OptimConfig
+
+    budget = OptimConfig().micro_batch_tokens
+    assert budget is not None  # the default splits
+    T = 150
+    G = -(-budget // (len(rows) * T)) + 1  # N * (T + prompt) > budget
+    config = make_config(
+        data={"prompts_per_step": len(rows)},
+        generation={"max_new_tokens": T, "min_new_tokens": T},
+        algorithm={"num_generations": G, "beta": 0.04},
+    )
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    batch, scores, _ = trainer.collect_rollouts(PhaseTimer())
+    advantages, loss_mask = phases.compute_advantages(batch, scores, config.algorithm)
+    loss_mask[0, 5:] = 0  # uneven token counts per micro-batch make the weighting matter
+    row_tokens = objective_module.row_tokens(batch)
+    assert int(row_tokens.sum()) > budget
+
+    shapes: list[tuple[int, int]] = []
+    no_grad_rows: list[int] = []
+    real_forward, real_logprobs = objective_module.policy_forward, objective_module.sequence_logprobs
+
+    def forward_spy(model, inputs, *args, **kwargs):
+        shapes.append(
+            (inputs["prompt_ids"].shape[0], inputs["prompt_ids"].shape[1] + inputs["completion_ids"].shape[1])
+        )
+        return real_forward(model, inputs, *args, **kwargs)
+
+    def logprobs_spy(model, batch, micro_batch_size):
+        no_grad_rows.append(micro_batch_size)
+        return real_logprobs(model, batch, micro_batch_size)
+
+    monkeypatch.setattr(objective_module, "policy_forward", forward_spy)
+    monkeypatch.setattr(objective_module, "sequence_logprobs", logprobs_spy)
+
+    def gradient(optim: OptimConfig) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(trainer.model)
+        start = {k: v.clone() for k, v in model.named_parameters()}
+        objective_module.update_policy(
+            model, torch.optim.SGD(model.parameters(), lr=1.0), batch, advantages, loss_mask,
+            algorithm=config.algorithm, optim=optim.model_copy(update={"max_grad_norm": None}),
+            max_new_tokens=T, reference=trainer.reference,
+        )  # fmt: skip
+        return {k: start[k] - v.detach() for k, v in model.named_parameters()}  # = the gradient (SGD, lr 1)
+
+    split = gradient(config.optim)
+    assert len(shapes) > 1 and sum(n for n, _ in shapes) == batch.num_responses
+    assert all(n * length <= budget for n, length in shapes)
+    assert no_grad_rows[0] * int(row_tokens.max()) <= budget < batch.num_responses * int(row_tokens.max())
+    shapes.clear()
+    whole = gradient(config.optim.model_copy(update={"micro_batch_tokens": None}))
+    assert [n for n, _ in shapes] == [batch.num_responses]  # None: the old behaviour, one forward
+    assert any(g.abs().max() > 1e-4 for g in whole.values())
+    for name in whole:
+        torch.testing.assert_close(split[name], whole[name], rtol=1e-4, atol=1e-7)
