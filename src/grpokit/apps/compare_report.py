@@ -277,7 +277,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         ]
     num_held_out = summary.get("num_held_out")
     if num_held_out:
-        lines.append(f"Held-out {metric}: {num_held_out} problems per run.")
+        lines += ["", f"Held-out {metric}: {num_held_out} problems (or rows) per run."]
     if summary.get("before") is not None:
         lines += ["", f"Held-out {metric} of the starting model: {summary['before']:.3f}."]
     for name in SYSTEMS:
