@@ -129,6 +129,24 @@ def _time_forwards(model: Any, clock: PhaseClock, phase: str, grad_only: bool) -
     model.register_forward_hook(post)
 
 
+def timed_grpo_trainer(config: Any, clock: PhaseClock) -> Any:
+    """A GRPOTrainer on the addition rows whose steps, generation, forwards and backward ``clock`` times."""
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    class TimedTrainer(GRPOTrainer):
+        def collect_rollouts(self, timer: Any) -> Any:
+            clock.step_started()
+            return super().collect_rollouts(timer)
+
+    trainer = TimedTrainer(config, reward_funcs=[digit_reward], dataset=addition_rows())
+    _wrap_method(trainer.sampler, "generate", clock, "generation")
+    _time_forwards(trainer.model, clock, "policy_forward", grad_only=True)
+    if trainer.reference is not None:
+        _time_forwards(trainer.reference.model, clock, "reference_forward", grad_only=False)
+    _time_backward(clock)
+    return trainer
+
+
 def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> dict[str, Any]:
     """grpokit's GRPOTrainer on the workload.
 
@@ -138,8 +156,8 @@ def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> di
     import torch
 
     torch.set_num_threads(1)
+    import grpokit.trainers.grpo  # noqa: F401  (the trainer's imports count in the post-import RSS)
     from grpokit.config import GRPOConfig
-    from grpokit.trainers.grpo import GRPOTrainer
 
     rss_imports = rss_mib()
     w = workload
@@ -176,17 +194,7 @@ def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> di
         }
     )
 
-    class TimedTrainer(GRPOTrainer):
-        def collect_rollouts(self, timer: Any) -> Any:
-            clock.step_started()
-            return super().collect_rollouts(timer)
-
-    trainer = TimedTrainer(config, reward_funcs=[digit_reward], dataset=addition_rows())
-    _wrap_method(trainer.sampler, "generate", clock, "generation")
-    _time_forwards(trainer.model, clock, "policy_forward", grad_only=True)
-    if trainer.reference is not None:
-        _time_forwards(trainer.reference.model, clock, "reference_forward", grad_only=False)
-    _time_backward(clock)
+    trainer = timed_grpo_trainer(config, clock)
     rss_ready = rss_mib()
     trainer.train()
     return {"rss_imports_mib": rss_imports, "rss_ready_mib": rss_ready, "steps": clock.steps()}

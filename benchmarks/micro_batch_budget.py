@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_workload import Workload, addition_rows, build_reference_model, digit_reward  # noqa: E402
+from bench_workload import Workload, build_reference_model  # noqa: E402
 
 BUDGETS: tuple[int | None, ...] = (None, 2048, 4096, 8192, 16384)
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -43,9 +43,8 @@ def run_worker(workload: Workload, model_dir: str, budget: int | None) -> dict[s
     import torch
 
     torch.set_num_threads(1)
-    from bench_workers import PhaseClock, _time_backward, _time_forwards, _wrap_method, peak_rss_mib
+    from bench_workers import PhaseClock, peak_rss_mib, timed_grpo_trainer
     from grpokit.config import GRPOConfig
-    from grpokit.trainers.grpo import GRPOTrainer
 
     w = workload
     clock = PhaseClock()
@@ -79,17 +78,7 @@ def run_worker(workload: Workload, model_dir: str, budget: int | None) -> dict[s
         }
     )
 
-    class TimedTrainer(GRPOTrainer):
-        def collect_rollouts(self, timer: Any) -> Any:
-            clock.step_started()
-            return super().collect_rollouts(timer)
-
-    trainer = TimedTrainer(config, reward_funcs=[digit_reward], dataset=addition_rows())
-    _wrap_method(trainer.sampler, "generate", clock, "generation")
-    _time_forwards(trainer.model, clock, "policy_forward", grad_only=True)
-    if trainer.reference is not None:
-        _time_forwards(trainer.reference.model, clock, "reference_forward", grad_only=False)
-    _time_backward(clock)
+    trainer = timed_grpo_trainer(config, clock)
     trainer.train()
     return {"budget": budget, "workload": w.to_dict(), "steps": clock.steps(), "rss_peak_mib": peak_rss_mib()}
 

@@ -45,6 +45,24 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
 
 
+def _checked_sampling(
+    k: int, num_samples: int | None, batch_size: int, rows: Sequence[dict[str, Any]]
+) -> tuple[int, list[dict[str, Any]]]:
+    """``(n, rows)``: the samples per row (``num_samples``, default ``k``) and the rows as a list; the argument
+    that is out of range is named."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = k if num_samples is None else num_samples
+    if n < k:
+        raise ValueError(f"num_samples ({n}) must be >= k ({k})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    listed = list(rows)
+    if not listed:
+        raise ValueError("rows is empty: nothing to evaluate")
+    return n, listed
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,
@@ -82,16 +100,7 @@ def evaluate(
     """
     from grpokit.rollout import TransformersSampler
 
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    n = k if num_samples is None else num_samples
-    if n < k:
-        raise ValueError(f"num_samples ({n}) must be >= k ({k})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows = list(rows)
-    if not rows:
-        raise ValueError("rows is empty: nothing to evaluate")
+    n, rows = _checked_sampling(k, num_samples, batch_size, rows)
     for index, row in enumerate(rows):
         for column in (prompt_column, answer_column):
             if column not in row:
@@ -202,16 +211,7 @@ def evaluate_rewards(
     """
     from grpokit.rollout import TransformersSampler
 
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    n = k if num_samples is None else num_samples
-    if n < k:
-        raise ValueError(f"num_samples ({n}) must be >= k ({k})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows = list(rows)
-    if not rows:
-        raise ValueError("rows is empty: nothing to evaluate")
+    n, rows = _checked_sampling(k, num_samples, batch_size, rows)
     for index, row in enumerate(rows):
         if prompt_column not in row:
             raise ValueError(f"row {index} has no column {prompt_column!r}; it has {sorted(row)}")
