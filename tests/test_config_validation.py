@@ -40,6 +40,10 @@ CASES = [
         ["--process_reward_func", "m:f", "--advantage_estimator", "rank"],
         "advantage_estimator 'rank' applies to outcome rewards; with rewards.process_reward_func",
     ),
+    (
+        ["--process_reward_func", "m:f", "--multi_objective_aggregation", "normalize_then_sum"],
+        "multi_objective_aggregation 'normalize_then_sum' combines outcome reward functions",
+    ),
     (["--ref_model_sync_steps", "5"], "ref_model_sync_steps is set but beta is 0"),
     (["--prompt_truncation", "skip"], "prompt_truncation 'skip' needs max_prompt_length"),
     (

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from grpokit.config.base import Section, check_registered
+
+REGISTRY_KINDS: dict[str, str] = {
+    "loss_type": "loss",
+    "kl_estimator": "kl",
+    "ratio_level": "ratio",
+    "loss_aggregation": "aggregation",
+}
+"""The registry each name-valued loss field is checked against (``grpokit.algorithms.register``)."""
 
 
 class LossConfig(Section):
@@ -50,25 +58,11 @@ class LossConfig(Section):
     kl_in_reward: ClassVar[bool] = False
     """Whether the trainer puts the KL in the reward (PPO for language models) rather than in the loss."""
 
-    @field_validator("loss_type")
+    @field_validator("loss_type", "kl_estimator", "ratio_level", "loss_aggregation")
     @classmethod
-    def _known_loss(cls, value: str) -> str:
-        return check_registered("loss", value, "loss_type")
-
-    @field_validator("kl_estimator")
-    @classmethod
-    def _known_kl(cls, value: str) -> str:
-        return check_registered("kl", value, "kl_estimator")
-
-    @field_validator("ratio_level")
-    @classmethod
-    def _known_ratio(cls, value: str) -> str:
-        return check_registered("ratio", value, "ratio_level")
-
-    @field_validator("loss_aggregation")
-    @classmethod
-    def _known_aggregation(cls, value: str) -> str:
-        return check_registered("aggregation", value, "loss_aggregation")
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        field = str(info.field_name)
+        return check_registered(REGISTRY_KINDS[field], value, field)
 
     @model_validator(mode="after")
     def _check_kl_term(self) -> LossConfig:

@@ -140,6 +140,13 @@ class GRPOConfig(TrainConfig):
                 "rewards.process_reward_func the advantages are DeepSeekMath's process-supervised ones "
                 "(leave advantage_estimator at 'grpo')"
             )
+        aggregation = self.algorithm.multi_objective_aggregation
+        if self.rewards.process_reward_func is not None and aggregation != "sum_then_normalize":
+            raise ValueError(
+                f"algorithm.multi_objective_aggregation '{aggregation}' combines outcome reward functions; with "
+                "rewards.process_reward_func the advantages come from the step rewards (leave it at "
+                "'sum_then_normalize')"
+            )
         return self
 
 

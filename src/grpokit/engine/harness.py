@@ -173,7 +173,7 @@ class RunHarness:
             self.run_dir = self.parallel.on_main(lambda: prepare_run_dir(self.config, self.prefix, run_dir))
             self.parallel.on_main(lambda: rewind_run_dir(run_dir, start_step))
         else:
-            fixed = None if self.fixed_run_dir in (None, True) else Path(self.fixed_run_dir)  # type: ignore[arg-type]
+            fixed = Path(self.fixed_run_dir) if isinstance(self.fixed_run_dir, (str, Path)) else None
             self.run_dir = self.parallel.on_main(lambda: prepare_run_dir(self.config, self.prefix, fixed))
         checkpoint = self.config.checkpoint
         self.checkpointer = ckpt.Checkpointer(

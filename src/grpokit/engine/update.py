@@ -40,7 +40,7 @@ Why each piece:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -280,7 +280,6 @@ def run_update(
     models: Sequence[torch.nn.Module] = (),
     parallel: DataParallel | None = None,
     generator: torch.Generator | None = None,
-    on_pi_old: Callable[[torch.Tensor], None] | None = None,
     row_tokens: torch.Tensor | None = None,
 ) -> UpdateStats:
     """Optimizer steps on one batch: see the module docstring.
@@ -295,7 +294,6 @@ def run_update(
             micro-batch only.
         parallel: the process group; None for one process.
         generator: shuffles minibatches.
-        on_pi_old: called with the frozen (N, T) pi_old when one was computed (diagnostics).
         row_tokens: (N,) prompt + completion tokens of each row, for ``schedule.micro_batch_tokens`` (note 5);
             None: no token split.
     """
@@ -310,8 +308,6 @@ def run_update(
     pi_old = None
     if schedule.optimizer_steps(N, dp.world_size) > 1:
         pi_old = objective.pi_old()  # note 1: frozen before any weight moves
-        if on_pi_old is not None:
-            on_pi_old(pi_old)
 
     means = WeightedMeans()
     grad_norms: dict[str, list[float]] = {slot.name: [] for slot in optimizers}

@@ -181,7 +181,6 @@ class LanguageModelTrainer(Generic[ConfigT]):
             self._restore(resume_from)
         self.harness.parallel = self.parallel
         self.run_dir = self.harness.open(self.start_step)  # rewound to the checkpoint when resuming
-        self.budget_cpu_start = time.process_time()  # reset when train() starts
 
     # -- the loop ----------------------------------------------------------------------------------------
 
