@@ -313,6 +313,7 @@ def update_policy_and_value(
         schedule=update_schedule(algorithm, optim), models=[model, value_model], parallel=dp,
         row_tokens=row_tokens(rollouts),
     )  # fmt: skip
+    stats.metrics.update(objective.metrics())  # logprobs/sampler_mismatch, as GRPO logs it
     return stats
 
 
@@ -447,9 +448,6 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
             update["kl/rollout_per_completion"] = kl_per_completion
             update["rewards/kl_penalty/mean"] = -self.kl_controller.beta * kl_per_completion
             self.kl_controller.update(kl_per_completion, int(rows))
-        if batch.sampler_logprobs is not None:
-            gap = (batch.pi_old_logprobs - batch.sampler_logprobs.cpu()).abs()  # (N, T)
-            update["logprobs/sampler_mismatch"] = float(gap[real].mean())
         return stats
 
     def value_fit(self, batch: PPORollouts) -> dict[str, float]:
