@@ -225,4 +225,79 @@ def test_rm_help_and_print_config(tiny_model_dir, pairs, capsys):
     assert main(["rm", "--model", str(tiny_model_dir), "--train_file", "x.jsonl", "--margin_column", "null",
                  "--enabled", "--print-config"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    assert "margin_column: null" in printed and "train_file: x.jsonl" in printed and "enabled: true" in printed
+    assert (
+        "margin_column: null" in printed and "train_file: x.jsonl" in printed and "enabled: true" in printed
+    )
+
+
+# -- data parallelism: 2 forked CPU processes (gloo) train like 1 ------------------------------------------------
+
+
+def _dp_config(tiny_model_dir, pairs, out, run_name):
+    from grpokit.config import RewardModelConfig, build_config
+
+    return build_config(RewardModelConfig, {
+        "max_steps": 3, "model": {"name_or_path": str(tiny_model_dir), "device": "cpu"},
+        "data": {"train_file": str(pairs / "train.jsonl"), "eval_file": str(pairs / "eval.jsonl"),
+                 "pairs_per_step": 8},
+        "optim": {"learning_rate": 3e-3, "mini_batch_size": 4, "gradient_accumulation_steps": 2,
+                  "shuffle_minibatches": False},
+        "logging": {"output_dir": str(out), "run_name": run_name, "quiet": True, "report_to": [], "report": False},
+    })  # fmt: skip
+
+
+def _dp_child(rank, port, config):
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    from grpokit.trainers.reward_model import train_reward_model
+
+    try:
+        train_reward_model(config)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def test_two_processes_train_like_one(tiny_model_dir, pairs, tmp_path):
+    import socket
+
+    from safetensors.torch import load_file
+
+    from grpokit.trainers.reward_model import train_reward_model
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    two = _dp_config(tiny_model_dir, pairs, tmp_path, "two")
+    context = torch.multiprocessing.start_processes(
+        _dp_child, args=(port, two), nprocs=2, join=False, start_method="fork"
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not context.join(timeout=1.0):
+            assert time.monotonic() < deadline, "2-process run did not finish in 120 s"
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+    one = train_reward_model(_dp_config(tiny_model_dir, pairs, tmp_path, "one"))
+    one_rows, two_rows = rows_of(one.run_dir / "metrics.jsonl"), rows_of(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in two_rows] == [1, 2, 3, 3]  # the last row: the final held-out evaluation
+    for a, b in zip(one_rows, two_rows):
+        for key in ("train/loss", "train/accuracy", "train/reward_std", "train/grad_norm", "eval/accuracy"):
+            assert (key in a) == (key in b)
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+        assert a.get("train/optimizer_steps") == b.get("train/optimizer_steps")
+    expected, actual = (
+        load_file(one.final_dir / "model.safetensors"),
+        load_file(tmp_path / "two" / "final" / "model.safetensors"),
+    )
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=2e-5, msg=name)
+    center = json.loads((tmp_path / "two" / "final" / "config.json").read_text())["reward_center"]
+    assert center == pytest.approx(one.reward_center, abs=1e-5)
