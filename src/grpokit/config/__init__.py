@@ -46,6 +46,7 @@ from grpokit.config.base import (
     renamed_paths,
 )
 from grpokit.config.demo import DEMO_CONFIGS, DemoConfig, DemoGRPOConfig, DemoPPOConfig, DemoTrainConfig
+from grpokit.config.iterative_rm import IterativeRewardModelConfig
 from grpokit.config.loading import (
     PRESETS_DIR,
     apply_overrides,
@@ -103,6 +104,7 @@ __all__ = [
     "GRPOAlgorithmConfig",
     "GRPOConfig",
     "GenerationConfig",
+    "IterativeRewardModelConfig",
     "LoRAConfig",
     "LoggingConfig",
     "ModelConfig",
