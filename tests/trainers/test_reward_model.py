@@ -185,13 +185,17 @@ def test_lora_trains_adapters_and_head_and_saves_a_merged_model(tiny_model_dir, 
     from grpokit.rewards.reward_model import RewardModel
     from grpokit.trainers.reward_model import RewardModelTrainer
 
-    config = build_config(RewardModelConfig, {
-        "max_steps": 4, "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "lora": {"r": 4}},
-        "data": {"train_file": str(pairs / "train.jsonl"), "eval_fraction": 0.25, "pairs_per_step": 8},
-        "optim": {"learning_rate": 3e-3}, "checkpoint": {"save_steps": 2},
-        "logging": {"output_dir": str(tmp_path), "run_name": "lora", "quiet": True, "report_to": [], "report": False},
-    })  # fmt: skip
-    trainer = RewardModelTrainer(config)
+    def config(run_name, max_steps=4, resume=None):
+        return build_config(RewardModelConfig, {
+            "max_steps": max_steps,
+            "model": {"name_or_path": str(tiny_model_dir), "device": "cpu", "lora": {"r": 4}},
+            "data": {"train_file": str(pairs / "train.jsonl"), "eval_fraction": 0.25, "pairs_per_step": 8},
+            "optim": {"learning_rate": 3e-3}, "checkpoint": {"save_steps": 2, "resume": resume},
+            "logging": {"output_dir": str(tmp_path), "run_name": run_name, "quiet": True, "report_to": [],
+                        "report": False},
+        })  # fmt: skip
+
+    trainer = RewardModelTrainer(config("lora"))
     assert len(trainer.train_pairs) == 30 and len(trainer.eval_pairs) == 10
     trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
@@ -213,6 +217,13 @@ def test_lora_trains_adapters_and_head_and_saves_a_merged_model(tiny_model_dir, 
     scores = rm(["h "] * 4, ["bca", "bc", "dae", "de"])
     assert len(set(scores)) == 4
     assert all(torch.isfinite(torch.tensor(scores)))
+    # A LoRA run stopped after step 2 resumes from its adapters to the same merged model.
+    RewardModelTrainer(config("lora-resumed", max_steps=2)).train()
+    resumed = RewardModelTrainer(config("lora-resumed", resume=str(tmp_path / "lora-resumed")))
+    assert resumed.start_step == 2
+    assert (resumed.train().final_dir / "model.safetensors").read_bytes() == (
+        result.final_dir / "model.safetensors"
+    ).read_bytes()
 
 
 def test_rm_help_and_print_config(tiny_model_dir, pairs, capsys):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -65,20 +67,27 @@ def load_reward_model(
         return model
     peft = _peft()
     if checkpoint is not None:
-        return peft.PeftModel.from_pretrained(model, os.fspath(checkpoint), is_trainable=True)
+        with _quiet_peft():
+            return peft.PeftModel.from_pretrained(model, os.fspath(checkpoint), is_trainable=True)
     config = peft.LoraConfig(
         r=lora.r, lora_alpha=lora.alpha if lora.alpha is not None else 2 * lora.r, lora_dropout=lora.dropout,
         target_modules=lora.target_modules, task_type="SEQ_CLS",
         base_model_name_or_path=str(directory.resolve()),
     )  # fmt: skip
     try:
-        with warnings.catch_warnings():
-            # peft reads transformers' deprecated `is_gradient_checkpointing` inside get_peft_model (as in
-            # models/lora.py): about peft's code, nothing a user can act on.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with _quiet_peft():
             return peft.get_peft_model(model, config)
     except ValueError as err:  # e.g. target modules not found: name the field
         raise ValueError(f"model.lora.target_modules: {err}") from None
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model (as in
+    models/lora.py): a warning about peft's code that no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def merged_reward_model(model: Any) -> Any:
