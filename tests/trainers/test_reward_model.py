@@ -312,3 +312,43 @@ def test_two_processes_train_like_one(tiny_model_dir, pairs, tmp_path):
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=2e-5, msg=name)
     center = json.loads((tmp_path / "two" / "final" / "config.json").read_text())["reward_center"]
     assert center == pytest.approx(one.reward_center, abs=1e-5)
+
+
+def test_chat_pairs_are_encoded_with_the_chat_template_as_the_reward_scores_them():
+    from grpokit.data import PreferencePair
+    from grpokit.models.tiny import build_char_tokenizer
+    from grpokit.trainers.reward_model import encode_pairs
+
+    tokenizer = build_char_tokenizer("abcdefghu<>:\n ")
+    tokenizer.chat_template = "{% for m in messages %}<{{ m['role'][0] }}>{{ m['content'] }}\n{% endfor %}"
+    user = [{"role": "user", "content": "ab"}]
+    pairs = [PreferencePair("cc", "d", user, 0.5), PreferencePair("ab", "ba")]
+    encoded = encode_pairs(tokenizer, pairs)
+    assert tokenizer.decode(encoded.chosen[0]) == "<u>ab\n<a>cc\n"
+    assert tokenizer.decode(encoded.rejected[0]) == "<u>ab\n<a>d\n"
+    assert tokenizer.decode(encoded.chosen[1]) == "ab"
+    assert encoded.margins.tolist() == [0.5, 0.0]
+    assert encoded.row_tokens().tolist() == [len("<u>ab\n<a>cc\n") + len("<u>ab\n<a>d\n"), 4]
+
+
+def test_rows_given_in_memory_and_num_processes_checked_before_launch(
+    tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    from grpokit.config import RewardModelConfig, build_config
+    from grpokit.trainers.reward_model import RewardModelTrainer
+
+    rng = random.Random(1)
+    rows = [pair(rng) for _ in range(8)]
+    config = build_config(RewardModelConfig, {
+        "max_steps": 2, "model": {"name_or_path": str(tiny_model_dir), "device": "cpu"},
+        "data": {"pairs_per_step": 4, "chosen_column": "chosen"}, "normalization": {"enabled": False},
+        "logging": {"output_dir": str(tmp_path), "run_name": "mem", "quiet": True, "report_to": [], "report": False},
+    })  # fmt: skip
+    result = RewardModelTrainer(config, dataset=rows).train()
+    assert len(rows_of(result.run_dir / "metrics.jsonl")) == 2
+    assert "reward_center" not in json.loads((result.final_dir / "config.json").read_text())
+
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("launched"))
+    args = ["rm", "--model", str(tiny_model_dir), "--train_file", "p.jsonl", "--pairs_per_step", "3"]
+    assert main([*args, "--num_processes", "2"]) == 2
+    assert "data.pairs_per_step (3) must be divisible by --num_processes (2)" in capsys.readouterr().err

@@ -459,7 +459,8 @@ class RewardModelTrainer:
 
         def save() -> None:
             model = merged_reward_model(self.model)
-            model.config.reward_center, model.config.reward_scale = center, scale
+            if center is not None:  # absent (not null) when normalisation is off: raw logits
+                model.config.reward_center, model.config.reward_scale = center, scale
             with ckpt.atomic_directory(final) as tmp:
                 ckpt.save_pretrained(model, self.tokenizer, tmp)
 
