@@ -138,6 +138,7 @@ def _start(args):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_run(tiny_model_dir, pairs, tmp_path):
     extra = [
         "--max_steps",
@@ -352,3 +353,29 @@ def test_rows_given_in_memory_and_num_processes_checked_before_launch(
     args = ["rm", "--model", str(tiny_model_dir), "--train_file", "p.jsonl", "--pairs_per_step", "3"]
     assert main([*args, "--num_processes", "2"]) == 2
     assert "data.pairs_per_step (3) must be divisible by --num_processes (2)" in capsys.readouterr().err
+
+
+def test_normalisation_statistics_come_from_the_configured_reference_file(tiny_model_dir, pairs, tmp_path):
+    from grpokit.config import RewardModelConfig, build_config
+    from grpokit.rewards.reward_model import RewardModel
+    from grpokit.trainers.reward_model import train_reward_model
+
+    config = build_config(RewardModelConfig, {
+        "max_steps": 2, "model": {"name_or_path": str(tiny_model_dir), "device": "cpu"},
+        "data": {"train_file": str(pairs / "train.jsonl"), "pairs_per_step": 8},
+        "normalization": {"reference_file": str(pairs / "eval.jsonl")},
+        "logging": {"output_dir": str(tmp_path), "run_name": "ref", "quiet": True, "report_to": [], "report": False},
+    })  # fmt: skip
+    result = train_reward_model(config)
+    rm = RewardModel(result.final_dir)
+    rm.normalization = None  # raw logits
+    reference = rows_of(pairs / "eval.jsonl")
+    raw = torch.tensor(
+        rm(
+            [r["prompt"] for r in reference] * 2,
+            [r["chosen"] for r in reference] + [r["rejected"] for r in reference],
+        ),
+        dtype=torch.float64,
+    )
+    assert result.reward_center == pytest.approx(raw.mean().item(), abs=1e-5)
+    assert result.reward_scale == pytest.approx(raw.std().item(), rel=1e-4)

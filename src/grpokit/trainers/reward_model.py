@@ -345,7 +345,7 @@ class RewardModelTrainer:
                 run.end_step(step, update)
             if self.eval_encoded is not None and "eval/accuracy" not in metrics:
                 final_eval = self.evaluate()
-                run.log(self.config.max_steps, final_eval, progress=False)
+                run.log(self.step, final_eval, progress=False)
                 metrics |= final_eval
             final_dir, center, scale = self.save_final()
         self.train_model, self.train_optimizer = self.model, self.optimizer
