@@ -124,3 +124,17 @@ def test_a_gold_function_returning_the_wrong_count_is_named(iterative_config, ro
         ValueError, match=r"gold_func .*fraction_of_a.* must return a list of 8 scores, got list of 1"
     ):
         GRPOTrainer(iterative_config("bad"), dataset=rows).train()
+
+
+def test_ppo_with_groups_retrains_the_reward_model_too(iterative_config, rows):
+    from grpokit.config import ConfigError, PPOConfig, build_config
+    from grpokit.trainers.ppo import PPOTrainer
+
+    data = iterative_config("ppo", max_steps=2).model_dump(mode="json")
+    del data["trainer"]
+    data["algorithm"] = {"num_generations": 2, "num_iterations": 1}
+    metrics = read_metrics(PPOTrainer(build_config(PPOConfig, data), dataset=rows).train().run_dir)
+    assert [m["iterative_rm/updates"] for m in metrics] == [0, 1]
+    data["algorithm"] = {"num_generations": 1}
+    with pytest.raises(ConfigError, match="needs algorithm.num_generations >= 2, got 1"):
+        build_config(PPOConfig, data)  # before any model loads

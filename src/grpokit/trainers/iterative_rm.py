@@ -113,11 +113,6 @@ class IterativeRewardModel:
             raise ValueError(
                 "rewards.iterative_rm runs in one process (the reward model is retrained locally)"
             )
-        if config.algorithm.num_generations < 2:
-            raise ValueError(
-                "rewards.iterative_rm pairs the best and worst sample of each group: it needs "
-                f"algorithm.num_generations >= 2, got {config.algorithm.num_generations}"
-            )
         models = [f for f in rewards.functions if isinstance(f, RewardModel)]
         if len(models) != 1:
             raise ValueError("rewards.iterative_rm needs rewards.reward_model (the model it retrains)")
