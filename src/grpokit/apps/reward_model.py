@@ -11,6 +11,7 @@ trained model is ``RUN_DIR/final``: use it with ``grpokit train --reward_model R
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -159,7 +160,7 @@ def main(argv: Sequence[str]) -> int:
     from grpokit.trainers.reward_model import train_reward_model
 
     result = train_reward_model(config)
-    if not config.logging.quiet:
+    if not config.logging.quiet and os.environ.get("RANK", "0") == "0":  # one summary, from rank 0
         center, scale = result.reward_center, result.reward_scale
         accuracy = result.last_metrics.get("eval/accuracy")
         if accuracy is not None:

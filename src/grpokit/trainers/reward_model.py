@@ -248,7 +248,7 @@ class RewardModelTrainer:
             raise ValueError("model.name_or_path is unset: set --model PATH (the body of the reward model)")
         self.harness = RunHarness(
             cfg, prefix=self.run_prefix, max_consecutive_nonfinite=cfg.optim.max_consecutive_nonfinite,
-            desc="rm", progress_keys=("train/loss", "train/accuracy", "eval/accuracy"),
+            desc="rm", progress_keys=("train/accuracy", "eval/accuracy"),  # the bar shows "train=, eval="
         )  # fmt: skip
         resume_from = self.harness.resume_from
         self.train_pairs, self.eval_pairs = self._load_pairs(dataset)
