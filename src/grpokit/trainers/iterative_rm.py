@@ -19,8 +19,8 @@ what the model knew), its loss and agreement after, and the pool's size.
 Deviations, numbered:
 
 1. Labels come from a gold function the user provides; the paper's come from its reward-model data pipeline.
-2. The reward normalisation saved with the model (``reward_center`` / ``reward_scale``) is kept as loaded; GRPO's
-   group-relative advantages do not see the reward's offset or scale anyway.
+2. The reward normalisation saved with the model (``reward_center`` / ``reward_scale``) is kept as loaded, not
+   recomputed after a retraining (group-relative advantages do not see the reward's offset).
 3. One process: the reward model is retrained outside the policy's process group.
 4. The retrained weights, the optimizer's state, the pool, the pending pairs and the sampler of the draws are in
    every checkpoint, so a resumed run continues as the uninterrupted one would.
