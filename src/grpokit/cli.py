@@ -1,4 +1,4 @@
-"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``merge``, ``report``, ``rl``,
+"""The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``rm``, ``merge``, ``report``, ``rl``,
 ``presets``, ``config``, ``version``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
@@ -26,6 +26,7 @@ _COMMANDS = """commands:
   eval      a checkpoint on held-out rows: your data scored by your config's rewards (mean reward,
             solved fraction, pass@k), or a built-in task's accuracy and pass@k
   compare   GRPO vs PPO on the same model, task and budget: memory, time, reward, accuracy, KL
+  rm        train a reward model on preference pairs (chosen/rejected), for --reward_model
   merge     fold a LoRA run's adapters into the base model: a full model that plain transformers loads
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
@@ -94,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _compare(rest)
         if command == "merge":
             return _merge(rest)
+        if command == "rm":
+            from grpokit.apps.reward_model import main as rm_main  # lazy: torch
+
+            return rm_main(rest)
         return _train(rest, demo=command == "demo")
     except (ValueError, FileNotFoundError) as err:
         # Config, data and reward errors are the user's to fix: one clear message, no traceback.

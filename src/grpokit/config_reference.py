@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from grpokit.config import GRPOConfig, PPOConfig, field_help
+from grpokit.config import GRPOConfig, PPOConfig, RewardModelConfig, field_help
 
 _HEADER = """# Configuration reference
 
@@ -34,13 +34,14 @@ def _table(title: str, command: str, cls: type[BaseModel]) -> str:
 
 
 def render() -> str:
-    """The whole reference as Markdown: GRPO, PPO and classic-RL configs, one table each."""
+    """The whole reference as Markdown: GRPO, PPO, classic-RL and reward-model configs, one table each."""
     from grpokit.rl.config import RLConfig  # the classic-RL config lives with its trainer
 
     sections = [
         _table("GRPO (`GRPOConfig`)", "grpokit train", GRPOConfig),
         _table("PPO (`PPOConfig`)", "grpokit train --trainer ppo / grpokit compare", PPOConfig),
         _table("Classic RL (`RLConfig`)", "grpokit rl", RLConfig),
+        _table("Reward model (`RewardModelConfig`)", "grpokit rm", RewardModelConfig),
     ]
     return _HEADER + "\n" + "\n\n".join(sections) + "\n"
 

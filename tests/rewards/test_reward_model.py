@@ -57,3 +57,40 @@ def test_reward_model_from_config_is_added_after_functions(reward_model_dir, mak
 def test_missing_reward_model_dir_is_named(tmp_path):
     with pytest.raises(ValueError, match="reward_model .*nope.* is not a local model directory"):
         RewardModel(tmp_path / "nope")
+
+
+def test_reward_center_and_scale_in_the_config_normalise_every_score(reward_model_dir, tmp_path, make_batch):
+    import json
+    import shutil
+
+    normalised = tmp_path / "normalised"
+    shutil.copytree(reward_model_dir, normalised)
+    config = json.loads((normalised / "config.json").read_text())
+    config |= {"reward_center": 0.25, "reward_scale": 4.0}
+    (normalised / "config.json").write_text(json.dumps(config))
+    prompts, completions = ["1+1=", "12+30="], ["2", "42 "]
+    raw = RewardModel(reward_model_dir)(prompts, completions)
+    rm = RewardModel(normalised)
+    assert rm.normalization == (0.25, 4.0)
+    assert rm(prompts, completions) == pytest.approx([(r - 0.25) / 4.0 for r in raw], rel=1e-6)
+    # The pipeline GRPO and PPO score with sees the normalised value.
+    pipeline = RewardPipeline.from_config(RewardConfig(reward_model=str(normalised)))
+    score = pipeline.score(make_batch(["1+1="], ["2"])).rewards.item()
+    assert score == pytest.approx((raw[0] - 0.25) / 4.0, rel=1e-6)
+
+
+def test_reward_text_is_one_layout_for_text_and_chat():
+    from grpokit.rewards.reward_model import reward_text
+
+    class Template:
+        def apply_chat_template(self, messages, tokenize):
+            assert tokenize is False
+            return "|".join(f"{m['role']}:{m['content']}" for m in messages)
+
+    user = [{"role": "user", "content": "q"}]
+    assert reward_text(Template(), None, "whole text") == "whole text"
+    assert reward_text(Template(), "q ", "a") == "q a"
+    assert reward_text(Template(), user, "a") == "user:q|assistant:a"
+    assert reward_text(Template(), None, [*user, {"role": "assistant", "content": "a"}]) == "user:q|assistant:a"
+    with pytest.raises(ValueError, match="text prompt cannot be followed by chat messages"):
+        reward_text(Template(), "q", user)

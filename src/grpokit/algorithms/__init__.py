@@ -12,6 +12,7 @@ GRPO (DeepSeekMath, arXiv 2402.03300) in three calls::
     loss.backward()
 
 PPO: ``kl_penalized_rewards`` -> ``gae`` -> ``policy_loss`` (per-token advantages) + ``value_loss``.
+Reward models: ``bradley_terry_loss`` on (chosen, rejected) scores of preference pairs.
 
 Swappable pieces are chosen by name from five registries (``available(kind)`` lists them,
 ``register(kind, name)`` adds one): "advantage", "kl", "aggregation", "ratio", and "loss" (whole
@@ -32,6 +33,7 @@ from grpokit.algorithms.masked import entropy_from_logits, masked_mean, masked_s
 from grpokit.algorithms.objectives import LossInputs, LossSettings, compute_loss
 from grpokit.algorithms.policy_loss import aggregate, aggregation_count, policy_loss
 from grpokit.algorithms.ppo import gae, kl_penalized_rewards, value_loss
+from grpokit.algorithms.preference import bradley_terry_loss
 from grpokit.algorithms.registry import available, register
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "aggregate",
     "aggregation_count",
     "available",
+    "bradley_terry_loss",
     "compute_loss",
     "entropy_from_logits",
     "gae",

@@ -28,7 +28,8 @@ renamed fields, registry lookups), :mod:`~grpokit.config.sections` (the shared s
 :mod:`~grpokit.config.loss` (the loss section shared by GRPO, PPO and classic RL, and the algorithm
 sections), :mod:`~grpokit.config.trainers` (the composed trainer configs), :mod:`~grpokit.config.demo`
 (the demo's section and configs), :mod:`~grpokit.config.loading` (YAML, overrides, presets, saving),
-:mod:`~grpokit.config.starter` (the fields set first, the starter YAML of ``grpokit config init``). It imports none of
+:mod:`~grpokit.config.starter` (the fields set first, the starter YAML of ``grpokit config init``),
+:mod:`~grpokit.config.reward_model` (reward-model training, ``grpokit rm``). It imports none of
 grpokit's trainers, engine, rollout, models, rewards, data or tracking; names are checked against the
 ``grpokit.algorithms`` registries when a config is built.
 
@@ -45,6 +46,7 @@ from grpokit.config.base import (
     renamed_paths,
 )
 from grpokit.config.demo import DEMO_CONFIGS, DemoConfig, DemoGRPOConfig, DemoPPOConfig, DemoTrainConfig
+from grpokit.config.iterative_rm import IterativeRewardModelConfig
 from grpokit.config.loading import (
     PRESETS_DIR,
     apply_overrides,
@@ -64,6 +66,12 @@ from grpokit.config.loss import (
     PolicyLossConfig,
     PPOAlgorithmConfig,
     ValueLossConfig,
+)
+from grpokit.config.reward_model import (
+    PreferenceDataConfig,
+    RewardEvalConfig,
+    RewardModelConfig,
+    RewardNormalizationConfig,
 )
 from grpokit.config.sections import (
     CheckpointConfig,
@@ -96,6 +104,7 @@ __all__ = [
     "GRPOAlgorithmConfig",
     "GRPOConfig",
     "GenerationConfig",
+    "IterativeRewardModelConfig",
     "LoRAConfig",
     "LoggingConfig",
     "ModelConfig",
@@ -122,5 +131,9 @@ __all__ = [
     "renamed_paths",
     "save_config",
     "starter_yaml",
+    "PreferenceDataConfig",
+    "RewardEvalConfig",
+    "RewardModelConfig",
+    "RewardNormalizationConfig",
     "trainer_config_class",
 ]

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from grpokit.config.base import Section
+from grpokit.config.iterative_rm import IterativeRewardModelConfig
 
 
 class LoRAConfig(Section):
@@ -240,6 +241,10 @@ class RewardConfig(Section):
     function keeps running in the background; the ``code_tests`` sandbox kills its processes). ``null``: no
     limit."""
 
+    iterative_rm: IterativeRewardModelConfig = Field(default_factory=IterativeRewardModelConfig)
+    """Iterative RL: retrain ``reward_model`` on gold-labelled pairs of the policy's samples (off while
+    ``iterative_rm.gold_func`` is unset)."""
+
     @model_validator(mode="after")
     def _check(self) -> RewardConfig:
         if len(set(self.reward_funcs)) != len(self.reward_funcs):
@@ -253,6 +258,8 @@ class RewardConfig(Section):
         unknown = set(self.reward_kwargs) - set(self.reward_funcs)
         if unknown:
             raise ValueError(f"reward_kwargs names {sorted(unknown)}, which are not in reward_funcs")
+        if self.iterative_rm.gold_func is not None and self.reward_model is None:
+            raise ValueError("iterative_rm.gold_func is set but reward_model is not: there is no model to retrain")
         return self
 
 

@@ -104,6 +104,11 @@ def _check_step_batch(config: GRPOConfig | PPOConfig) -> None:
             f"optim.gradient_accumulation_steps ({config.optim.gradient_accumulation_steps}) must divide the "
             f"N = {config.num_responses} responses of a step"
         )
+    if config.rewards.iterative_rm.gold_func is not None and config.algorithm.num_generations < 2:
+        raise ValueError(
+            "rewards.iterative_rm pairs the best and worst sample of each group: it needs "
+            f"algorithm.num_generations >= 2, got {config.algorithm.num_generations}"
+        )
     if config.rewards.overlong_buffer_length >= config.generation.max_new_tokens:
         raise ValueError(
             f"rewards.overlong_buffer_length ({config.rewards.overlong_buffer_length}) must be smaller "

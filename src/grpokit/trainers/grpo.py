@@ -23,7 +23,8 @@ Choices and deviations from the paper, numbered:
    decoding differs from a full forward by rounding); their gap is logged as ``logprobs/sampler_mismatch``.
 2. The policy stays in eval mode (no dropout) during the update, so the ratio is 1 before the first step.
 3. The reference model exists only when ``beta > 0``: a frozen copy of the initial policy, re-synced every
-   ``ref_model_sync_steps`` steps when set (the paper's iterative GRPO also retrains the reward model; not here).
+   ``ref_model_sync_steps`` steps when set; the paper's iterative GRPO also retrains the reward model, which
+   ``rewards.iterative_rm`` does (``trainers/iterative_rm.py``).
 4. A sample no reward function applies to (all ``None``) is left out of its group's baseline and masked out
    of the loss; DAPO's overlong filtering masks truncated completions out of the loss but keeps them in the
    baseline.

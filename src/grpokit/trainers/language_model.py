@@ -35,6 +35,7 @@ from grpokit.rewards import RewardPipeline, RewardScores
 from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking.timing import PhaseTimer
+from grpokit.trainers.iterative_rm import IterativeRewardModel
 from grpokit.trainers.prompts import load_dataset, screen_prompt_lengths
 from grpokit.trainers.rollout_engine import (
     build_sampler,
@@ -142,6 +143,8 @@ class LanguageModelTrainer(Generic[ConfigT]):
                 tokenizer=self.tokenizer,
                 device=self.device,
             )
+        # rewards.iterative_rm: the reward model keeps learning from gold-labelled samples (else None).
+        self.iterative_rm = IterativeRewardModel.from_config(cfg, self.rewards, self.parallel)
         self.reference: Reference | None = None
         if cfg.algorithm.beta > 0 and is_lora_model(self.model):
             # The initial policy is the base model: the policy itself with its adapters disabled, no copy.
@@ -212,6 +215,8 @@ class LanguageModelTrainer(Generic[ConfigT]):
                             update = self.update_policy(batch, advantages, loss_mask)
                     # 4. Refresh the reference (iterative GRPO); push the weights to a separate sampler.
                     update.metrics.update(self.sync_policy(step, timer))
+                    if self.iterative_rm is not None:  # iterative RL: retrain the reward model every K steps
+                        update.metrics.update(self.iterative_rm.after_step(step, batch))
                     # 5. Log the step as one process would see it (every process's rows, pooled metrics).
                     step_view = gather_step(
                         self.parallel, batch, scores, generated, advantages, loss_mask, update.as_metrics(),
@@ -293,6 +298,7 @@ class LanguageModelTrainer(Generic[ConfigT]):
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             **self.resume_point(),
+            **({"iterative_rm": self.iterative_rm.state_dict()} if self.iterative_rm is not None else {}),
         }
 
     def resume_point(self) -> dict[str, Any]:
@@ -360,6 +366,8 @@ class LanguageModelTrainer(Generic[ConfigT]):
         self.prompt_iter.load_state_dict(state["data"])
         self.sampler.load_state_dict(state["sampler"])
         self.harness.load_state_dict(state)
+        if self.iterative_rm is not None:
+            self.iterative_rm.load_state_dict(state["iterative_rm"])
         self.start_step = int(state["step"])
 
     def save_final(self) -> Path:
