@@ -16,11 +16,10 @@ reward:
    model raters show this bias (Saito et al. 2023, arXiv 2310.10076; Singhal et al. 2023, arXiv
    2310.03716); here it is known and switchable, so the proxy is imperfect in a way a policy can exploit.
    Under the gold checker every completion with a suffix is wrong.
-3. **Proxy reward model.** :func:`train_proxy_reward_model`: the Bradley-Terry loss on the pairs, a scalar
-   head on the start policy's body, saved as a Hugging Face sequence-classification model. Its scale is then
-   set so that its scores on the start policy's samples have unit standard deviation
-   (:func:`normalise_reward_scale`), so PPO's KL penalty and GRPO's KL term weigh against rewards of one
-   size.
+3. **Proxy reward model.** :func:`train_proxy_reward_model`: ``grpokit rm``'s trainer (the Bradley-Terry
+   loss) on the pairs, a scalar head on the start policy's body, saved as a Hugging Face
+   sequence-classification model with its reward normalised to mean 0 and std 1 on the pairs' texts (start
+   policy samples), so PPO's KL penalty and GRPO's KL term weigh against rewards of one size.
 4. **RL against the proxy.** :func:`grpokit.apps.compare.run_comparison` (``grpokit compare``'s matched
    settings and budgets; one fresh process per run) trains GRPO and PPO from the start policy for
    ``steps`` steps per seed, with ``rewards.reward_model`` = the proxy (weight 1) and the task's checker as
@@ -46,6 +45,7 @@ Choices, numbered:
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -60,7 +60,7 @@ __all__ = [
     "HackingSetup",
     "collect_pairs",
     "label_pair",
-    "normalise_reward_scale",
+    "reward_normalisation",
     "prepare_start_policy",
     "run_reward_hacking",
     "train_proxy_reward_model",
@@ -188,7 +188,8 @@ def collect_pairs(
 ) -> list[dict[str, Any]]:
     """``num_pairs`` labelled pairs (:func:`label_pair`) of start-policy samples, two per prompt, at
     temperature 1; rows ``{"prompt", "chosen", "rejected", "answer", "gold_agrees"}``, ``gold_agrees``
-    telling whether the gold checker makes the same choice (False where it ties or disagrees)."""
+    telling whether the gold checker makes the same choice (False where it ties or disagrees). Pairs with an
+    empty completion are skipped (a preference pair needs a response on both sides)."""
     from grpokit.data.tasks import get_task
     from grpokit.engine.checkpoint import quiet_transformers
     from grpokit.models.loading import load_model, load_tokenizer
@@ -209,6 +210,8 @@ def collect_pairs(
         completions = sampler.generate([row["prompt"] for row in chunk], 2).completions
         for i, row in enumerate(chunk):
             first, second = completions[2 * i], completions[2 * i + 1]
+            if not (first.strip() and second.strip()):  # the reward-model trainer needs text on both sides
+                continue
             labelled = label_pair(row["answer"], first, second, length_bias=setup.length_bias, rng=rng)
             if labelled is None:
                 continue
@@ -243,72 +246,41 @@ def train_proxy_reward_model(
     batch_size: int,
     seed: int,
 ) -> Path:
-    """Train a reward model on ``pairs`` (``{"prompt", "chosen", "rejected"}``) with the Bradley-Terry loss
-
-        L = - mean_pairs log sigmoid(r(x, y_chosen) - r(x, y_rejected))
-
-    on ``AutoModelForSequenceClassification`` (``num_labels=1``: a scalar head on ``base_model``'s body,
-    read at the last real token), AdamW, shuffled minibatches. The pairs are also written to
-    ``output_dir/pairs.jsonl`` (the format ``grpokit rm --train_file`` reads). Returns the directory of the
-    trained model, saved with ``save_pretrained`` (safetensors) and its tokenizer: what
-    ``rewards.reward_model`` loads.
+    """Train the proxy on ``pairs`` (``{"prompt", "chosen", "rejected"}``) with ``grpokit rm``'s trainer:
+    the Bradley-Terry loss ``-log sigmoid(r(x, y_chosen) - r(x, y_rejected))`` on a scalar head put on
+    ``base_model``'s body, ``epochs`` passes of ``batch_size`` pairs a step (at most all of them), AdamW at a constant
+    ``learning_rate``, and the reward normalised to mean 0 and std 1 on the training pairs' texts (saved with
+    the model, applied by ``rewards.reward_model``). The pairs are written to ``output_dir/pairs.jsonl``,
+    the file ``grpokit rm --train_file`` takes; the run goes to ``output_dir/rm``. Returns the trained
+    model's directory (Hugging Face sequence-classification format).
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from grpokit.engine.checkpoint import quiet_transformers
+    from grpokit.config import RewardModelConfig, build_config
+    from grpokit.trainers.reward_model import train_reward_model
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "pairs.jsonl", "w", encoding="utf-8") as f:
         for row in pairs:
             f.write(json.dumps({k: row[k] for k in ("prompt", "chosen", "rejected")}) + "\n")
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model), local_files_only=True)
-    tokenizer.padding_side = "right"  # as rewards.reward_model scores
-    with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(base_model), num_labels=1, local_files_only=True
-        )
-    model.config.pad_token_id = tokenizer.pad_token_id
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(pairs), generator=generator).tolist()
-        for start in range(0, len(order), batch_size):
-            batch = [pairs[i] for i in order[start : start + batch_size]]
-            texts = [r["prompt"] + r["chosen"] for r in batch] + [r["prompt"] + r["rejected"] for r in batch]
-            enc = tokenizer(texts, return_tensors="pt", padding=True)
-            scores = model(**enc).logits[:, 0]  # (2b,)
-            chosen, rejected = scores.chunk(2)  # (b,), (b,)
-            loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-    model.eval()
-    final = out / "final"
-    with quiet_transformers():
-        model.save_pretrained(str(final), safe_serialization=True)
-    tokenizer.save_pretrained(str(final))
-    return final
+    batch_size = min(batch_size, len(pairs))
+    config = build_config(
+        RewardModelConfig,
+        {
+            "seed": seed,
+            "max_steps": max(1, math.ceil(epochs * len(pairs) / batch_size)),
+            "model": {"name_or_path": str(base_model)},
+            "data": {"train_file": str(out / "pairs.jsonl"), "pairs_per_step": batch_size},
+            "optim": {"learning_rate": learning_rate},
+            "logging": {"output_dir": str(out), "run_name": "rm", "quiet": True, "report_to": [], "report": False},
+        },
+    )  # fmt: skip
+    return Path(train_reward_model(config).final_dir)
 
 
-def normalise_reward_scale(model_dir: str | os.PathLike, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, float]:
-    """Rescale the reward model in ``model_dir`` in place so its scores on ``(prompts, completions)`` have
-    unit standard deviation: the head's weight is divided by that std (a scale only: the head has no bias to
-    centre with). Returns ``{"mean", "std"}`` of the scores before, and ``"scaled_mean"`` after."""
-    from grpokit.engine.checkpoint import quiet_transformers
-    from grpokit.rewards.reward_model import RewardModel
-
-    scorer = RewardModel(model_dir, batch_size=256)
-    scores = torch.tensor(scorer(list(prompts), list(completions)))
-    mean, std = float(scores.mean()), float(scores.std())
-    head = scorer.model.score  # Linear(hidden, 1, bias=False) on the Llama/Qwen2 classifiers
-    with torch.no_grad():
-        head.weight.div_(std)
-    with quiet_transformers():
-        scorer.model.save_pretrained(str(model_dir), safe_serialization=True)
-    return {"mean": mean, "std": std, "scaled_mean": mean / std}
+def reward_normalisation(model_dir: str | os.PathLike) -> dict[str, float | None]:
+    """The ``reward_center`` and ``reward_scale`` saved with a reward model (None where absent)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return {key: config.get(key) for key in ("reward_center", "reward_scale")}
 
 
 def pairwise_accuracy(model_dir: str | os.PathLike, pairs: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -400,8 +372,7 @@ def run_reward_hacking(
         pairs, base_model=start_policy, output_dir=out / "reward_model", epochs=setup.rm_epochs,
         learning_rate=setup.rm_learning_rate, batch_size=setup.rm_batch_size, seed=setup.rm_seed,
     )  # fmt: skip
-    sides = [(r["prompt"], c) for r in pairs for c in (r["chosen"], r["rejected"])]
-    scale = normalise_reward_scale(reward_model, [p for p, _ in sides], [c for _, c in sides])
+    scale = reward_normalisation(reward_model)
     accuracy = pairwise_accuracy(reward_model, held_out)
     log(
         f"proxy reward model: held-out pairwise accuracy {accuracy['labels']:.3f} on the labeller's choices, "
@@ -415,7 +386,7 @@ def run_reward_hacking(
     comparison = run_comparison(grpo, ppo, seeds=setup.seeds, output_dir=out / "rl", log=log)
     summary = analyse(comparison, task_name="addition")
     summary["setup"] = {**asdict(setup), "seeds": list(setup.seeds)}
-    summary["proxy"] = {"pairs": len(pairs), "held_out_accuracy": accuracy, "scale": scale,
+    summary["proxy"] = {"pairs": len(pairs), "held_out_accuracy": accuracy, "normalisation": scale,
                         "pairs_gold_agrees": sum(r["gold_agrees"] for r in pairs) / len(pairs),
                         "pairs_chosen_longer": sum(len(r["chosen"]) > len(r["rejected"]) for r in pairs) / len(pairs)}  # fmt: skip
     summary["cost"] = {
