@@ -93,13 +93,17 @@ class HackingSetup:
     verbose_steps: int = 150
     """Supervised steps that teach the demo model the occasional suffix."""
     verbose_learning_rate: float = 1e-3
+    """Learning rate of those steps."""
     num_pairs: int = 3000
     """Labelled preference pairs the proxy reward model sees."""
     length_bias: float = 0.1
     """Share of the labeller's decided pairs (one side right) on which it prefers the longer side."""
     rm_epochs: int = 6
+    """Passes of the reward-model trainer over the pairs."""
     rm_learning_rate: float = 1e-3
+    """The reward model's AdamW learning rate (constant)."""
     rm_batch_size: int = 32
+    """Pairs per reward-model step."""
     rm_seed: int = 1234
     """Seed of the pairs and the reward model (fixed: every RL run faces the same proxy)."""
     held_out_pairs: int = 500
