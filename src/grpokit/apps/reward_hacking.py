@@ -357,17 +357,24 @@ def run_reward_hacking(
     Raises:
         ValueError: ``output_dir`` already holds a finished experiment.
     """
-    from grpokit.apps.compare import build_compare_configs, run_comparison
-    from grpokit.apps.reward_hacking_report import analyse, write_outputs
-
     setup = setup or HackingSetup()
     out = Path(output_dir)
     if (out / "reward_hacking.json").exists():
         raise ValueError(f"output directory {str(out)!r} already holds a reward-hacking run; choose another")
     out.mkdir(parents=True, exist_ok=True)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    torch.set_num_threads(1)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the preparation's torch work; the caller's setting comes back afterwards
+    try:
+        return _run(setup, out, log)
+    finally:
+        torch.set_num_threads(previous_threads)
 
+
+def _run(setup: HackingSetup, out: Path, log: Callable[[str], None]) -> HackingResult:
+    from grpokit.apps.compare import build_compare_configs, run_comparison
+    from grpokit.apps.reward_hacking_report import analyse, write_outputs
+
+    started, cpu_started = time.perf_counter(), time.process_time()
     start_policy = prepare_start_policy(setup, out, log)
     pairs = collect_pairs(start_policy, setup, setup.num_pairs, seed=setup.rm_seed)
     held_out = collect_pairs(start_policy, setup, setup.held_out_pairs, seed=setup.rm_seed + 1, split="test")
