@@ -30,6 +30,7 @@ _COMMANDS = """commands:
   merge     fold a LoRA run's adapters into the base model: a full model that plain transformers loads
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
+  reward-hacking  GRPO vs PPO optimising a learned proxy reward: gold vs proxy, length, repetition
   presets   list the config presets shipped with grpokit and where their YAML files are
   config    write a commented starter config: grpokit config init --trainer grpo > my.yaml
   version   print the grpokit version
@@ -66,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from grpokit.apps.rl import main as rl_main  # lazy: gymnasium
 
         return rl_main(rest)
+    if command == "reward-hacking":
+        from grpokit.apps.reward_hacking import main as reward_hacking_main
+
+        return reward_hacking_main(rest)
     if command == "presets":
         from grpokit.config import available_presets, preset_path
 

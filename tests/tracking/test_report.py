@@ -554,3 +554,54 @@ def test_compare_charts_a_metric_constant_at_different_values(tmp_path):
     assert data["constant"] == [["clip", 0.0]]  # the same in both runs
     assert [c["title"] for c in data["charts"]] == ["lr"]  # constant in each, but the runs differ
     assert data["goal_chart"] is None
+
+
+PROXY_GOLD_CONFIG = """
+trainer: grpo
+model: {name_or_path: policy}
+data: {task: addition}
+rewards: {reward_funcs: [task], reward_model: rm/final, reward_weights: [0.0, 1.0]}
+"""
+
+
+def proxy_gold_rows(gold_after: float):
+    # 20 steps: the header compares the mean of the first 2 with the mean of the last 2
+    return [
+        {
+            "step": s,
+            "reward/mean": -0.5 + 0.1 * s,
+            "rewards/reward_model/mean": -0.5 + 0.1 * s,
+            "rewards/task/mean": 0.5 if s <= 10 else gold_after + 0.01 * (s % 2),
+        }
+        for s in range(1, 21)
+    ]
+
+
+def test_header_shows_proxy_against_gold_and_warns_when_gold_falls(tmp_path):
+    run = load_run(make_run(tmp_path / "hacked", metrics=proxy_gold_rows(0.1), config=PROXY_GOLD_CONFIG))
+    header = run_header(run)
+    assert ["rewards", "task ×0, reward model rm/final ×1"] in header["trained"]
+    assert ["proxy vs gold", "optimised: reward_model -0.35 → 1.45 · logged at weight 0: task 0.5 → 0.105"] in (
+        header["facts"]
+    )
+    assert header["warnings"] == [
+        "the optimised reward rose (reward_model -0.35 → 1.45) while the reward logged at weight 0 fell "
+        "(task 0.5 → 0.105): the optimised reward is being over-optimised (reward hacking)"
+    ]
+    # both curves are charted together, one line per reward function
+    data = page_data(render_report([run]))
+    chart = next(c for c in data["charts"] if c["title"] == "rewards · mean")
+    assert {s["key"] for s in chart["series"]} == {"rewards/reward_model/mean", "rewards/task/mean"}
+
+
+def test_header_without_a_gold_function_or_when_gold_holds(tmp_path):
+    # the gold rises with the proxy: the fact, no warning
+    run = load_run(make_run(tmp_path / "fine", metrics=proxy_gold_rows(0.9), config=PROXY_GOLD_CONFIG))
+    header = run_header(run)
+    assert any(label == "proxy vs gold" for label, _ in header["facts"])
+    assert header["warnings"] == []
+    # every reward optimised (no weight 0): no proxy/gold line
+    config = PROXY_GOLD_CONFIG.replace("[0.0, 1.0]", "[1.0, 1.0]")
+    run = load_run(make_run(tmp_path / "plain", metrics=proxy_gold_rows(0.1), config=config))
+    header = run_header(run)
+    assert not any(label == "proxy vs gold" for label, _ in header["facts"]) and header["warnings"] == []

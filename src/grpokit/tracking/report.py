@@ -61,6 +61,7 @@ __all__ = [
     "load_run",
     "main",
     "metric_series",
+    "proxy_and_gold",
     "render_report",
     "run_header",
     "write_report",
@@ -589,13 +590,16 @@ def _trained(config: Any) -> list[list[str]]:
     weights = _get(config, "rewards.reward_weights")
     rewards = []
     if isinstance(funcs, list):
-        if isinstance(weights, list) and len(weights) == len(funcs) and any(w != 1 for w in weights):
+        if isinstance(weights, list) and len(weights) >= len(funcs) and any(w != 1 for w in weights):
             rewards = [f"{f} ×{_plain(w)}" for f, w in zip(funcs, weights)]
         else:
             rewards = [str(f) for f in funcs]
     for path, label in (("rewards.reward_model", "reward model"), ("rewards.process_reward_func", "process")):
         if _get(config, path):
             rewards.append(f"{label} {_get(config, path)}")
+    with_model = isinstance(funcs, list) and isinstance(weights, list) and len(weights) == len(funcs) + 1
+    if with_model and _get(config, "rewards.reward_model") and any(w != 1 for w in weights):
+        rewards[len(funcs)] += f" ×{_plain(weights[-1])}"  # the reward model's weight comes last
     rows.append(["rewards", ", ".join(rewards) or "(none)"])
     trainer = config.get("trainer")
     settings = " · ".join(_settings(config, _LM_SETTINGS))
@@ -714,15 +718,89 @@ def _warnings(series: Series) -> list[str]:
     return out
 
 
+def _reward_weights(config: dict[str, Any]) -> list[tuple[str, float]]:
+    """``(metric name, weight)`` of every configured reward, named as the reward pipeline logs them
+    (``rewards/<name>/mean``): a spec's function name unless two specs share it, then ``reward_model``."""
+    funcs = _get(config, "rewards.reward_funcs")
+    specs = [str(f) for f in funcs] if isinstance(funcs, list) else []
+    short = [spec.rsplit(":", 1)[-1] for spec in specs]
+    names = [s if short.count(s) == 1 else spec for s, spec in zip(short, specs)]
+    if _get(config, "rewards.reward_model"):
+        names.append("reward_model")
+    weights = _get(config, "rewards.reward_weights")
+    if not (isinstance(weights, list) and len(weights) == len(names)):
+        weights = [1.0] * len(names)
+    return [(name, float(w)) for name, w in zip(names, weights)]
+
+
+def _change(series: Series, key: str) -> dict[str, float] | None:
+    """``before``/``after`` as :func:`goal_metric` takes them for a training curve (means of the first and
+    last tenth, 1 to 50 steps) and ``significant``: whether they differ by more than twice the standard error
+    of the difference (with one step each: whether they differ at all); None under two logged steps."""
+    points = [y for _, y in _finite(series, key)]
+    if len(points) < 2:
+        return None
+    n = max(1, min(50, len(points) // 10))
+    head, tail = points[:n], points[-n:]
+    before, after = sum(head) / n, sum(tail) / n
+    if n == 1:
+        significant = after != before
+    else:
+        var = lambda xs, m: sum((x - m) ** 2 for x in xs) / (n - 1)  # noqa: E731
+        significant = abs(after - before) > 2 * math.sqrt((var(head, before) + var(tail, after)) / n)
+    return {"before": before, "after": after, "significant": float(significant)}
+
+
+def proxy_and_gold(config: Any, series: Series) -> dict[str, list[dict[str, Any]]] | None:
+    """Optimised rewards (the proxy) against rewards logged at weight 0 (a gold or monitor function), before
+    -> after: ``{"proxy": [...], "gold": [...]}``, each ``{"name", "before", "after", "significant"}``
+    (:func:`_change` of ``rewards/<name>/mean``); None unless the config has both kinds and they were logged.
+    """
+    if not isinstance(config, dict):
+        return None
+    named = _reward_weights(config)
+    out: dict[str, list[dict[str, Any]]] = {"proxy": [], "gold": []}
+    for name, weight in named:
+        change = _change(series, f"rewards/{name}/mean")
+        if change is not None:
+            out["gold" if weight == 0 else "proxy"].append({"name": name, **change})
+    return out if out["proxy"] and out["gold"] else None
+
+
+def _proxy_gold_lines(config: Any, series: Series) -> tuple[list[list[str]], list[str]]:
+    """The header's ``proxy vs gold`` fact and, when an optimised reward rose while a weight-0 one fell
+    (both beyond noise), the warning that the optimised reward is being over-optimised."""
+    found = proxy_and_gold(config, series)
+    if found is None:
+        return [], []
+    text = lambda r: f"{r['name']} {_plain(round(r['before'], 4))} → {_plain(round(r['after'], 4))}"  # noqa: E731
+    fact = [
+        "proxy vs gold",
+        "optimised: " + ", ".join(map(text, found["proxy"]))
+        + " · logged at weight 0: " + ", ".join(map(text, found["gold"])),
+    ]  # fmt: skip
+    rose = [r for r in found["proxy"] if r["significant"] and r["after"] > r["before"]]
+    fell = [r for r in found["gold"] if r["significant"] and r["after"] < r["before"]]
+    warnings = []
+    if rose and fell:
+        warnings.append(
+            f"the optimised reward rose ({', '.join(map(text, rose))}) while the reward logged at weight 0 fell "
+            f"({', '.join(map(text, fell))}): the optimised reward is being over-optimised (reward hacking)"
+        )
+    return [fact], warnings
+
+
 def run_header(run: RunData, series: Series | None = None) -> dict[str, Any]:
     """The top of a run's report: ``trained`` (what was trained on what, ``[label, text]`` rows from the
-    config), ``goal`` (:func:`goal_metric`), ``facts`` (time, speed, peak memory) and ``warnings``."""
+    config), ``goal`` (:func:`goal_metric`), ``facts`` (time, speed, peak memory; optimised rewards against
+    those logged at weight 0, :func:`proxy_and_gold`) and ``warnings``."""
     series = metric_series(_metric_rows(run)) if series is None else series
+    gold_facts, gold_warnings = _proxy_gold_lines(run.config, series)
     return {
         "trained": _trained(run.config),
         "goal": goal_metric(series),
-        "facts": _facts(series),
-        "warnings": _warnings(series),
+        "facts": _facts(series) + gold_facts,
+        "warnings": _warnings(series) + gold_warnings,
     }
 
 
