@@ -298,7 +298,7 @@ class OptimConfig(Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches per minibatch: gradients are accumulated over them (memory, not maths, changes)."""
 
-    micro_batch_tokens: int | None = Field(4096, ge=1)
+    micro_batch_tokens: int | None = Field(2048, ge=1)
     """Token budget of one forward pass in the update and in the no-grad passes (pi_old, reference, values),
     per process: each micro-batch is split further so that none holds more than this many tokens (rows x the
     longest row's prompt + completion tokens; at least one row). Peak memory then stays bounded whatever
