@@ -6,6 +6,7 @@ and never answers) and a closed port stand in for a stuck and a missing server. 
 vLLM engine is tests/rollout/test_vllm_server.py (scripts/test-vllm.sh).
 """
 
+import contextlib
 import socket
 import threading
 
@@ -254,10 +255,8 @@ def silent_port():
     def accept():
         listener.settimeout(0.1)
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 accepted.append(listener.accept()[0])
-            except TimeoutError:
-                pass
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
