@@ -1,5 +1,5 @@
 """The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``rm``, ``merge``, ``report``, ``rl``,
-``presets``, ``config``, ``version``.
+``presets``, ``config``, ``version``, ``vllm-serve``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
@@ -30,6 +30,8 @@ _COMMANDS = """commands:
   merge     fold a LoRA run's adapters into the base model: a full model that plain transformers loads
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
+  vllm-serve  serve a vLLM engine on its own devices or machine to trainers (generation.backend:
+            vllm_server): generation, and weight updates the trainer pushes after each step
   presets   list the config presets shipped with grpokit and where their YAML files are
   config    write a commented starter config: grpokit config init --trainer grpo > my.yaml
   version   print the grpokit version
@@ -94,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from grpokit.apps.reward_model import main as rm_main  # lazy: torch
 
             return rm_main(rest)
+        if command == "vllm-serve":
+            from grpokit.apps.vllm_serve import main as serve_main  # lazy: vLLM
+
+            return serve_main(rest)
         return _train(rest, demo=command == "demo")
     except (ValueError, FileNotFoundError) as err:
         # Config, data and reward errors are the user's to fix: one clear message, no traceback.
