@@ -318,3 +318,35 @@ def test_close_leaves_the_server_running_and_shutdown_server_stops_it(tok, stub)
     other.shutdown_server()
     with pytest.raises(VLLMServerTimeout):
         wait_for_server("127.0.0.1", server.port, 0.5, poll_s=0.1)
+
+
+def test_grpo_trainer_with_the_vllm_server_backend_pushes_every_step(tok, make_config, rows, tiny_model_dir):
+    """generation.backend: vllm_server end to end on the stub: the trainer connects, pushes its weights at start
+    and after each step (the last push is the final policy), samples from the server and closes the client."""
+    from grpokit.rollout.vllm_sampler import _checkpoint_tensors
+    from grpokit.tracking import read_metrics
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    engine = StubEngine(tok)
+    engine.tensors = {name: [list(shape), dtype] for name, (shape, dtype) in _checkpoint_tensors(tiny_model_dir).items()}
+    engine.vocab = 12  # ids 3..11: the tiny model's characters
+    server = VLLMServer(engine, "127.0.0.1", 0, request_timeout_s=5).start()
+    try:
+        config = make_config(max_steps=2, generation={"max_new_tokens": 6, "backend": "vllm_server"},
+                             vllm={"server_port": server.port, "server_timeout_s": 10})  # fmt: skip
+        trainer = GRPOTrainer(config, reward_funcs=[lambda prompts, completions, **c: [len(x) / 6 for x in completions]],
+                              dataset=rows)  # fmt: skip
+        sampler = trainer.sampler.sampler
+        assert isinstance(sampler, VLLMServerSampler) and trainer.rollout_importance == "token"
+        assert len(engine.loaded) == 1  # the push at start
+        result = trainer.train()
+    finally:
+        server.shutdown()
+    metrics = read_metrics(result.run_dir)
+    assert [row["weight_sync/version"] for row in metrics] == [2, 3] and len(engine.loaded) == 3
+    assert [len(specs) for specs in engine.specs] == [2, 2]  # one request per prompt, G samples each
+    final = trainer.model.state_dict()
+    assert all(torch.equal(engine.loaded[-1][name], final[name]) for name in engine.loaded[-1])
+    assert any(not torch.equal(engine.loaded[0][name], final[name]) for name in engine.loaded[-1])
+    with pytest.raises(RuntimeError, match="closed"):
+        sampler.generate(PROMPTS[:1], 1)
