@@ -116,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A run stopped on purpose (signal, out of memory, non-finite updates, disk full): the message says
         # what happened and how to resume; the exit status tells a scheduler which it was (143 = SIGTERM).
         from grpokit.engine.faults import TrainingAborted
+        from grpokit.rollout.vllm_client import VLLMServerError
 
+        if isinstance(err, VLLMServerError):  # the message names the server and what was asked of it
+            print(f"grpokit {command}: error: {err}", file=sys.stderr)
+            return 1
         if not isinstance(err, TrainingAborted):
             raise
         print(f"grpokit {command}: stopped: {err}", file=sys.stderr)

@@ -350,3 +350,14 @@ def test_grpo_trainer_with_the_vllm_server_backend_pushes_every_step(tok, make_c
     assert any(not torch.equal(engine.loaded[0][name], final[name]) for name in engine.loaded[-1])
     with pytest.raises(RuntimeError, match="closed"):
         sampler.generate(PROMPTS[:1], 1)
+
+
+def test_trainer_without_a_server_stops_naming_it(make_config, rows):
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = make_config(generation={"backend": "vllm_server"}, vllm={"server_port": port, "server_timeout_s": 1})
+    with pytest.raises(VLLMServerTimeout, match=rf"127.0.0.1:{port} within 1 s.*grpokit vllm-serve --model PATH"):
+        GRPOTrainer(config, reward_funcs=[lambda prompts, completions, **c: [0.0] * len(completions)], dataset=rows)
