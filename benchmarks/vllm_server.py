@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None) -> None:
                             param.add_(1e-3 * torch.randn(param.shape, generator=generator))
                     syncs.append(sampler.update_weights(model))
                     began = time.perf_counter()
-                    batch = sampler.generate(prompts, G)
+                    sampler.generate(prompts, G)
                     speeds.append(B * G * T / (time.perf_counter() - began))
+                    # Without min_new_tokens: its EOS mask is part of the rollout distribution (convention 1
+                    # of grpokit.rollout.vllm_sampler), which the trainer's forward does not apply.
+                    batch = sampler.with_sampling(min_new_tokens=0).generate(prompts, G)
                     with torch.no_grad():
                         trainer, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask,
                                                          batch.completion_ids, batch.completion_mask)  # fmt: skip
