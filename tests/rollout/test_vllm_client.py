@@ -361,3 +361,57 @@ def test_trainer_without_a_server_stops_naming_it(make_config, rows):
     config = make_config(generation={"backend": "vllm_server"}, vllm={"server_port": port, "server_timeout_s": 1})
     with pytest.raises(VLLMServerTimeout, match=rf"127.0.0.1:{port} within 1 s.*grpokit vllm-serve --model PATH"):
         GRPOTrainer(config, reward_funcs=[lambda prompts, completions, **c: [0.0] * len(completions)], dataset=rows)
+
+
+def test_resume_on_a_restarted_server_reproduces_the_run(tok, make_config, rows, tiny_model_dir, tmp_path):
+    """A run resumed from its step-2 checkpoint against a fresh server (weight version 0 again) pushes the
+    checkpoint's weights first, sends the same requests (seeds restored) and logs the same metrics."""
+    import shutil
+
+    from grpokit.rollout.vllm_sampler import _checkpoint_tensors
+    from grpokit.tracking import read_metrics
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    def stub_server():
+        engine = StubEngine(tok)
+        engine.tensors = {n: [list(shape), dtype] for n, (shape, dtype) in _checkpoint_tensors(tiny_model_dir).items()}
+        engine.vocab = 12
+        return engine, VLLMServer(engine, "127.0.0.1", 0, request_timeout_s=5).start()
+
+    def reward(prompts, completions, **columns):
+        return [x.count("a") / 6 for x in completions]
+
+    engine, server = stub_server()
+    try:
+        full = make_config(max_steps=4, checkpoint={"save_steps": 2, "save_total_limit": None},
+                           generation={"max_new_tokens": 6, "backend": "vllm_server"},
+                           vllm={"server_port": server.port, "server_timeout_s": 10})  # fmt: skip
+        reference = GRPOTrainer(full, reward_funcs=[reward], dataset=rows).train()
+    finally:
+        server.shutdown()
+    resumed_run = tmp_path / "resumed"
+    shutil.copytree(reference.run_dir, resumed_run)
+    shutil.rmtree(resumed_run / "checkpoints" / "step-000004")
+    lines = (resumed_run / "metrics.jsonl").read_text().splitlines()[:2]
+    (resumed_run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+    restarted, server = stub_server()
+    try:
+        resume = full.model_copy(update={
+            "checkpoint": full.checkpoint.model_copy(update={"resume": str(resumed_run)}),
+            "vllm": full.vllm.model_copy(update={"server_port": server.port}),
+        })  # fmt: skip
+        trainer = GRPOTrainer(resume, reward_funcs=[reward], dataset=rows)
+        assert trainer.start_step == 2
+        trainer.train()
+    finally:
+        server.shutdown()
+    # Pushes: at start (the step-2 weights), after step 3, after step 4; the full run pushed the same weights.
+    assert len(restarted.loaded) == 3
+    for got, want in zip(restarted.loaded, engine.loaded[2:]):
+        assert all(torch.equal(got[name], want[name]) for name in want)
+    assert restarted.specs == engine.specs[2:]
+    keys = ("reward/mean", "loss", "grad_norm", "rollout_is/weight_mean")
+    assert [{k: m[k] for k in keys} for m in read_metrics(resumed_run)] == [
+        {k: m[k] for k in keys} for m in read_metrics(reference.run_dir)
+    ]
