@@ -234,6 +234,9 @@ def test_server_rejects_bad_uploads_and_requests(tok, stub):
         conn.request("POST", "/generate", "test", payload={"requests": [{k: v for k, v in spec.items() if k != "seed"}]})
     with pytest.raises(VLLMServerError, match="HTTP 404"):
         conn.request("GET", "/nothing", "test")
+    conn.request("POST", "/reset", "test")  # drops the unfinished upload
+    with pytest.raises(VLLMServerError, match=r"HTTP 409.*no upload of weight version 1 in progress"):
+        conn.request("POST", "/weights/commit", "test", payload={"version": 1})
     small = VLLMServer(engine, "127.0.0.1", 0, max_request_bytes=100).start()
     try:
         with pytest.raises(VLLMServerError, match=r"HTTP 413.*over max_request_bytes=100"):
@@ -415,3 +418,13 @@ def test_resume_on_a_restarted_server_reproduces_the_run(tok, make_config, rows,
     assert [{k: m[k] for k in keys} for m in read_metrics(resumed_run)] == [
         {k: m[k] for k in keys} for m in read_metrics(reference.run_dir)
     ]
+
+
+def test_an_unusable_engine_fails_health_and_generation_with_its_reason(tok, stub):
+    engine, server = stub
+    sampler = client(tok, server)
+    engine.unusable = lambda: "the last weight sync failed (EngineDeadError)"
+    with pytest.raises(VLLMServerError, match=r"HTTP 503: the last weight sync failed \(EngineDeadError\)"):
+        sampler.generate(PROMPTS[:1], 2)
+    with pytest.raises(VLLMServerTimeout, match=r"last: .*HTTP 503: the last weight sync failed"):
+        wait_for_server("127.0.0.1", server.port, 0.3, poll_s=0.1)
