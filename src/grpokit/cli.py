@@ -1,5 +1,5 @@
 """The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``rm``, ``merge``, ``report``, ``rl``,
-``presets``, ``config``, ``version``.
+``presets``, ``config``, ``version``, ``vllm-serve``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
@@ -31,6 +31,8 @@ _COMMANDS = """commands:
   report    write a run's self-contained HTML report (curves, sampled groups, config)
   rl        GRPO and PPO for gymnasium environments (grpokit rl --help)
   reward-hacking  GRPO vs PPO optimising a learned proxy reward: gold vs proxy, length, repetition
+  vllm-serve  serve a vLLM engine on its own devices or machine to trainers (generation.backend:
+            vllm_server): generation, and weight updates the trainer pushes after each step
   presets   list the config presets shipped with grpokit and where their YAML files are
   config    write a commented starter config: grpokit config init --trainer grpo > my.yaml
   version   print the grpokit version
@@ -99,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from grpokit.apps.reward_model import main as rm_main  # lazy: torch
 
             return rm_main(rest)
+        if command == "vllm-serve":
+            from grpokit.apps.vllm_serve import main as serve_main  # lazy: vLLM
+
+            return serve_main(rest)
         return _train(rest, demo=command == "demo")
     except (ValueError, FileNotFoundError) as err:
         # Config, data and reward errors are the user's to fix: one clear message, no traceback.
@@ -115,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A run stopped on purpose (signal, out of memory, non-finite updates, disk full): the message says
         # what happened and how to resume; the exit status tells a scheduler which it was (143 = SIGTERM).
         from grpokit.engine.faults import TrainingAborted
+        from grpokit.rollout.vllm_client import VLLMServerError
 
+        if isinstance(err, VLLMServerError):  # the message names the server and what was asked of it
+            print(f"grpokit {command}: error: {err}", file=sys.stderr)
+            return 1
         if not isinstance(err, TrainingAborted):
             raise
         print(f"grpokit {command}: stopped: {err}", file=sys.stderr)

@@ -246,6 +246,7 @@ def test_auto_importance_sampling_follows_the_backend(make_config):
         )
         config = make_config(generation={"backend": "vllm"}, algorithm={"rollout_importance_sampling": level})
         assert rollout_importance_level(config) == expected
+    assert rollout_importance_level(make_config(generation={"backend": "vllm_server"})) == "token"
     # PPO on a vLLM engine is corrected the same way (it used to get no weights at all).
     assert rollout_importance_level(build_config(PPOConfig, {"generation": {"backend": "vllm"}})) == "token"
 
@@ -271,6 +272,25 @@ def test_auto_importance_sampling_follows_the_backend(make_config):
             "generation.vllm_kv_cache_gib was renamed to vllm.kv_cache_gib",
         ),
         ({"generation": {"backend": "sglang"}}, "generation.backend"),
+        (
+            {"vllm": {"server_port": 9000}},
+            "vllm.server_port set but generation.backend is 'transformers'",
+        ),
+        (
+            {"generation": {"backend": "vllm"}, "vllm": {"server_host": "gpu-box"}},
+            "vllm.server_host set but generation.backend is 'vllm' .* set generation.backend: vllm_server",
+        ),
+        (
+            {"generation": {"backend": "vllm_server"}, "vllm": {"kv_cache_gib": 2.0}},
+            "vllm.kv_cache_gib set but generation.backend is 'vllm_server'.* pass --kv-cache-gib to grpokit "
+            "vllm-serve",
+        ),
+        (
+            {"generation": {"backend": "vllm_server"}, "model": {"lora": {"r": 4}}},
+            "generation.backend 'vllm_server' with model.lora",
+        ),
+        ({"generation": {"backend": "vllm_server"}, "vllm": {"server_port": 0}}, "vllm.server_port"),
+        ({"generation": {"backend": "vllm_server"}, "vllm": {"server_timeout_s": 0}}, "vllm.server_timeout_s"),
         ({"algorithm": {"rollout_importance_cap": 0}}, "algorithm.rollout_importance_cap"),
         ({"algorithm": {"rollout_importance_sampling": "tokens"}}, "algorithm.rollout_importance_sampling"),
     ],
@@ -286,6 +306,10 @@ def test_vllm_rejects_several_processes_and_sharded_engines(make_config):
     with pytest.raises(ValueError, match=r"generation.backend 'vllm' runs in one process .* 2 process\(es\)"):
         check_rollout_backend(config, launch)
     check_rollout_backend(make_config(), launch)  # the transformers sampler shards fine
+    server = make_config(generation={"backend": "vllm_server"})
+    with pytest.raises(ValueError, match=r"generation.backend 'vllm_server' runs in one process"):
+        check_rollout_backend(server, launch)
+    check_rollout_backend(server, DataParallel())  # one process: no vLLM needed in the trainer
 
 
 def test_missing_vllm_names_how_to_install_it(make_config, monkeypatch, rows):

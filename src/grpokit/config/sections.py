@@ -144,12 +144,14 @@ class GenerationConfig(Section):
     it: N processes then reproduce a 1-process run. Costs one generate call per prompt (slower sampling).
     Off: one seeded stream per process (per round and rank when there are several)."""
 
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal["transformers", "vllm", "vllm_server"] = "transformers"
     """Generation engine. ``transformers`` samples with the policy itself (same weights, nothing to sync).
     ``vllm`` runs a vLLM engine on a copy of the weights, pushed into it after every training step; its
     rollout log-probs feed ``algorithm.rollout_importance_sampling``; its own settings are in the ``vllm``
     section. Needs ``pip install grpokit[vllm]`` (CPU: ``scripts/test-vllm.sh``), one process and no
-    ``model.lora``; see docs/vllm.md."""
+    ``model.lora``; see docs/vllm.md. ``vllm_server``: the same, with the engine in a ``grpokit vllm-serve``
+    server (other devices or another machine) at ``vllm.server_host:vllm.server_port``; the trainer needs no
+    vLLM."""
 
     renamed_fields: ClassVar[dict[str, str]] = {
         "vllm_kv_cache_gib": "vllm.kv_cache_gib",
@@ -175,7 +177,7 @@ class GenerationConfig(Section):
 
 
 class VLLMConfig(Section):
-    """The vLLM engine of ``generation.backend: vllm`` (see docs/vllm.md)."""
+    """The vLLM engine of ``generation.backend: vllm`` or ``vllm_server`` (see docs/vllm.md)."""
 
     kv_cache_gib: float | None = Field(None, gt=0)
     """vLLM's KV-cache size in GiB. ``None``: vLLM sizes it, from ``gpu_memory_utilization`` on GPU and from
@@ -190,6 +192,47 @@ class VLLMConfig(Section):
     weight_sync_timeout_s: float = Field(300, gt=0)
     """Deadline in seconds of each push of the policy's weights into the vLLM engine; past it training stops
     with an error instead of hanging on a stuck engine."""
+
+    server_host: str = "127.0.0.1"
+    """``generation.backend: vllm_server``: the address of the ``grpokit vllm-serve`` server."""
+
+    server_port: int = Field(8000, ge=1, le=65535)
+    """``generation.backend: vllm_server``: the server's port."""
+
+    server_timeout_s: float = Field(300, gt=0)
+    """``generation.backend: vllm_server``: deadline in seconds of the wait for the server at start and of each
+    request (a whole batch's generation included); past it training stops with an error naming the server and
+    what was asked. A weight push has ``weight_sync_timeout_s`` as a whole."""
+
+    server_weight_chunk_mb: float = Field(256, gt=0)
+    """``generation.backend: vllm_server``: largest request body of a weight push, in MiB; the weights travel
+    in as many chunks as needed (a larger tensor alone in its chunk)."""
+
+
+_SERVER_FIELDS = ("server_host", "server_port", "server_timeout_s", "server_weight_chunk_mb")
+_ENGINE_FIELDS = ("kv_cache_gib", "gpu_memory_utilization")
+
+
+def check_vllm_fields(backend: str, changed: list[str]) -> None:
+    """Refuse ``vllm`` section fields (``changed``: those off their defaults) that ``backend`` does not use."""
+    if backend == "transformers" and changed:
+        names = ", ".join(f"vllm.{name}" for name in changed)
+        raise ValueError(
+            f"{names} set but generation.backend is 'transformers': set generation.backend: vllm (or vllm_server)"
+        )
+    server = [f"vllm.{name}" for name in changed if name in _SERVER_FIELDS]
+    if backend == "vllm" and server:
+        raise ValueError(
+            f"{', '.join(server)} set but generation.backend is 'vllm' (an engine in this process): set "
+            "generation.backend: vllm_server to use a grpokit vllm-serve server"
+        )
+    engine = [name for name in changed if name in _ENGINE_FIELDS]
+    if backend == "vllm_server" and engine:
+        flags = ", ".join("--" + name.replace("_", "-") for name in engine)
+        raise ValueError(
+            f"{', '.join('vllm.' + name for name in engine)} set but generation.backend is 'vllm_server': the "
+            f"engine is the server's, so pass {flags} to grpokit vllm-serve instead"
+        )
 
 
 class RewardConfig(Section):

@@ -17,6 +17,7 @@ from grpokit.config.sections import (
     OptimConfig,
     RewardConfig,
     VLLMConfig,
+    check_vllm_fields,
 )
 
 
@@ -68,19 +69,15 @@ class TrainConfig(Section):
     def _check_cross_section(self) -> TrainConfig:
         if "task" in self.rewards.reward_funcs and self.data.task is None:
             raise ValueError("rewards.reward_funcs uses 'task' but data.task is unset")
-        if self.generation.backend != "vllm":
-            defaults = VLLMConfig.model_fields
-            changed = [f"vllm.{k}" for k in defaults if getattr(self.vllm, k) != defaults[k].default]
-            if changed:
-                raise ValueError(
-                    f"{', '.join(changed)} set but generation.backend is {self.generation.backend!r}: set "
-                    "generation.backend: vllm"
-                )
-        if self.generation.backend == "vllm" and self.model.lora.r > 0:
+        defaults = VLLMConfig.model_fields
+        check_vllm_fields(
+            self.generation.backend, [k for k in defaults if getattr(self.vllm, k) != defaults[k].default]
+        )
+        if self.generation.backend in ("vllm", "vllm_server") and self.model.lora.r > 0:
             raise ValueError(
-                "generation.backend 'vllm' with model.lora: the engine needs full weights every step (merging "
-                "the adapters each step is not implemented); set model.lora.r: 0 or generation.backend: "
-                "transformers"
+                f"generation.backend {self.generation.backend!r} with model.lora: the engine needs full weights "
+                "every step (merging the adapters each step is not implemented); set model.lora.r: 0 or "
+                "generation.backend: transformers"
             )
         return self
 

@@ -66,16 +66,13 @@ from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Prompt, check_sampling_knobs
-from grpokit.rollout.batch import RolloutBatch
-from grpokit.rollout.prompts import encode_prompts
-from grpokit.rollout.transformers_sampler import _stop_token_ids, group_temperatures
+from grpokit.rollout.transformers_sampler import _stop_token_ids
+from grpokit.rollout.vllm_base import Sample, VLLMSamplerBase, checked_state_dict
 
 __all__ = ["VLLMSampler", "WeightSyncTimeout"]
 
 WORKER_EXTENSION = "grpokit.rollout.vllm_worker.GRPOKitWorkerExtension"
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "auto")
-_MAX_SEED = 2**31 - 1
 _CLOSED = "the sampler was closed"
 
 
@@ -121,24 +118,6 @@ def _checkpoint_tensors(directory: Path) -> dict[str, tuple[tuple[int, ...], str
     return tensors
 
 
-def _is_floating(safetensors_dtype: str) -> bool:
-    return safetensors_dtype.upper() in {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
-
-
-_KNOBS: tuple[str, ...] = (
-    "max_new_tokens",
-    "min_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "temperature_schedule",
-    "max_prompt_length",
-    "prompt_truncation",
-    "seed",
-    "do_sample",
-)
-
-
 class _Engine:
     """The vLLM engine and its weight-sync state, shared by a sampler and its :meth:`~VLLMSampler.with_sampling`
     copies (one engine, one set of weights)."""
@@ -157,7 +136,7 @@ class _Engine:
         self.last_sync: dict[str, float] = {}
 
 
-class VLLMSampler:
+class VLLMSampler(VLLMSamplerBase):
     """RL sampler on a vLLM engine (see the module docstring for the conventions).
 
     Args:
@@ -284,65 +263,6 @@ class VLLMSampler:
         kwargs.update(engine_kwargs or {})
         self._engine = _Engine(vllm.LLM(**kwargs), scratch, expected)
 
-    def _configure(
-        self,
-        *,
-        max_new_tokens: int,
-        min_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        temperature_schedule: tuple[float, float] | None,
-        max_prompt_length: int | None,
-        prompt_truncation: str,
-        seed: int,
-        do_sample: bool,
-    ) -> None:
-        """Validate and set the sampling knobs (the arguments :meth:`with_sampling` may change)."""
-        check_sampling_knobs(
-            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
-            top_k=top_k, temperature_schedule=temperature_schedule, do_sample=do_sample,
-            max_prompt_length=max_prompt_length, prompt_truncation=prompt_truncation,
-        )  # fmt: skip
-        self.max_new_tokens = int(max_new_tokens)
-        self.min_new_tokens = int(min_new_tokens)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.top_k = int(top_k)
-        self.temperature_schedule: tuple[float, float] | None = None
-        if temperature_schedule is not None:  # (lo, hi), checked above
-            lo, hi = temperature_schedule
-            self.temperature_schedule = (float(lo), float(hi))
-        self.max_prompt_length = max_prompt_length
-        self.prompt_truncation = prompt_truncation
-        self.do_sample = bool(do_sample)
-        self.greedy = temperature == 0 or not do_sample
-        self.generator = torch.Generator()
-        self.set_seed(seed)
-
-    def with_sampling(self, **overrides: Any) -> VLLMSampler:
-        """A sampler on the *same* engine (same weights, no second model in memory) with other knobs.
-
-        For example ``sampler.with_sampling(temperature=0)`` for greedy evaluation during training.
-        Weight updates made through either sampler are seen by both; closing either closes the engine.
-
-        Args:
-            overrides: any of ``max_new_tokens``, ``min_new_tokens``, ``temperature``, ``top_p``,
-                ``top_k``, ``temperature_schedule``, ``max_prompt_length``, ``prompt_truncation``,
-                ``seed``, ``do_sample``; the others are copied. The copy gets a fresh generator seeded
-                with ``seed``.
-        """
-        unknown = sorted(set(overrides) - set(_KNOBS))
-        if unknown:
-            raise ValueError(f"with_sampling got unknown knobs {unknown}; valid names: {list(_KNOBS)}")
-        knobs = {name: getattr(self, name) for name in _KNOBS} | overrides
-        copy = object.__new__(VLLMSampler)
-        copy._configure(**knobs)
-        copy.tokenizer, copy.pad_id, copy.stop_ids = self.tokenizer, self.pad_id, self.stop_ids
-        copy.weight_sync_timeout_s = self.weight_sync_timeout_s
-        copy._engine, copy._finalizer = self._engine, self._finalizer
-        return copy
-
     @property
     def llm(self) -> Any:
         """The underlying ``vllm.LLM``."""
@@ -361,218 +281,51 @@ class VLLMSampler:
         """Metrics of the last successful :meth:`update_weights` (empty before the first)."""
         return dict(self._engine.last_sync)
 
-    # -- RNG state (exact resume) -----------------------------------------------------------------
-
-    def set_seed(self, seed: int) -> None:
-        """Reseed the generator that draws the per-request vLLM seeds."""
-        self.seed = int(seed)
-        self.generator.manual_seed(self.seed)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seed = int(state["seed"])
-        self.generator.set_state(state["generator"])
-
-    # -- sampling ---------------------------------------------------------------------------------
-
-    def _sampling_params(self, n: int, temperature: float, seed: int | None) -> Any:
-        from vllm import SamplingParams
-
-        return SamplingParams(
-            n=n,
-            temperature=0.0 if self.greedy else temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_tokens=self.min_new_tokens,
-            max_tokens=self.max_new_tokens,
-            seed=None if self.greedy else seed,
-            logprobs=0,  # the sampled token's log-prob only
-            stop_token_ids=list(self.stop_ids),
-            ignore_eos=True,  # stop on stop_token_ids only (convention 4)
-            detokenize=False,
-        )
-
-    def generate(
-        self,
-        prompts: list[Prompt],
-        num_generations: int,
-        columns: dict[str, list[Any]] | None = None,
-    ) -> RolloutBatch:
-        """Sample ``num_generations`` (G) responses for each of the B ``prompts``.
-
-        Args:
-            prompts: B prompts, text or chat messages.
-            num_generations: G >= 1.
-            columns: dataset columns with B entries each, repeated per response.
-
-        Returns:
-            A :class:`RolloutBatch` with N = B*G rows ordered group by group; T is the longest
-            completion of this batch (at most ``max_new_tokens``). ``sampler_logprobs`` (N, T) are the
-            engine's ROLLOUT log-probs (module docstring, convention 1).
-        """
+    def _check_usable(self) -> None:
         if self._engine.unusable is not None:
             raise RuntimeError(self._engine.unusable)
-        if num_generations < 1:
-            raise ValueError(f"num_generations must be >= 1, got {num_generations}")
-        prompts = list(prompts)
-        if not prompts:
-            raise ValueError("prompts is empty")
-        B, G = len(prompts), num_generations
-        columns = dict(columns or {})
-        for name, values in columns.items():
-            if len(values) != B:
-                raise ValueError(f"column {name!r} has {len(values)} entries but there are {B} prompts")
-        encoded = encode_prompts(self.tokenizer, prompts, self.max_prompt_length, self.prompt_truncation)
-        for index, ids in enumerate(encoded):
-            if len(ids) + self.max_new_tokens > self.max_model_len:
-                raise ValueError(
-                    f"prompt {index} has {len(ids)} tokens; with max_new_tokens={self.max_new_tokens} it exceeds "
-                    f"the engine's max_model_len={self.max_model_len} (set max_prompt_length or max_model_len)"
-                )
 
-        group_temps = group_temperatures(self.temperature, self.temperature_schedule, G)  # (G,)
-        seeds = torch.randint(0, _MAX_SEED - G, (B,), generator=self.generator).tolist()  # one per prompt
-        requests, params = [], []
-        for ids, seed in zip(encoded, seeds):
-            if self.greedy:
-                requests.append({"prompt_token_ids": ids})
-                params.append(self._sampling_params(1, 0.0, None))
-            elif self.temperature_schedule is None:
-                requests.append({"prompt_token_ids": ids})
-                params.append(self._sampling_params(G, self.temperature, seed))
-            else:
-                for i in range(G):
-                    requests.append({"prompt_token_ids": ids})
-                    params.append(self._sampling_params(1, float(group_temps[i]), seed + i))
+    def run_requests(self, specs: list[dict[str, Any]]) -> list[list[Sample]]:
+        """Run request specs (:mod:`grpokit.rollout.vllm_base`) in the engine, in one ``generate`` call.
+
+        Returns:
+            For each spec, its ``n`` samples ``(token_ids, logprobs)`` ordered by sample index.
+        """
+        from vllm import SamplingParams
+
+        requests = [{"prompt_token_ids": list(spec["prompt_token_ids"])} for spec in specs]
+        params = [
+            SamplingParams(
+                n=spec["n"],
+                temperature=spec["temperature"],
+                top_p=spec["top_p"],
+                top_k=spec["top_k"],
+                min_tokens=spec["min_tokens"],
+                max_tokens=spec["max_tokens"],
+                seed=spec["seed"],
+                logprobs=0,  # the sampled token's log-prob only
+                stop_token_ids=list(spec["stop_token_ids"]),
+                ignore_eos=True,  # stop on stop_token_ids only (convention 4)
+                detokenize=False,
+            )
+            for spec in specs
+        ]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-
-        samples: list[tuple[list[int], list[float]]] = []  # N (token ids, log-probs), group by group
-        for b in range(B):
-            if self.greedy:
-                completions = [outputs[b].outputs[0]] * G
-            elif self.temperature_schedule is None:
-                completions = sorted(outputs[b].outputs, key=lambda c: c.index)
-            else:
-                completions = [outputs[b * G + i].outputs[0] for i in range(G)]
-            if len(completions) != G:
-                raise RuntimeError(
-                    f"vLLM returned {len(completions)} completions for prompt {b}, expected {G}"
-                )
-            for completion in completions:
+        answers: list[list[Sample]] = []
+        for output in outputs:
+            samples = []
+            for completion in sorted(output.outputs, key=lambda c: c.index):
                 token_ids = list(completion.token_ids)
                 logprobs = [step[token].logprob for step, token in zip(completion.logprobs, token_ids)]
                 samples.append((token_ids, logprobs))
-        return self._to_batch(prompts, encoded, columns, samples, group_temps.repeat(B), G)
-
-    def _to_batch(
-        self,
-        prompts: list[Prompt],
-        encoded: list[list[int]],
-        columns: dict[str, list[Any]],
-        samples: list[tuple[list[int], list[float]]],
-        temperatures: torch.Tensor,
-        G: int,
-    ) -> RolloutBatch:
-        """Pad the N samples into a :class:`RolloutBatch` (prompts left-padded, completions right-padded)."""
-        B, N = len(prompts), len(samples)
-        P = max(len(ids) for ids in encoded)
-        prompt_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
-        prompt_mask = torch.zeros((B, P), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            prompt_ids[row, P - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            prompt_mask[row, P - len(ids) :] = 1
-
-        T = max(1, max(len(ids) for ids, _ in samples))
-        completion_ids = torch.full((N, T), self.pad_id, dtype=torch.long)
-        sampler_logprobs = torch.zeros((N, T), dtype=torch.float32)
-        completion_mask = torch.zeros((N, T), dtype=torch.float32)
-        truncated = torch.ones(N, dtype=torch.bool)
-        stop_ids = set(self.stop_ids)
-        for row, (ids, logprobs) in enumerate(samples):
-            # vLLM stops right after a stop token and includes it, as the transformers sampler does.
-            completion_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            sampler_logprobs[row, : len(ids)] = torch.tensor(logprobs, dtype=torch.float32)
-            completion_mask[row, : len(ids)] = 1.0
-            truncated[row] = not (ids and ids[-1] in stop_ids)
-        lengths = completion_mask.sum(dim=1).long().tolist()  # (N,)
-        texts = self.tokenizer.batch_decode(
-            [row[:n] for row, n in zip(completion_ids.tolist(), lengths)], skip_special_tokens=True
-        )
-        return RolloutBatch(
-            prompt_ids=prompt_ids.repeat_interleave(G, dim=0),
-            prompt_mask=prompt_mask.repeat_interleave(G, dim=0),
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            group_ids=torch.arange(B).repeat_interleave(G),
-            temperatures=torch.zeros(N) if self.greedy else temperatures.float(),
-            truncated=truncated,
-            prompts=[prompt for prompt in prompts for _ in range(G)],
-            completions=texts,
-            columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
-            sampler_logprobs=sampler_logprobs,
-        )
+            answers.append(samples)
+        return answers
 
     # -- weight sync ------------------------------------------------------------------------------
 
     def _checked_state_dict(self, weights: Any) -> dict[str, torch.Tensor]:
-        """The tensors to push, keyed like the engine's checkpoint; ValueError on any mismatch.
-
-        Tied weights: a transformers ``state_dict()`` lists ``lm_head.weight`` even when it *is* the
-        embedding (the checkpoint does not), so a name absent from the checkpoint is dropped when it
-        shares storage with a tensor that is pushed.
-        """
-        if isinstance(weights, Mapping):
-            state = dict(weights)
-        elif hasattr(weights, "state_dict"):
-            state = weights.state_dict()
-        else:
-            raise ValueError(
-                f"update_weights takes a model (with state_dict) or a dict of tensors, got {type(weights).__name__}"
-            )
-        for name, tensor in state.items():
-            if not isinstance(tensor, torch.Tensor):
-                raise ValueError(f"weight {name!r} is a {type(tensor).__name__}, not a tensor")
-        if any("lora_" in name or name.startswith("base_model.model.") for name in state):
-            raise ValueError(
-                "these look like PEFT/LoRA weights; vLLM needs the full model: pass the merged weights "
-                "(e.g. the state_dict of a merge_and_unload() copy)"
-            )
-        expected = self._engine.expected
-        pushed_storage = {state[name].untyped_storage().data_ptr() for name in state if name in expected}
-        unexpected = [
-            name
-            for name in state
-            if name not in expected and state[name].untyped_storage().data_ptr() not in pushed_storage
-        ]
-        missing = [name for name in expected if name not in state]
-        wrong_shape = [
-            f"{name}: {tuple(state[name].shape)} != {expected[name][0]}"
-            for name in expected
-            if name in state and tuple(state[name].shape) != expected[name][0]
-        ]
-        wrong_kind = [
-            name
-            for name in expected
-            if name in state and state[name].is_floating_point() != _is_floating(expected[name][1])
-        ]
-        problems = []
-        for label, names in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("wrong shape", wrong_shape),
-            ("float vs integer dtype", wrong_kind),
-        ):
-            if names:
-                shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
-                problems.append(f"{label}: {shown}")
-        if problems:
-            raise ValueError(
-                "update_weights: the weights do not match the checkpoint the engine was started from "
-                f"({len(expected)} tensors); nothing was pushed. " + "; ".join(problems)
-            )
-        return {name: state[name] for name in expected}
+        """The tensors to push, keyed like the engine's checkpoint; ValueError on any mismatch."""
+        return checked_state_dict(weights, self._engine.expected)
 
     def update_weights(self, weights: Any) -> dict[str, float]:
         """Push the trainer's current weights into the live engine, in place (no restart).

@@ -10,14 +10,18 @@ the policy, and correcting for the engine's numbers with truncated importance sa
   and weights each token's surrogate by ``min(pi_trainer / pi_rollout, C)``
   (:func:`rollout_importance_weights`), because vLLM's kernels compute slightly different probabilities
   than the trainer's forward pass (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You
-  Off-Policy RL Training").
+  Off-Policy RL Training");
+- ``vllm_server``: :class:`~grpokit.rollout.vllm_client.VLLMServerSampler`, the same with the engine in a
+  ``grpokit vllm-serve`` server (its own devices, or another machine): the weights travel over HTTP, and
+  the trainer needs no vLLM.
 
 Choices, numbered:
 
 1. One weight push per training step, after the update phase (and the reference sync), not one per
    optimizer step: the engine only generates at the start of the next step, so pushing after each of
    several minibatch steps would cost time and change nothing.
-2. ``algorithm.rollout_importance_sampling: auto`` means ``token`` with vLLM and ``none`` with transformers.
+2. ``algorithm.rollout_importance_sampling: auto`` means ``token`` with vLLM (colocated or server) and ``none``
+   with transformers.
    Yao et al. recommend token-level truncation with C = 2; TRL 1.16 corrects by default whenever vLLM
    generates (sequence-level masking, C = 3); verl leaves it off until a threshold is set. A correction that
    is on by default costs one element-wise op on log-probs the trainer computes anyway, and with matching
@@ -65,15 +69,17 @@ def check_rollout_backend(config: TrainConfig, parallel: DataParallel) -> None:
         ValueError: several processes, or DeepSpeed / FSDP (choice 4).
         ImportError: vLLM is not installed (the message says how to install it).
     """
-    if config.generation.backend != "vllm":
+    backend = config.generation.backend
+    if backend not in ("vllm", "vllm_server"):
         return
     if parallel.accelerator is not None:
         raise ValueError(
-            f"generation.backend 'vllm' runs in one process without DeepSpeed or FSDP, but this launch has "
+            f"generation.backend {backend!r} runs in one process without DeepSpeed or FSDP, but this launch has "
             f"{parallel.world_size} process(es) on {parallel.engine}; run one process, or set "
             "generation.backend: transformers"
         )
-    _require_vllm()
+    if backend == "vllm":
+        _require_vllm()
 
 
 def _require_vllm() -> None:
@@ -111,6 +117,22 @@ def build_sampler(
         from grpokit.rollout import TransformersSampler
 
         return TransformersSampler(model, tokenizer, autocast_dtype=autocast_dtype, **knobs)
+    if gen.backend == "vllm_server":
+        from grpokit.rollout.vllm_client import VLLMServerSampler
+
+        vllm = config.vllm
+        # Waits for the server (deadline server_timeout_s), then pushes the policy: the server samples from
+        # the trainer's weights from the first step on, also on resume.
+        return VLLMServerSampler(
+            tokenizer,
+            host=vllm.server_host,
+            port=vllm.server_port,
+            model=model,
+            timeout_s=vllm.server_timeout_s,
+            weight_sync_timeout_s=vllm.weight_sync_timeout_s,
+            weight_chunk_mb=vllm.server_weight_chunk_mb,
+            **knobs,
+        )
     _require_vllm()
     from grpokit.rollout.vllm_sampler import VLLMSampler
 
@@ -132,7 +154,7 @@ def rollout_importance_level(config: GRPOConfig | PPOConfig) -> str | None:
     """
     level = config.algorithm.rollout_importance_sampling
     if level == "auto":
-        level = "token" if config.generation.backend == "vllm" else "none"
+        level = "token" if config.generation.backend in ("vllm", "vllm_server") else "none"
     return None if level == "none" else level
 
 
