@@ -1,5 +1,5 @@
 """The ``grpokit`` command line: ``train``, ``demo``, ``eval``, ``compare``, ``rm``, ``merge``, ``report``, ``rl``,
-``presets``, ``config``, ``version``, ``vllm-serve``.
+``reward-hacking``, ``vllm-serve``, ``presets``, ``config``, ``version``.
 
 Heavy libraries (torch, transformers) are imported only by the command that needs them, so
 ``grpokit --help`` answers at once.
