@@ -199,28 +199,33 @@ class AsyncRollouts:
     def state_dict(self, step: int) -> dict[str, Any]:
         """What resuming after ``step`` needs: every requested batch of a later step, waited for (within
         ``async_timeout_s``); the requests a failed worker lost, to sample again."""
-        batches = dict(self.ready)
+        batches = {}
         if self.current is not None and self.current[0] > step:  # out of memory in the step after it
             batches[self.current[0]] = self.current[1]
+        self._wait_for_requested()
+        batches.update(self.ready)
         lost = list(self.lost)
-        for request in list(self.worker.pending):
-            try:
-                if self.worker.error is not None:
-                    raise self.worker.error
-                self.ready[request.step] = batches[request.step] = self.worker.receive(request.step)
-            except RolloutWorkerError:
-                self.worker.collect_arrived()
-                for arrived in list(self.worker.received):
-                    self.ready[arrived] = batches[arrived] = self.worker.received.pop(arrived)
-                lost += list(self.worker.pending)
-                self.worker.pending.clear()
-                self.lost = lost
-                break
         return {
             "requested_through": self.requested_through,
             "ready": {s: (_batch_state(b), t) for s, (b, t) in sorted(batches.items()) if s > step},
             "lost": [asdict(r) for r in lost if r.step > step],
         }
+
+    def _wait_for_requested(self) -> None:
+        """Every requested batch into ``ready`` (waiting for each within ``async_timeout_s``); when the worker
+        fails, the requests it did not answer go to ``lost``."""
+        worker = self.worker
+        try:
+            if worker.error is not None:
+                raise worker.error
+            for request in list(worker.pending):
+                self.ready[request.step] = worker.receive(request.step)
+        except RolloutWorkerError:
+            worker.collect_arrived()
+            self.lost += list(worker.pending)
+            worker.pending.clear()
+        for step in list(worker.received):
+            self.ready[step] = worker.received.pop(step)
 
 
 def _batch_state(batch: RolloutBatch) -> dict[str, Any]:
