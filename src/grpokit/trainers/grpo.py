@@ -79,11 +79,11 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
     """
 
     run_prefix = "grpo"
+    async_rollouts: AsyncRollouts | None = None
+    """With ``generation.async_rollouts``: the pipeline whose rollout worker samples ahead (started by train)."""
 
     def __init__(self, config: GRPOConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
-        # generation.async_rollouts: a rollout worker samples ahead; started by train().
-        self.async_rollouts: AsyncRollouts | None = None
         if self.config.generation.async_rollouts:
             self.async_rollouts = build_async_rollouts(self)
 
