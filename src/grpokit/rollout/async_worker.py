@@ -41,6 +41,7 @@ import pickle
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -56,7 +57,7 @@ __all__ = ["RolloutRequest", "RolloutWorker", "RolloutWorkerError", "sampler_set
 POLL_S = 0.5
 """Seconds between liveness checks while waiting on the other side."""
 
-_READY, _LOADED, _BATCH, _ERROR = "ready", "loaded", "batch", "error"
+_READY, _LOADED, _BATCH, _ERROR, _BROKEN = "ready", "loaded", "batch", "error", "broken"
 
 
 class RolloutWorkerError(RuntimeError):
@@ -158,6 +159,11 @@ class RolloutWorker:
         )
         with _main_module_hidden():
             self.process.start()
+        # A reader thread moves replies from the pipe to an in-process queue: a worker killed in the middle of
+        # writing a batch leaves a partial message that would block a reader forever; only this thread blocks.
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.reader = threading.Thread(target=_pump, args=(self.replies, self.inbox), daemon=True)
+        self.reader.start()
         self._wait(
             lambda: self._ready,
             self.start_timeout_s,
@@ -186,9 +192,12 @@ class RolloutWorker:
         if process.is_alive():
             process.kill()
             process.join(5.0)
+        with contextlib.suppress(Exception):
+            self.replies.put(None)  # ends the reader thread (or, after a partial message, makes it fail)
         for q in (self.requests, self.replies):
             q.cancel_join_thread()  # never block exit on data the dead process will not read
             q.close()
+        self.reader.join(1.0)
 
     # -- requests, batches and weights ---------------------------------------------------------------------
 
@@ -278,16 +287,16 @@ class RolloutWorker:
     def _drain(self, block_s: float) -> None:
         while self.error is None:
             try:
-                reply = self.replies.get(timeout=block_s) if block_s > 0 else self.replies.get_nowait()
+                reply = self.inbox.get(timeout=block_s) if block_s > 0 else self.inbox.get_nowait()
             except queue.Empty:
-                return
-            except (EOFError, OSError, pickle.UnpicklingError) as err:  # torn by a dying worker
-                self._fail(
-                    f"the rollout worker (pid {self.pid}) broke its reply queue ({err!r}) while {self._doing()}"
-                )
                 return
             block_s = 0.0
             kind = reply[0]
+            if kind == _BROKEN:
+                self._fail(
+                    f"the rollout worker (pid {self.pid}) broke its reply queue ({reply[1]}) while {self._doing()}"
+                )
+                return
             if kind == _READY:
                 self._ready = True
             elif kind == _LOADED:
@@ -307,6 +316,19 @@ class RolloutWorker:
 # -------------------------------------------------------------------------------------------------------
 # The worker process
 # -------------------------------------------------------------------------------------------------------
+
+
+def _pump(replies: Any, inbox: queue.Queue[Any]) -> None:
+    """The reader thread: every reply of the worker into ``inbox``, until the sentinel None or a torn pipe."""
+    while True:
+        try:
+            reply = replies.get()
+        except Exception as err:  # a message torn by a dying worker, or the queue closed under us
+            inbox.put((_BROKEN, repr(err)))
+            return
+        if reply is None:
+            return
+        inbox.put(reply)
 
 
 @contextlib.contextmanager
