@@ -169,12 +169,16 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="runs per system (interleaved, rotating order)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per system (interleaved, rotating order)"
+    )
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the throughput")
     parser.add_argument("--tokens", type=int, default=64, help="completion length T")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
-    parser.add_argument("--quick", action="store_true", help="1 repeat of 5 steps of T = 16: checks that it runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat of 5 steps of T = 16: checks that it runs"
+    )
     parser.add_argument("--out", default="benchmarks/results/async_rollouts")
     parser.add_argument("--worker", choices=list(SYSTEMS), help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
@@ -188,7 +192,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.repeats, args.steps, args.warmup, args.tokens = 1, 5, 1, 16
     if args.warmup >= args.steps - 1:
-        raise ValueError(f"--warmup ({args.warmup}) must leave at least one measured step of --steps {args.steps}")
+        raise ValueError(
+            f"--warmup ({args.warmup}) must leave at least one measured step of --steps {args.steps}"
+        )
 
     model_dir = tempfile.mkdtemp(prefix="async-bench-model-")
     model_info = build_reference_model(model_dir)

@@ -99,5 +99,11 @@ def truncated_importance_weights(
                 real_weights.min(), real_weights.max(),
             ]
         ).tolist()  # fmt: skip
-    names = ("rollout_logprob_abs_diff", "is_capped_fraction", "is_weight_mean", "is_weight_min", "is_weight_max")
+    names = (
+        "rollout_logprob_abs_diff",
+        "is_capped_fraction",
+        "is_weight_mean",
+        "is_weight_min",
+        "is_weight_max",
+    )
     return weights, dict(zip(names, values))

@@ -192,7 +192,9 @@ class GenerationConfig(Section):
                 if getattr(self, k) != defaults[k].default
             ]  # fmt: skip
             if changed:
-                raise ValueError(f"{', '.join(changed)} set but async_rollouts is off: set async_rollouts: true")
+                raise ValueError(
+                    f"{', '.join(changed)} set but async_rollouts is off: set async_rollouts: true"
+                )
         if self.prompt_truncation == "skip" and self.max_prompt_length is None:
             raise ValueError(
                 "prompt_truncation 'skip' needs max_prompt_length (the length beyond which to skip)"

@@ -127,7 +127,7 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         which must not be biased by the filter).
         """
         cfg, algo = self.config, self.config.algorithm
-        if self.async_rollouts is not None:  # sampled ahead by the rollout worker (trainers/async_rollouts.py)
+        if self.async_rollouts is not None:  # sampled ahead by the worker (trainers/async_rollouts.py)
             with timer.phase("rollout_wait"):
                 batch = self.next_async_batch()
             with timer.phase("score"):
@@ -167,7 +167,6 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         kept = torch.isin(group_ids, chosen).nonzero().squeeze(1)
         return everything.select(kept), select_scores(everything_scores, kept), generated
 
-
     # -- asynchronous rollouts ------------------------------------------------------------------------
 
     def next_async_batch(self) -> RolloutBatch:
@@ -178,10 +177,10 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
             return self.async_rollouts.next_batch()
         except RolloutWorkerError as error:
             completed = self.async_rollouts.step
-            if completed > 0 and self.harness.saved_step() != completed:
+            if completed > 0 and self.harness.writes and self.harness.saved_step() != completed:
                 self.save_checkpoint(completed)
             saved = self.harness.last_saved
-            where = f"step {completed} is saved in {saved}" if saved is not None else "no checkpoint was written"
+            where = f"step {completed} is saved in {saved}" if saved else "no checkpoint was written"
             raise RolloutWorkerAbort(
                 f"{error}\n{where}; continue with: grpokit train --resume {self.run_dir}"
             ) from error
