@@ -152,6 +152,7 @@ def test_a_batch_older_than_the_bound_is_never_trained_on():
 # -- end-to-end on the tiny model --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_async_runs_are_deterministic_and_stay_within_the_bound(make_config, rows, tmp_path):
     config = async_config(make_config, max_staleness=2)
     first = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows).train()
@@ -205,6 +206,7 @@ def test_importance_weights_are_the_truncated_ratio_to_the_behaviour_policy(make
     ] == pytest.approx(1.02)
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_reproduces_the_async_run(make_config, rows, tmp_path):
     config = async_config(make_config)
     reference = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows).train()
@@ -225,6 +227,7 @@ def test_resume_from_a_checkpoint_reproduces_the_async_run(make_config, rows, tm
     assert final == (reference.final_dir / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_the_run_with_the_message_and_a_checkpoint(make_config, rows):
     config = make_config(max_steps=5, generation={"async_rollouts": True, "async_timeout_s": 60})
     calls = []
