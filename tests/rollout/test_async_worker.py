@@ -61,7 +61,7 @@ def test_batches_match_the_in_process_sampler_at_each_published_version(policy, 
     worker.submit(request(1, 0, seed=11))
     batch, seconds = worker.receive(1)
     assert_same_batch(batch, local_batch(sampler, 11))
-    assert batch.policy_version.tolist() == [0] * len(PROMPTS) * G and seconds > 0
+    assert batch.policy_version.tolist() == [0] * len(PROMPTS) * G and min(seconds) > 0  # (wall, CPU)
 
     with torch.no_grad():  # a training step: the weights move
         for p in model.parameters():

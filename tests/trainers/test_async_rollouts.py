@@ -105,7 +105,7 @@ class FakeWorker:
             truncated=torch.zeros(2, dtype=torch.bool), prompts=["p", "p"], completions=["", ""],
             policy_version=torch.tensor([version, version]),
         )  # fmt: skip
-        return batch, 0.0
+        return batch, (0.0, 0.0)
 
     def publish(self, model, version):
         self.published.append(version)

@@ -124,7 +124,8 @@ class RolloutWorker:
         self.start_timeout_s, self.timeout_s = float(start_timeout_s), float(timeout_s)
         self.process: Any = None
         self.pending: deque[RolloutRequest] = deque()  # submitted, batch not received yet
-        self.received: dict[int, tuple[RolloutBatch, float]] = {}  # step -> (batch, worker seconds)
+        # step -> (batch, (wall, CPU) seconds the worker spent generating it)
+        self.received: dict[int, tuple[RolloutBatch, tuple[float, float]]] = {}
         self.error: RolloutWorkerError | None = None  # set once; every later call raises it
 
     # -- life cycle ----------------------------------------------------------------------------------------
@@ -211,8 +212,8 @@ class RolloutWorker:
         self.pending.append(request)
         self.requests.put(request)
 
-    def receive(self, step: int) -> tuple[RolloutBatch, float]:
-        """The batch of ``step`` (submitted earlier) and the seconds the worker spent generating it."""
+    def receive(self, step: int) -> tuple[RolloutBatch, tuple[float, float]]:
+        """The batch of ``step`` (submitted earlier) and the (wall, CPU) seconds the worker spent on it."""
         if step not in self.received:
             if not any(r.step == step for r in self.pending):
                 raise ValueError(f"no batch was requested for step {step}")
@@ -307,7 +308,7 @@ class RolloutWorker:
                     self._fail(f"the rollout worker sent the batch of step {step} out of order")
                     return
                 self.pending.popleft()
-                self.received[int(step)] = (pickle.loads(payload), float(seconds))
+                self.received[int(step)] = (pickle.loads(payload), (float(seconds[0]), float(seconds[1])))
             elif kind == _ERROR:
                 _, what, text = reply
                 self._fail(f"the rollout worker (pid {self.pid}) failed while {what}:\n{text}")
@@ -401,11 +402,11 @@ def _worker_main(
                 loaded = _load(params, shared, shared_version, request.version)
                 replies.put((_LOADED, loaded))
             doing = f"generating the batch of step {request.step} with weights version {request.version}"
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             sampler.set_seed(request.seed)
             batch = sampler.generate(request.prompts, request.num_generations, request.columns)
             batch.policy_version = torch.full((batch.num_responses,), request.version, dtype=torch.long)
-            seconds = time.perf_counter() - start
+            seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
             replies.put(
                 (_BATCH, request.step, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), seconds)
             )

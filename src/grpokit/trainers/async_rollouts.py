@@ -97,15 +97,19 @@ class AsyncRollouts:
         self.version = start_step  # the trainer's policy version (steps completed)
         self.step = start_step  # the step whose batch was handed out last
         self.requested_through = start_step  # the last step whose batch was requested
-        self.ready: dict[
-            int, tuple[RolloutBatch, float]
-        ] = {}  # received (batch, worker seconds), not trained on
-        self.current: tuple[int, tuple[RolloutBatch, float]] | None = None  # the step in progress, its batch
+        # step -> (batch, the worker's (wall, CPU) seconds on it): received, not trained on yet
+        self.ready: dict[int, tuple[RolloutBatch, tuple[float, float]]] = {}
+        self.current: tuple[int, tuple[RolloutBatch, tuple[float, float]]] | None = (
+            None  # the step in progress
+        )
         self.lost: list[RolloutRequest] = []  # requests to sample again (after a worker failure)
         self.metrics: dict[str, float] = {}  # of the step in progress
         if state is not None:
             self.requested_through = int(state["requested_through"])
-            self.ready = {int(s): (_batch_from_state(b), float(t)) for s, (b, t) in state["ready"].items()}
+            self.ready = {
+                int(s): (_batch_from_state(b), (float(t[0]), float(t[1])))
+                for s, (b, t) in state["ready"].items()
+            }
             self.lost = [RolloutRequest(**r) for r in state["lost"]]
 
     # -- life cycle ----------------------------------------------------------------------------------------
@@ -151,7 +155,8 @@ class AsyncRollouts:
         self.metrics = {
             "async/staleness_mean": float(staleness.mean()),
             "async/staleness_max": float(staleness.max()),
-            "time/worker_generate": seconds,  # the worker's, overlapped with the trainer's steps
+            "time/worker_generate": seconds[0],  # the worker's, overlapped with the trainer's steps
+            "time/worker_generate_cpu": seconds[1],
         }
         return batch
 
