@@ -114,3 +114,29 @@ def test_start_deadline(policy):
             handle.start()
     finally:
         handle.close()
+
+
+def test_a_frozen_reference_scores_every_batch_in_the_worker(policy, tiny_model_dir):
+    from functools import partial
+
+    from grpokit.models.forward import sequence_logprobs
+
+    model, tokenizer, sampler = policy
+    reference = load_model(str(tiny_model_dir), device="cpu")
+    with torch.no_grad():  # the policy moves away from the reference
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    handle = RolloutWorker(
+        model, tokenizer, sampler_settings(sampler), version=0, start_timeout_s=120, timeout_s=60,
+        reference=reference, reference_logprobs=partial(sequence_logprobs, micro_batch_size=2),
+    )  # fmt: skip
+    try:
+        handle.start()
+        handle.submit(request(1, 0, seed=5))
+        batch, _ = handle.receive(1)
+    finally:
+        handle.close()
+    assert_same_batch(batch, local_batch(sampler, 5))  # sampled with the policy ...
+    want = sequence_logprobs(reference, batch, 2)  # ... scored with the reference
+    torch.testing.assert_close(batch.ref_logprobs, want, rtol=0, atol=1e-5)
+    assert not torch.allclose(batch.ref_logprobs, batch.sampler_logprobs, atol=1e-3)

@@ -206,6 +206,28 @@ def test_importance_weights_are_the_truncated_ratio_to_the_behaviour_policy(make
     ] == pytest.approx(1.02)
 
 
+@pytest.mark.parametrize(("sync_steps", "in_worker"), [(0, True), (1, False)])
+def test_a_frozen_reference_runs_in_the_worker(make_config, rows, monkeypatch, sync_steps, in_worker):
+    scored = []
+    original = objective_module.sequence_logprobs
+
+    def recording(model, batch, micro_batch_size):
+        scored.append(model)
+        return original(model, batch, micro_batch_size)
+
+    monkeypatch.setattr(objective_module, "sequence_logprobs", recording)
+    config = make_config(
+        max_steps=2,
+        generation={"async_rollouts": True},
+        algorithm={"beta": 0.1, "ref_model_sync_steps": sync_steps},
+    )
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    metrics = trainer.train().last_metrics
+    # A re-synced reference changes with the policy: the trainer scores it as in a synchronous run.
+    assert any(m is trainer.reference.model for m in scored) is not in_worker
+    assert (metrics["kl"] > 0) is in_worker  # re-synced every step, the reference is the policy itself
+
+
 @pytest.mark.slow
 def test_resume_from_a_checkpoint_reproduces_the_async_run(make_config, rows, tmp_path):
     config = async_config(make_config)

@@ -31,6 +31,10 @@ Choices, numbered:
    its weight version and its seed alone.
 5. The process starts without importing the caller's ``__main__`` module (which spawn does by default), so
    a training script needs no ``if __name__ == "__main__"`` guard.
+6. With a frozen reference policy (GRPO's beta > 0, never re-synced) the worker also runs its no-grad
+   forward on each batch (``ref_logprobs``): it moves work from the trainer, usually the longer side of the
+   overlap, to the worker. The function that computes it is the trainer's, passed in, so both compute it
+   alike and this module needs no model code.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +111,9 @@ class RolloutWorker:
         version: the policy version of ``model``'s current weights.
         start_timeout_s: deadline for the process to start and build its model.
         timeout_s: deadline of every later wait (a batch, an acknowledgement).
+        reference: a frozen reference policy, copied to the worker once, and ``reference_logprobs(model,
+            batch) -> (N, T)`` (a picklable function): every batch then comes back with ``ref_logprobs``
+            under it, so the trainer's process does not run that forward (choice 6).
     """
 
     def __init__(
@@ -117,8 +125,13 @@ class RolloutWorker:
         version: int,
         start_timeout_s: float,
         timeout_s: float,
+        reference: torch.nn.Module | None = None,
+        reference_logprobs: Callable[[torch.nn.Module, RolloutBatch], torch.Tensor] | None = None,
     ):
+        if (reference is None) != (reference_logprobs is None):
+            raise ValueError("reference and reference_logprobs go together")
         self.model, self.tokenizer, self.sampler_kwargs = model, tokenizer, dict(sampler_kwargs)
+        self.reference, self.reference_logprobs = reference, reference_logprobs
         self.version = int(version)  # newest version published into the shared weights
         self.acked = int(version)  # newest version the worker has loaded
         self.start_timeout_s, self.timeout_s = float(start_timeout_s), float(timeout_s)
@@ -140,6 +153,9 @@ class RolloutWorker:
                 name: p.detach().to("cpu", copy=True).share_memory_()
                 for name, p in self.model.named_parameters()
             }
+            reference = None
+            if self.reference is not None:  # frozen: copied once
+                reference = {n: p.detach().to("cpu", copy=True) for n, p in self.reference.named_parameters()}
         self.shared_version = ctx.Value("q", self.version, lock=False)
         self.requests = ctx.Queue()
         self.replies = ctx.Queue()
@@ -151,6 +167,8 @@ class RolloutWorker:
             "tokenizer": self.tokenizer,
             "sampler_kwargs": self.sampler_kwargs,
             "version": self.version,
+            "reference": reference,
+            "reference_logprobs": self.reference_logprobs,
         }
         self.process = ctx.Process(
             target=_worker_main,
@@ -386,6 +404,16 @@ def _worker_main(
             raise RuntimeError(f"the worker's model and the policy differ in parameters: {missing[:5]}")
         loaded = _load(params, shared, shared_version, int(spec["version"]))
         sampler = TransformersSampler(model, spec["tokenizer"], **spec["sampler_kwargs"])
+        reference = None
+        if spec["reference"] is not None:
+            reference = AutoModelForCausalLM.from_config(spec["config"], **kwargs)
+            reference.eval().requires_grad_(False)
+            with torch.no_grad():
+                for name, p in reference.named_parameters():  # tied weights appear once, as in the policy's
+                    p.copy_(spec["reference"][name])
+            del spec["reference"]
+        dtype = spec["sampler_kwargs"].get("autocast_dtype")
+        autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
         replies.put((_READY, os.getpid()))
         while True:
             doing = "waiting for a request"
@@ -405,6 +433,9 @@ def _worker_main(
             start, start_cpu = time.perf_counter(), time.process_time()
             sampler.set_seed(request.seed)
             batch = sampler.generate(request.prompts, request.num_generations, request.columns)
+            if reference is not None:
+                with autocast:
+                    batch.ref_logprobs = spec["reference_logprobs"](reference, batch)
             batch.policy_version = torch.full((batch.num_responses,), request.version, dtype=torch.long)
             seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
             replies.put(

@@ -29,20 +29,29 @@ and so is a resumed one:
    (``algorithm.rollout_importance_sampling``, ``auto`` = ``token`` here): ``min(pi_old / pi_behaviour, C)``
    against the worker's log-probs (``trainers/rollout_engine.py``). GRPO's pi_old is the current policy
    (``trainers/grpo.py``, note 1), so the weight is what accounts for the staleness.
+4. With beta > 0 and a reference that is never re-synced (``ref_model_sync_steps: 0``), the worker computes
+   the batch's reference log-probs too (``batch.ref_logprobs``, with the trainer's own function and
+   micro-batches), which moves that no-grad forward off the trainer; a re-synced reference stays in the
+   trainer, whose update computes it as in a synchronous run.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, fields
+from functools import partial
 from typing import Any
 
 import torch
 
+from grpokit.config import OptimConfig
 from grpokit.engine import faults
 from grpokit.engine.parallel import derive_seed
+from grpokit.models.forward import sequence_logprobs
+from grpokit.models.reference import ReferencePolicy
 from grpokit.rollout.async_worker import RolloutRequest, RolloutWorker, RolloutWorkerError, sampler_settings
 from grpokit.rollout.batch import RolloutBatch
+from grpokit.trainers.objective import micro_batch_size
 from grpokit.trainers.phases import split_rows
 
 __all__ = ["AsyncRollouts", "RolloutWorkerAbort", "required_version"]
@@ -242,6 +251,11 @@ def _batch_from_state(state: dict[str, Any]) -> RolloutBatch:
     return RolloutBatch(**state)
 
 
+def reference_logprobs(optim: OptimConfig, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
+    """(N, T) log pi_ref of a batch, in the micro-batches the trainer's update would use (run by the worker)."""
+    return sequence_logprobs(model, batch, micro_batch_size(optim, batch.num_responses, 1, batch))
+
+
 def build_async_rollouts(trainer: Any) -> AsyncRollouts:
     """The pipeline of a :class:`~grpokit.trainers.grpo.GRPOTrainer` (its prompts, sampler settings, config
     and resumed state); the worker starts with :meth:`AsyncRollouts.start`.
@@ -259,6 +273,8 @@ def build_async_rollouts(trainer: Any) -> AsyncRollouts:
             "set model.device: cpu, or generation.async_rollouts: false"
         )
     sampler = trainer.sampler.sampler  # the TransformersSampler inside the (one-process) ShardedSampler
+    # A frozen reference (never re-synced) runs its forward in the worker, beside generation (choice 4).
+    frozen = isinstance(trainer.reference, ReferencePolicy) and cfg.algorithm.ref_model_sync_steps == 0
     worker = RolloutWorker(
         trainer.model,
         trainer.tokenizer,
@@ -266,6 +282,8 @@ def build_async_rollouts(trainer: Any) -> AsyncRollouts:
         version=trainer.start_step,
         start_timeout_s=gen.async_start_timeout_s,
         timeout_s=gen.async_timeout_s,
+        reference=trainer.reference.model if frozen else None,
+        reference_logprobs=partial(reference_logprobs, cfg.optim) if frozen else None,
     )
     state = None
     if trainer.resumed_from is not None:
