@@ -147,15 +147,23 @@ def timed_grpo_trainer(config: Any, clock: PhaseClock) -> Any:
     return trainer
 
 
-def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> dict[str, Any]:
+def run_grpokit(
+    workload: Workload,
+    model_dir: str,
+    variant: str = "lean",
+    threads: int = 1,
+    generation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """grpokit's GRPOTrainer on the workload.
 
     ``variant``: ``"lean"`` turns trackers off like TRL's ``report_to="none"``; ``"default"`` keeps the default
     logging (TensorBoard tracker and the HTML report); ``"checkpointing"`` adds gradient checkpointing;
-    ``"microbatch"`` accumulates the gradient over 4 micro-batches of N/4 responses (same update)."""
+    ``"microbatch"`` accumulates the gradient over 4 micro-batches of N/4 responses (same update).
+    ``threads``: torch threads of the trainer; ``generation``: extra ``generation`` fields (e.g.
+    ``{"async_rollouts": True}``)."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     import grpokit.trainers.grpo  # noqa: F401  (the trainer's imports count in the post-import RSS)
     from grpokit.config import GRPOConfig
 
@@ -175,7 +183,9 @@ def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> di
                 "mixed_precision": "bf16" if w.precision == "bf16" else "no",
             },
             "data": {"prompts_per_step": w.prompts},
-            "generation": {"max_new_tokens": w.tokens, "min_new_tokens": w.tokens, "temperature": 1.0},
+            "generation": {
+                "max_new_tokens": w.tokens, "min_new_tokens": w.tokens, "temperature": 1.0, **(generation or {}),
+            },  # fmt: skip
             "optim": {
                 "learning_rate": w.learning_rate,
                 "adam_beta2": 0.999,
@@ -200,14 +210,15 @@ def run_grpokit(workload: Workload, model_dir: str, variant: str = "lean") -> di
     return {"rss_imports_mib": rss_imports, "rss_ready_mib": rss_ready, "steps": clock.steps()}
 
 
-def run_trl(workload: Workload, model_dir: str, variant: str = "lean") -> dict[str, Any]:
+def run_trl(workload: Workload, model_dir: str, variant: str = "lean", threads: int = 1) -> dict[str, Any]:
     """TRL's GRPOTrainer on the workload, with the same settings (TRL's defaults where speed is concerned).
 
     ``variant``: ``"lean"`` (``report_to="none"``), ``"checkpointing"`` (``gradient_checkpointing=True``) or
-    ``"microbatch"`` (4 micro-batches of N/4 per optimizer step, the generation batch still N)."""
+    ``"microbatch"`` (4 micro-batches of N/4 per optimizer step, the generation batch still N).
+    ``threads``: torch threads."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer

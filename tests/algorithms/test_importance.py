@@ -24,6 +24,8 @@ def test_token_level_by_hand():
     assert m["is_capped_fraction"] == pytest.approx(1 / 3, rel=1e-12)
     assert m["rollout_logprob_abs_diff"] == pytest.approx((0.1 + 1.0 + 0.5) / 3, rel=1e-12)
     assert m["is_weight_mean"] == pytest.approx((math.exp(0.1) + 2 + math.exp(-0.5)) / 3, rel=1e-12)
+    # the spread over real tokens only: the padding's weight 0 is not the minimum
+    assert m["is_weight_min"] == pytest.approx(math.exp(-0.5), rel=1e-12) and m["is_weight_max"] == 2.0
 
 
 def test_sequence_level_by_hand_without_overflow():

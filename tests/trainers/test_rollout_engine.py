@@ -169,6 +169,8 @@ def test_rollout_importance_weights_renames_the_metrics():
             "rollout_is/logprob_abs_diff": LOG3 / 2,
             "rollout_is/capped_fraction": 0.5,
             "rollout_is/weight_mean": 1.5,
+            "rollout_is/weight_min": 1.0,
+            "rollout_is/weight_max": 2.0,
         }
     )
 

@@ -55,7 +55,8 @@ def truncated_importance_weights(
         ``(weights, metrics)``: weights (N, T), detached, in ``trainer_logprobs``' dtype, 0 on
         padding; metrics (python floats) ``rollout_logprob_abs_diff`` (token mean of
         ``|log pi_trainer - log pi_rollout|``), ``is_capped_fraction`` (fraction of real tokens, or of
-        responses at sequence level, whose weight was truncated), ``is_weight_mean`` (token mean of w).
+        responses at sequence level, whose weight was truncated), ``is_weight_mean`` (token mean of w),
+        ``is_weight_min`` / ``is_weight_max`` (extremes of w over the real tokens: its spread).
     """
     if level not in LEVELS:
         raise ValueError(
@@ -91,8 +92,18 @@ def truncated_importance_weights(
             nonempty = mask.sum(1) > 0  # (N,)
             capped_fraction = (capped_seq & nonempty).sum().to(log_ratio.dtype) / nonempty.sum()
         weights = torch.where(real, weights, zero)
+        real_weights = weights[real]  # (n_real,)
         values = torch.stack(
-            [masked_mean(log_ratio.abs(), mask), capped_fraction, masked_mean(weights, mask)]
-        ).tolist()
-    names = ("rollout_logprob_abs_diff", "is_capped_fraction", "is_weight_mean")
+            [
+                masked_mean(log_ratio.abs(), mask), capped_fraction, masked_mean(weights, mask),
+                real_weights.min(), real_weights.max(),
+            ]
+        ).tolist()  # fmt: skip
+    names = (
+        "rollout_logprob_abs_diff",
+        "is_capped_fraction",
+        "is_weight_mean",
+        "is_weight_min",
+        "is_weight_max",
+    )
     return weights, dict(zip(names, values))

@@ -153,6 +153,25 @@ class GenerationConfig(Section):
     server (other devices or another machine) at ``vllm.server_host:vllm.server_port``; the trainer needs no
     vLLM."""
 
+    async_rollouts: bool = False
+    """Overlap generation with training: a rollout worker process (its own model copy and CPU thread) samples
+    the next steps' batches while the trainer updates, with weights at most ``max_staleness`` policy versions
+    old, corrected by ``algorithm.rollout_importance_sampling`` (``auto`` turns it on). One process,
+    ``backend: transformers``, no LoRA, no dynamic sampling; see docs/async.md."""
+
+    max_staleness: int = Field(1, ge=1)
+    """With ``async_rollouts``: how many policy versions (training steps) the weights that sampled a batch may
+    lag the policy that trains on it; 1 is one-step-off (the batch of step s comes from the weights after step
+    s - 2). Larger values keep more batches in flight, each staler."""
+
+    async_timeout_s: float = Field(600, gt=0)
+    """With ``async_rollouts``: deadline in seconds of every wait on the rollout worker (a batch, the
+    acknowledgement of a weight version); past it the worker is stopped and the run ends with an error and a
+    checkpoint of the last completed step."""
+
+    async_start_timeout_s: float = Field(300, gt=0)
+    """With ``async_rollouts``: deadline in seconds for the rollout worker to start (import, build its model)."""
+
     renamed_fields: ClassVar[dict[str, str]] = {
         "vllm_kv_cache_gib": "vllm.kv_cache_gib",
         "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
@@ -169,6 +188,16 @@ class GenerationConfig(Section):
             lo, hi = self.temperature_schedule
             if not 0 < lo <= hi:
                 raise ValueError(f"temperature_schedule must satisfy 0 < low <= high, got {[lo, hi]}")
+        if not self.async_rollouts:
+            defaults = type(self).model_fields
+            changed = [
+                k for k in ("max_staleness", "async_timeout_s", "async_start_timeout_s")
+                if getattr(self, k) != defaults[k].default
+            ]  # fmt: skip
+            if changed:
+                raise ValueError(
+                    f"{', '.join(changed)} set but async_rollouts is off: set async_rollouts: true"
+                )
         if self.prompt_truncation == "skip" and self.max_prompt_length is None:
             raise ValueError(
                 "prompt_truncation 'skip' needs max_prompt_length (the length beyond which to skip)"

@@ -113,6 +113,42 @@ def _check_step_batch(config: GRPOConfig | PPOConfig) -> None:
         )
 
 
+def _check_async_rollouts(config: GRPOConfig | PPOConfig) -> None:
+    """``generation.async_rollouts`` with what it cannot run with yet, each refusal naming what to change."""
+    gen = config.generation
+    if not gen.async_rollouts:
+        return
+    off = "or set generation.async_rollouts: false"
+    if config.trainer == "ppo":
+        raise ValueError(f"generation.async_rollouts is implemented for GRPO only; use trainer: grpo {off}")
+    if gen.backend != "transformers":
+        raise ValueError(
+            f"generation.async_rollouts runs a transformers rollout worker; generation.backend {gen.backend!r} "
+            f"is not supported with it yet: set generation.backend: transformers {off}"
+        )
+    if config.model.lora.r > 0:
+        raise ValueError(
+            f"generation.async_rollouts copies full weights into the rollout worker; with model.lora it would "
+            f"need merged adapters every step (not implemented): set model.lora.r: 0 {off}"
+        )
+    if gen.per_group_seed:
+        raise ValueError(
+            "generation.per_group_seed seeds groups for data-parallel runs, which async rollouts do not support; "
+            f"every async batch is seeded from (seed, step) already: set per_group_seed: false {off}"
+        )
+    if getattr(config.algorithm, "dynamic_sampling", False):
+        raise ValueError(
+            "algorithm.dynamic_sampling draws extra rounds of prompts depending on the rewards, which a pipeline "
+            f"that samples ahead cannot know: set algorithm.dynamic_sampling: false {off}"
+        )
+    if config.algorithm.rollout_importance_sampling == "none":
+        raise ValueError(
+            "algorithm.rollout_importance_sampling 'none' with generation.async_rollouts would train on samples "
+            "of older weights without correcting for them: set it to auto, token or sequence "
+            f"(auto = token) {off}"
+        )
+
+
 class GRPOConfig(TrainConfig):
     """Configuration of :class:`grpokit.trainers.grpo.GRPOTrainer`."""
 
@@ -131,6 +167,11 @@ class GRPOConfig(TrainConfig):
     @model_validator(mode="after")
     def _check_grpo(self) -> GRPOConfig:
         _check_step_batch(self)
+        return self
+
+    @model_validator(mode="after")
+    def _check_async(self) -> GRPOConfig:
+        _check_async_rollouts(self)
         return self
 
     @model_validator(mode="after")
@@ -170,6 +211,11 @@ class PPOConfig(TrainConfig):
     @model_validator(mode="after")
     def _check_ppo(self) -> PPOConfig:
         _check_step_batch(self)
+        return self
+
+    @model_validator(mode="after")
+    def _check_async(self) -> PPOConfig:
+        _check_async_rollouts(self)
         return self
 
 

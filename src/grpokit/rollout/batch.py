@@ -46,6 +46,9 @@ class RolloutBatch:
     # computes; a KV-cached or vLLM decode rounds differently)
     sampler_logprobs: torch.Tensor | None = field(default=None, metadata=COMPLETION_SIDE)
     ref_logprobs: torch.Tensor | None = field(default=None, metadata=COMPLETION_SIDE)  # (N, T) under pi_ref
+    # (N,) long, asynchronous rollouts: the policy version (training steps completed) whose weights sampled
+    # each row; None when the policy itself samples (synchronous runs)
+    policy_version: torch.Tensor | None = None
 
     @property
     def num_responses(self) -> int:

@@ -39,6 +39,9 @@ Choices and deviations from the paper, numbered:
 8. ``generation.backend: vllm`` samples with a vLLM engine on a copy of the weights, pushed into it after
    every step, and weights the surrogate by truncated importance weights ``min(pi_old / pi_rollout, C)``
    against the engine's log-probs (``trainers/rollout_engine.py``, ``docs/vllm.md``).
+9. ``generation.async_rollouts`` samples the batches of the next ``max_staleness`` steps in a rollout worker
+   process while the trainer updates, with weights at most that many versions old, corrected by the same
+   truncated importance weights (``trainers/async_rollouts.py``, ``docs/async.md``).
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ import torch
 from grpokit.config import GRPOConfig
 from grpokit.engine.update import UpdateStats
 from grpokit.rewards import RewardScores
+from grpokit.rollout.async_worker import RolloutWorkerError
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking.timing import PhaseTimer
+from grpokit.trainers.async_rollouts import AsyncRollouts, RolloutWorkerAbort, build_async_rollouts
 from grpokit.trainers.language_model import LanguageModelTrainer, TrainResult
 from grpokit.trainers.objective import update_policy
 from grpokit.trainers.phases import (
@@ -75,6 +80,26 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
     """
 
     run_prefix = "grpo"
+    async_rollouts: AsyncRollouts | None = None
+    """With ``generation.async_rollouts``: the pipeline whose rollout worker samples ahead (started by train)."""
+
+    def __init__(self, config: GRPOConfig, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        if self.config.generation.async_rollouts:
+            self.async_rollouts = build_async_rollouts(self)
+
+    def train(self) -> TrainResult:
+        """The loop (:meth:`LanguageModelTrainer.train`); with async rollouts, inside the worker's lifetime."""
+        if self.async_rollouts is None:
+            return super().train()
+        try:
+            try:
+                self.async_rollouts.start()
+            except RolloutWorkerError as error:
+                raise RolloutWorkerAbort(f"{error}; no step was run") from error
+            return super().train()
+        finally:
+            self.async_rollouts.close()  # on every exit path: no orphan worker
 
     def compute_advantages(
         self, batch: RolloutBatch, scores: RewardScores
@@ -103,6 +128,12 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         which must not be biased by the filter).
         """
         cfg, algo = self.config, self.config.algorithm
+        if self.async_rollouts is not None:  # sampled ahead by the worker (trainers/async_rollouts.py)
+            with timer.phase("rollout_wait"):
+                batch = self.next_async_batch()
+            with timer.phase("score"):
+                scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
+            return batch, scores, Generation(batch, scores)
         B, G = cfg.data.prompts_per_step, algo.num_generations
         batches, all_scores, kept_rows = [], [], []
         kept_groups = 0
@@ -136,6 +167,40 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         chosen = chosen[order][:B]  # first B informative groups in generation order
         kept = torch.isin(group_ids, chosen).nonzero().squeeze(1)
         return everything.select(kept), select_scores(everything_scores, kept), generated
+
+    # -- asynchronous rollouts ------------------------------------------------------------------------
+
+    def next_async_batch(self) -> RolloutBatch:
+        """The next step's batch from the pipeline; a failed worker checkpoints the last completed step (no
+        weight of this step has moved yet) and raises :class:`RolloutWorkerAbort`."""
+        assert self.async_rollouts is not None
+        try:
+            return self.async_rollouts.next_batch()
+        except RolloutWorkerError as error:
+            completed = self.async_rollouts.step
+            if completed > 0 and self.harness.writes and self.harness.saved_step() != completed:
+                self.save_checkpoint(completed)
+            saved = self.harness.last_saved
+            where = f"step {completed} is saved in {saved}" if saved else "no checkpoint was written"
+            raise RolloutWorkerAbort(
+                f"{error}\n{where}; continue with: grpokit train --resume {self.run_dir}"
+            ) from error
+
+    def sync_policy(self, step: int, timer: PhaseTimer) -> dict[str, float]:
+        """The reference refresh; with async rollouts, the new weights published to the worker as version
+        ``step`` and the step's ``async/*`` metrics."""
+        metrics = super().sync_policy(step, timer)
+        if self.async_rollouts is not None:
+            with timer.phase("weight_sync"):
+                metrics.update(self.async_rollouts.publish(step, self.model))
+        return metrics
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """The shared trainer state; with async rollouts, the batches requested for later steps too."""
+        state = super().state_dict(step)
+        if self.async_rollouts is not None:
+            state["async_rollouts"] = self.async_rollouts.state_dict(step)
+        return state
 
 
 def train(config: GRPOConfig, **kwargs: Any) -> TrainResult:

@@ -256,7 +256,11 @@ def update_policy(
     dp = parallel if parallel is not None else DataParallel()
     model.eval()  # note 2: no dropout, so pi_theta == pi_old before the first step
     micro = micro_batch_size(optim, batch.num_responses, dp.world_size, batch)
-    ref = sequence_logprobs(reference.model, batch, micro) if reference is not None else None  # (N, T)
+    ref = None  # (N, T) log pi_ref
+    if reference is not None:  # asynchronous rollouts bring it along (trainers/async_rollouts.py)
+        ref = batch.ref_logprobs
+        if ref is None:
+            ref = sequence_logprobs(reference.model, batch, micro)
     objective = LanguageModelObjective(
         model=model, policy=policy, batch=batch, advantages=advantages, loss_mask=loss_mask,
         loss_type=algorithm.loss_type, settings=loss_settings(algorithm, max_new_tokens), ref_logprobs=ref,

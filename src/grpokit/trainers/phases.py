@@ -28,6 +28,7 @@ __all__ = [
     "informative_groups",
     "score",
     "select_scores",
+    "split_rows",
 ]
 
 
@@ -35,9 +36,15 @@ def generate_rollouts(
     sampler: Any, rows: list[dict[str, Any]], num_generations: int, prompt_column: str
 ) -> RolloutBatch:
     """G completions for each of the B prompt rows; every other column rides along for the rewards."""
+    prompts, columns = split_rows(rows, prompt_column)
+    return sampler.generate(prompts, num_generations, columns)
+
+
+def split_rows(rows: list[dict[str, Any]], prompt_column: str) -> tuple[list[Any], dict[str, list[Any]]]:
+    """B prompt rows -> the B prompts and every other column (B entries each), as samplers take them."""
     prompts = [row[prompt_column] for row in rows]
     columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != prompt_column}
-    return sampler.generate(prompts, num_generations, columns)
+    return prompts, columns
 
 
 def score(pipeline: RewardPipeline, batch: RolloutBatch, rewards: Any, max_new_tokens: int) -> RewardScores:

@@ -66,9 +66,16 @@ def check_rollout_backend(config: TrainConfig, parallel: DataParallel) -> None:
     """Reject ``generation.backend: vllm`` where it cannot run, before any model is loaded.
 
     Raises:
-        ValueError: several processes, or DeepSpeed / FSDP (choice 4).
+        ValueError: several processes, or DeepSpeed / FSDP (choice 4); ``generation.async_rollouts`` with
+            several processes.
         ImportError: vLLM is not installed (the message says how to install it).
     """
+    if config.generation.async_rollouts and parallel.accelerator is not None:
+        raise ValueError(
+            f"generation.async_rollouts runs one trainer process and its rollout worker, but this launch has "
+            f"{parallel.world_size} process(es) on {parallel.engine}; run one process, or set "
+            "generation.async_rollouts: false"
+        )
     backend = config.generation.backend
     if backend not in ("vllm", "vllm_server"):
         return
@@ -150,11 +157,14 @@ def build_sampler(
 def rollout_importance_level(config: GRPOConfig | PPOConfig) -> str | None:
     """The truncated-importance-sampling level the run uses: ``"token"``, ``"sequence"`` or None (off).
 
-    Resolves ``algorithm.rollout_importance_sampling: auto`` from ``generation.backend`` (choice 2).
+    Resolves ``algorithm.rollout_importance_sampling: auto`` from ``generation.backend`` (choice 2), and to
+    ``token`` with ``generation.async_rollouts``, whose samples come from weights up to ``max_staleness``
+    versions old (``docs/async.md``).
     """
     level = config.algorithm.rollout_importance_sampling
     if level == "auto":
-        level = "token" if config.generation.backend in ("vllm", "vllm_server") else "none"
+        separate = config.generation.backend in ("vllm", "vllm_server") or config.generation.async_rollouts
+        level = "token" if separate else "none"
     return None if level == "none" else level
 
 
@@ -180,7 +190,8 @@ def rollout_importance_weights(
     Returns:
         ``(weights, metrics)``: (n, T) detached weights, and ``rollout_is/logprob_abs_diff`` (token mean of
         ``|log pi_trainer - log pi_rollout|``), ``rollout_is/capped_fraction`` (of tokens, or of responses at
-        sequence level), ``rollout_is/weight_mean`` (token mean of w).
+        sequence level), ``rollout_is/weight_mean`` (token mean of w), ``rollout_is/weight_min`` and
+        ``rollout_is/weight_max`` (its spread over the loss tokens).
 
     Raises:
         ValueError: the sampler reported no rollout log-probs (``rollout_logprobs`` is None).
@@ -199,6 +210,8 @@ def rollout_importance_weights(
         "rollout_logprob_abs_diff": "rollout_is/logprob_abs_diff",
         "is_capped_fraction": "rollout_is/capped_fraction",
         "is_weight_mean": "rollout_is/weight_mean",
+        "is_weight_min": "rollout_is/weight_min",
+        "is_weight_max": "rollout_is/weight_max",
     }
     return weights, {names[key]: value for key, value in metrics.items()}
 
