@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from grpokit.models import completion_logprobs
-from grpokit.rollout import RolloutBatch, Sampler, TransformersSampler, group_temperatures, schedule_for_spacing
+from grpokit.rollout import (
+    RolloutBatch,
+    Sampler,
+    TransformersSampler,
+    group_temperatures,
+    schedule_for_spacing,
+)
 
 PROMPTS = ["12+34=", "1+2=", "123+456=", "9="]
 
