@@ -84,7 +84,7 @@ def _require_vllm() -> None:
 
 
 def build_sampler(
-    model: torch.nn.Module, tokenizer: Any, config: TrainConfig, *, autocast_dtype: torch.dtype | None = None
+    model: torch.nn.Module, tokenizer: Any, config: GRPOConfig | PPOConfig, *, autocast_dtype: torch.dtype | None = None
 ) -> Any:
     """The sampler ``config.generation.backend`` names, with the generation section's knobs.
 

@@ -1,0 +1,90 @@
+"""Group diversity of trained models, for the temperature-schedule claim (``run_claims.py temperature``).
+
+For every condition of the ``temperature`` experiment and every seed, the trained policy (and once the
+starting model) samples G completions for each of ``PROBE_PROMPTS`` held-out prompts with the condition's
+own temperatures, and we record per group: distinct completions, the within-group sample std of the task
+reward, whether every completion got the same reward (zero-std group), and the sampled accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PROBE_PROMPTS = 200
+PROBE_SEED = 1234
+
+
+def diversity(model_dir: str | Path, config_path: str | Path, num_prompts: int = PROBE_PROMPTS) -> dict[str, float]:
+    """Diversity of ``model_dir``'s groups, sampled with the generation settings of the run config."""
+    import torch
+
+    from grpokit.algorithms import group_reward_stats
+    from grpokit.apps.demo import held_out_problems
+    from grpokit.config import load_config
+    from grpokit.data.tasks import get_task
+    from grpokit.engine.checkpoint import quiet_transformers
+    from grpokit.models.loading import load_model, load_tokenizer
+    from grpokit.rollout import TransformersSampler, schedule_for_spacing
+
+    config = load_config(config_path, cls=None)
+    gen, G = config.generation, config.algorithm.num_generations
+    assert config.data.task is not None
+    task = get_task(config.data.task)
+    rows = held_out_problems(task, num_prompts)
+    with quiet_transformers():
+        model = load_model(str(model_dir))
+    tokenizer = load_tokenizer(str(model_dir))
+    sampler = TransformersSampler(
+        model, tokenizer, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
+        temperature_schedule=schedule_for_spacing(gen.temperature_schedule, G, gen.temperature_schedule_spacing),
+        seed=PROBE_SEED,
+    )  # fmt: skip
+    distinct, rewards, groups = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(rows), 25):
+            chunk = rows[start : start + 25]
+            batch = sampler.generate([r["prompt"] for r in chunk], G)
+            for g, row in enumerate(chunk):
+                completions = batch.completions[g * G : (g + 1) * G]
+                distinct.append(len({c.strip() for c in completions}))
+                rewards += [float(task.check(row["prompt"], c, row["answer"])) for c in completions]
+                groups += [start + g] * G
+    stats = group_reward_stats(torch.tensor(rewards), torch.tensor(groups))
+    return {
+        "distinct_completions_per_group": sum(distinct) / len(distinct),
+        "reward_std_within_group_mean": stats["reward_std_within_group_mean"],
+        "zero_std_group_fraction": stats["zero_std_group_fraction"],
+        "sampled_accuracy": stats["reward_mean"],
+        "group_size": G,
+        "num_prompts": len(rows),
+    }
+
+
+def probe_experiment(runs_dir: Path, seeds: list[int], results: Path) -> None:
+    """Probe every trained model of the temperature experiment, and the starting model per condition."""
+    from run_claims import experiments
+
+    for condition, spec in experiments()["temperature"].items():
+        exp, cond = spec.get("same_as", ("temperature", condition))
+        # The config that sets this condition's temperatures: its own run's (a reused run shares them).
+        for seed in seeds:
+            out = results / "temperature" / condition / f"probe-seed{seed}.json"
+            run = runs_dir / exp / cond / f"grpo-seed{seed}"
+            config = run.parent / f"grpo-seed{seed}.yaml"
+            if out.is_file() or not (run / "final").is_dir():
+                continue
+            _write(out, {"condition": condition, "seed": seed, **diversity(run / "final", config)})
+            start = results / "temperature" / condition / "probe-start.json"
+            if not start.is_file():
+                model_dir = json.loads(
+                    (results / "temperature" / condition / f"grpo-seed{seed}.json").read_text()
+                )["model_dir"]
+                _write(start, {"condition": condition, "model": "start", **diversity(model_dir, config)})
+            print(f"probe temperature/{condition} seed {seed} done", flush=True)
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
