@@ -217,6 +217,19 @@ def memory(runs_dir: Path, hidden_sizes: tuple[int, ...] = (256, 512)) -> None:
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})  # fmt: skip
 
 
+def starting_accuracy(task: str) -> None:
+    """Held-out accuracy of the starting model of ``task``'s runs (the same for every run of that task)."""
+    from grpokit.apps.compare import _held_out_before, _starting_model, build_compare_configs
+
+    path = RESULTS / "start" / f"{task}.json"
+    if path.is_file():
+        return
+    grpo, _ = build_compare_configs({}, {"data.task": task, "generation.max_new_tokens": 12})
+    model_dir = _starting_model(grpo, print)
+    _write(path, {"task": task, "model_dir": model_dir, "held_out": _held_out_before(grpo, model_dir, None),
+                  "num_held_out": grpo.data.num_eval_problems})  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     all_experiments = experiments()
     names = [*all_experiments, "memory"]
@@ -272,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             from claims_probe import probe_experiment
 
             probe_experiment(runs_dir, [seed], RESULTS)
+    for task in ("addition", "chain"):
+        starting_accuracy(task)
     return 1 if failures else 0
 
 
