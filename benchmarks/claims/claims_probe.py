@@ -16,8 +16,12 @@ PROBE_PROMPTS = 200
 PROBE_SEED = 1234
 
 
-def diversity(model_dir: str | Path, config_path: str | Path, num_prompts: int = PROBE_PROMPTS) -> dict[str, float]:
-    """Diversity of ``model_dir``'s groups, sampled with the generation settings of the run config."""
+def diversity(
+    model_dir: str | Path, config_path: str | Path, num_prompts: int = PROBE_PROMPTS,
+    sampling: dict[str, Any] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Diversity of ``model_dir``'s groups, sampled with the generation settings of the run config (or
+    ``sampling``'s ``temperature``, ``temperature_schedule`` and ``temperature_schedule_spacing``)."""
     import torch
 
     from grpokit.algorithms import group_reward_stats
@@ -30,6 +34,8 @@ def diversity(model_dir: str | Path, config_path: str | Path, num_prompts: int =
 
     config = load_config(config_path, cls=None)
     gen, G = config.generation, config.algorithm.num_generations
+    if sampling is not None:
+        gen = gen.model_copy(update=sampling)
     assert config.data.task is not None
     task = get_task(config.data.task)
     rows = held_out_problems(task, num_prompts)
@@ -88,3 +94,32 @@ def probe_experiment(runs_dir: Path, seeds: list[int], results: Path) -> None:
 def _write(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+SAMPLING = {
+    "fixed 0.7": {"temperature": 0.7, "temperature_schedule": None},
+    "fixed 0.85": {"temperature": 0.85, "temperature_schedule": None},
+    "fixed 1.0": {"temperature": 1.0, "temperature_schedule": None},
+    "0.7 -> 1.0, i/(G-1)": {"temperature_schedule": (0.7, 1.0), "temperature_schedule_spacing": "inclusive"},
+    "0.7 + 0.3 i/G": {"temperature_schedule": (0.7, 1.0), "temperature_schedule_spacing": "exclusive"},
+}
+"""Sampling settings compared on the same models: the two schedules against fixed temperatures at their low
+end (the founding code's base 0.7), near their mean (0.85) and at their high end (1.0)."""
+
+
+def probe_sampling(runs_dir: Path, seeds: list[int], results: Path) -> None:
+    """Diversity of the same models under every setting of :data:`SAMPLING`: the starting model and the
+    models trained at a fixed temperature 1.0 (no training run per setting: a sampling-only comparison)."""
+    config = runs_dir / "beta" / "0.04" / "grpo-seed0.yaml"
+    models = {"start": json.loads((results / "start" / "addition.json").read_text())["model_dir"]}
+    for seed in seeds:
+        run = runs_dir / "beta" / "0.04" / f"grpo-seed{seed}" / "final"
+        if run.is_dir():
+            models[f"trained-seed{seed}"] = str(run)
+    for name, model_dir in models.items():
+        out = results / "temperature" / "sampling" / f"{name}.json"
+        if out.is_file():
+            continue
+        rows = {label: diversity(model_dir, config, sampling=setting) for label, setting in SAMPLING.items()}
+        _write(out, {"model": name, "model_dir": model_dir, "settings": rows})
+        print(f"sampling probe {name} done", flush=True)

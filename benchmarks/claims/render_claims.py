@@ -217,6 +217,33 @@ def table_temperature() -> str:
     return "\n".join(lines)
 
 
+def table_temperature_sampling() -> str:
+    """Sampling-only: the same models (start; trained at fixed 1.0) under every temperature setting."""
+    folder = RESULTS / "temperature" / "sampling"
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        return "(not run)"
+    probes = {f.stem: json.loads(f.read_text()) for f in files}
+    trained = {int(k.removeprefix("trained-seed")): v for k, v in probes.items() if k.startswith("trained-seed")}
+    lines = [
+        "| sampling (G = 8) | start: distinct of 8 | start: within-group std | start: zero-std groups | "
+        f"trained (n={len(trained)}): distinct of 8 | trained: within-group std | trained: zero-std groups | trained: sampled accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    start = probes.get("start", {}).get("settings", {})
+    for label in next(iter(probes.values()))["settings"]:
+        st = start.get(label, {})
+        by_seed = {seed: p["settings"][label] for seed, p in trained.items()}
+        cells = [f"{st[k]:.2f}" if k in st else "n/a" for k in
+                 ("distinct_completions_per_group", "reward_std_within_group_mean", "zero_std_group_fraction")]  # fmt: skip
+        lines.append(
+            f"| {label.replace('->', '→')} | " + " | ".join(cells) + " | "
+            f"{fmt(by_seed, 'distinct_completions_per_group', 2)} | {fmt(by_seed, 'reward_std_within_group_mean')} | "
+            f"{fmt(by_seed, 'zero_std_group_fraction', 2)} | {fmt(by_seed, 'sampled_accuracy')} |"
+        )
+    return "\n".join(lines)
+
+
 def table_beta() -> str:
     lines = [
         "| β | GRPO held-out | PPO held-out | GRPO − PPO [95% CI] | GRPO held-out KL to start | PPO held-out KL to start |",
@@ -284,6 +311,7 @@ TABLES = {
     "memory_scale": table_memory_scale,
     "group_size": table_group_size,
     "temperature": table_temperature,
+    "temperature_sampling": table_temperature_sampling,
     "beta": table_beta,
     "noise": table_noise,
     "process": table_process,
