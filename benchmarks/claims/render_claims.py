@@ -274,18 +274,30 @@ NOISES = (
 )
 
 
+def retained(noisy: dict[int, dict[str, Any]], clean: dict[int, dict[str, Any]]) -> str:
+    """Share of the clean run's gain over the starting model that the noisy run keeps (means over seeds)."""
+    path = RESULTS / "start" / "addition.json"
+    if not path.is_file() or not values(noisy, "held_out") or not values(clean, "held_out"):
+        return "n/a"
+    start = json.loads(path.read_text())["held_out"]
+    gain = stats(values(clean, "held_out"))["mean"] - start
+    return f"{(stats(values(noisy, 'held_out'))['mean'] - start) / gain:.0%}" if gain > 0 else "n/a"
+
+
 def table_noise() -> str:
     lines = [
-        "| training reward | GRPO held-out | GRPO change vs clean [95% CI] | PPO held-out | PPO change vs clean [95% CI] | GRPO − PPO [95% CI] |",
-        "|---|---|---|---|---|---|",
+        "| training reward | GRPO held-out | GRPO change vs clean [95% CI] | GRPO gain kept | PPO held-out | PPO change vs clean [95% CI] | PPO gain kept | GRPO − PPO [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     clean = {s: runs("beta", "0.04", s) for s in ("grpo", "ppo")}
     for cond, label in NOISES:
         rs = clean if cond == "clean" else {s: runs("noise", cond, s) for s in ("grpo", "ppo")}
+        noisy = cond != "clean"
         lines.append(
-            f"| {label} | {fmt(rs['grpo'], 'held_out')} | {diff(rs['grpo'], clean['grpo']) if cond != 'clean' else ''} | "
-            f"{fmt(rs['ppo'], 'held_out')} | {diff(rs['ppo'], clean['ppo']) if cond != 'clean' else ''} | "
-            f"{diff(rs['grpo'], rs['ppo'])} |"
+            f"| {label} | {fmt(rs['grpo'], 'held_out')} | {diff(rs['grpo'], clean['grpo']) if noisy else ''} | "
+            f"{retained(rs['grpo'], clean['grpo']) if noisy else '100%'} | "
+            f"{fmt(rs['ppo'], 'held_out')} | {diff(rs['ppo'], clean['ppo']) if noisy else ''} | "
+            f"{retained(rs['ppo'], clean['ppo']) if noisy else '100%'} | {diff(rs['grpo'], rs['ppo'])} |"
         )
     return "\n".join(lines)
 
@@ -293,7 +305,7 @@ def table_noise() -> str:
 def table_process() -> str:
     outcome, process = runs("process", "outcome", "grpo"), runs("process", "process", "grpo")
     lines = [
-        "| supervision (GRPO, 200 steps × 64 completions) | held-out accuracy (final answer) | training reward (outcome), last 5 steps | zero-advantage groups | CPU s |",
+        "| supervision (GRPO, 200 steps × 64 completions) | held-out accuracy (final answer) | training reward, last 5 steps (process: mean step score) | zero-advantage groups | CPU s |",
         "|---|---|---|---|---|",
     ]
     for rs, label in ((outcome, "outcome: one reward at the end"), (process, "process: a reward per step")):

@@ -263,8 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for item in queue:
         if item[0] == "memory":
-            memory(runs_dir)
-            print(f"{datetime.now():%H:%M:%S} memory done", flush=True)
+            try:
+                memory(runs_dir)
+            except RuntimeError as err:  # CompareRunFailed included: the other experiments go on
+                failures += 1
+                print(f"{datetime.now():%H:%M:%S} FAILED memory: {err}", flush=True)
+            else:
+                print(f"{datetime.now():%H:%M:%S} memory done", flush=True)
             continue
         experiment, condition, system, seed = item  # type: ignore[misc]
         t0 = time.process_time()
