@@ -123,3 +123,54 @@ def probe_sampling(runs_dir: Path, seeds: list[int], results: Path) -> None:
         rows = {label: diversity(model_dir, config, sampling=setting) for label, setting in SAMPLING.items()}
         _write(out, {"model": name, "model_dir": model_dir, "settings": rows})
         print(f"sampling probe {name} done", flush=True)
+
+
+def chain_steps(model_dir: str | Path, num_prompts: int = 500) -> dict[str, float]:
+    """What a model trained on ``chain`` writes, greedily, on the held-out problems: how often each step is
+    right or valid, how often the final answer is right on the problems the teacher gets right and wrong,
+    and how often the whole completion is the teacher's."""
+    from grpokit.apps.demo import held_out_problems
+    from grpokit.data.tasks import get_task
+    from grpokit.engine.checkpoint import quiet_transformers
+    from grpokit.models.loading import load_model, load_tokenizer
+    from grpokit.rollout import TransformersSampler
+
+    task = get_task("chain")
+    rows = held_out_problems(task, num_prompts)
+    with quiet_transformers():
+        model = load_model(str(model_dir))
+    sampler = TransformersSampler(model, load_tokenizer(str(model_dir)), max_new_tokens=12, temperature=0)
+    completions: list[str] = []
+    for start in range(0, len(rows), 100):
+        completions += sampler.generate([r["prompt"] for r in rows[start : start + 100]], 1).completions
+    counts = {"step1_right": 0, "step2_valid": 0, "teacher_copy": 0}
+    right = {True: [0, 0], False: [0, 0]}  # teacher wrong? -> [right answers, problems]
+    for row, completion in zip(rows, completions):
+        steps = task.step_scores(row["prompt"], completion) or []
+        counts["step1_right"] += bool(steps and steps[0][1] == 1.0)
+        counts["step2_valid"] += bool(len(steps) > 1 and steps[1][1] == 1.0)
+        counts["teacher_copy"] += completion.strip() == task.teacher_completion(row)
+        wrong = task.teacher_is_wrong(row)
+        right[wrong][0] += task.check(row["prompt"], completion, row["answer"])
+        right[wrong][1] += 1
+    out = {k: v / len(rows) for k, v in counts.items()}
+    out["accuracy_teacher_right"] = right[False][0] / max(1, right[False][1])
+    out["accuracy_teacher_wrong"] = right[True][0] / max(1, right[True][1])
+    out["accuracy"] = (right[False][0] + right[True][0]) / len(rows)
+    return out
+
+
+def probe_chain(runs_dir: Path, seeds: list[int], results: Path) -> None:
+    """:func:`chain_steps` of the starting model and of every trained model of the ``process`` experiment."""
+    start = results / "process" / "steps-start.json"
+    if not start.is_file():
+        model_dir = json.loads((results / "start" / "chain.json").read_text())["model_dir"]
+        _write(start, {"model": "start", **chain_steps(model_dir)})
+    for condition in ("outcome", "process"):
+        for seed in seeds:
+            out = results / "process" / condition / f"steps-seed{seed}.json"
+            run = runs_dir / "process" / condition / f"grpo-seed{seed}" / "final"
+            if out.is_file() or not run.is_dir():
+                continue
+            _write(out, {"condition": condition, "seed": seed, **chain_steps(run)})
+            print(f"chain steps probe {condition} seed {seed} done", flush=True)

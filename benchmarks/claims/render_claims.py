@@ -6,8 +6,8 @@
 Every table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in the page; the text around
 them is written by hand from these numbers. Statistics: mean ± sample std over seeds; "95% CI" is the
 t-interval of the mean; a difference A − B is taken per seed (same seed, same prompts order) and reported
-as mean [95% t-interval] with its t statistic and the number of seeds n. A table cell says which seeds are
-missing when an experiment did not finish.
+as mean [95% t-interval] with its t statistic and the number of seeds n. A cell marks ``(n=K)`` when it holds
+other than three seeds (fewer: unfinished; five: claims 1 and 7, which got two more).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "claims"
 PAGE = ROOT / "docs" / "claims.md"
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 
 
 def runs(experiment: str, condition: str, system: str) -> dict[int, dict[str, Any]]:
@@ -61,7 +61,7 @@ def fmt(rs: dict[int, dict[str, Any]], key: str, digits: int = 3) -> str:
         return "not run"
     s = stats(v)
     text = f"{s['mean']:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s["n"] > 1 else "")
-    return text + ("" if s["n"] == len(SEEDS) else f" (n={s['n']})")
+    return text + ("" if s["n"] == 3 else f" (n={s['n']})")
 
 
 def diff(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str = "held_out") -> str:
@@ -184,21 +184,23 @@ def _probes(condition: str) -> dict[int, dict[str, Any]]:
 
 TEMPERATURES = (
     ("fixed-1.0", "fixed 1.0"),
+    ("fixed-0.85", "fixed 0.85 (the schedules' mean)"),
     ("inclusive-0.7-1.0", "0.7 → 1.0, i/(G−1) (grpokit's)"),
     ("founding-exclusive-0.7-1.0", "0.7 + 0.3·i/G (founding code's, ends at 0.9625)"),
 )
 
 
 def table_temperature() -> str:
-    base = runs("temperature", "fixed-1.0", "grpo")
+    base, mid = runs("temperature", "fixed-1.0", "grpo"), runs("temperature", "fixed-0.85", "grpo")
     lines = [
-        "| temperatures across the group (G = 8) | held-out accuracy | vs fixed: difference [95% CI] | zero-advantage groups in training | probe: distinct completions of 8 | probe: within-group reward std | probe: zero-std groups | probe: sampled accuracy |",
-        "|---|---|---|---|---|---|---|---|",
+        "| temperatures across the group (G = 8) | held-out accuracy | vs fixed 1.0 [95% CI] | vs fixed 0.85 [95% CI] | zero-advantage groups in training | probe: distinct completions of 8 | probe: within-group reward std | probe: zero-std groups | probe: sampled accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cond, label in TEMPERATURES:
         rs, probes = runs("temperature", cond, "grpo"), _probes(cond)
         lines.append(
             f"| {label} | {fmt(rs, 'held_out')} | {diff(rs, base) if cond != 'fixed-1.0' else ''} | "
+            f"{diff(rs, mid) if not cond.startswith('fixed') else ''} | "
             f"{fmt(rs, 'zero_std_group_fraction', 2)} | {fmt(probes, 'distinct_completions_per_group', 2)} | "
             f"{fmt(probes, 'reward_std_within_group_mean')} | {fmt(probes, 'zero_std_group_fraction', 2)} | "
             f"{fmt(probes, 'sampled_accuracy')} |"
@@ -255,6 +257,11 @@ def table_beta() -> str:
             f"| {beta} | {fmt(g, 'held_out')} | {fmt(p, 'held_out')} | {diff(g, p)} | "
             f"{fmt(g, 'kl_to_initial', 2)} | {fmt(p, 'kl_to_initial', 2)} |"
         )
+    betas = ("0", "0.001", "0.01", "0.04", "0.1")
+    lines.append(
+        f"| spread: best − worst mean over β | {spread_over('beta', betas, 'grpo')} | "
+        f"{spread_over('beta', betas, 'ppo')} | | | |"
+    )
     return "\n".join(lines)
 
 
@@ -317,6 +324,28 @@ def table_process() -> str:
     return "\n".join(lines)
 
 
+def table_process_steps() -> str:
+    """What the trained chain models write (``claims_probe.chain_steps``), greedy, on the held-out problems."""
+    start_path = RESULTS / "process" / "steps-start.json"
+    if not start_path.is_file():
+        return "(not run)"
+    start = json.loads(start_path.read_text())
+    keys = (("accuracy", "final answer right"), ("accuracy_teacher_right", "… where the teacher is right"),
+            ("accuracy_teacher_wrong", "… where the teacher is wrong"), ("step1_right", "step 1 right (a + b)"),
+            ("step2_valid", "step 2 valid (written step 1 + c)"), ("teacher_copy", "completion = the teacher's"))  # fmt: skip
+    probes = {}
+    for condition in ("outcome", "process"):
+        probes[condition] = {}
+        for seed in SEEDS:
+            path = RESULTS / "process" / condition / f"steps-seed{seed}.json"
+            if path.is_file():
+                probes[condition][seed] = json.loads(path.read_text())
+    lines = ["| held-out, greedy | start | after outcome supervision | after process supervision |", "|---|---|---|---|"]
+    for key, label in keys:
+        lines.append(f"| {label} | {start[key]:.3f} | {fmt(probes['outcome'], key)} | {fmt(probes['process'], key)} |")
+    return "\n".join(lines)
+
+
 TABLES = {
     "budget": table_budget,
     "memory_demo": table_memory_demo,
@@ -327,6 +356,7 @@ TABLES = {
     "beta": table_beta,
     "noise": table_noise,
     "process": table_process,
+    "process_steps": table_process_steps,
 }
 
 

@@ -31,6 +31,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -87,6 +88,7 @@ def experiments() -> dict[str, dict[str, dict[str, Any]]]:
         },
         "temperature": {
             "fixed-1.0": _condition(("grpo",), {}),
+            "fixed-0.85": _condition(("grpo",), {"generation.temperature": 0.85}),  # the schedules' mean
             "inclusive-0.7-1.0": _condition(("grpo",), {"generation.temperature_schedule": [0.7, 1.0]}),
             "founding-exclusive-0.7-1.0": _condition(
                 ("grpo",),
@@ -167,6 +169,8 @@ def run_one(
     model_dir = _starting_model(base, print)
     run_dir = runs_dir / experiment / condition / f"{system}-seed{seed}"
     config = _run_config(base, seed=seed, run_dir=run_dir, model_dir=model_dir)
+    if run_dir.exists():  # an interrupted earlier attempt (it has no result file): start it again
+        shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     config_path = run_dir.parent / f"{system}-seed{seed}.yaml"
     save_config(config, config_path)
