@@ -72,6 +72,8 @@ def diff(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], key: str = 
     s = stats(paired)
     if s["n"] < 2:
         return f"{s['mean']:+.3f} (n=1)"
+    if s["std"] == 0:
+        return f"{s['mean']:+.3f} on every seed, n={s['n']}"
     return f"{s['mean']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}], t = {s['t']:.1f}, n={s['n']}"
 
 

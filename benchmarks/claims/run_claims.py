@@ -11,14 +11,16 @@ measured by ``grpokit.apps.compare.measure_run``, the same measurement ``grpokit
 ``memory``       claim 2: GRPO and PPO memory at widths where the weights dominate (one seed: memory is
                  deterministic up to allocator noise); the demo size comes from ``budget``.
 ``group_size``   claim 3: GRPO with K in {2, 4, 8, 16} at 64 completions per step (equal samples).
-``temperature``  claim 4: fixed temperature vs grpokit's linear schedule vs the founding code's schedule,
-                 plus a diversity probe of every trained model (distinct completions, within-group reward
-                 std, zero-std groups, sampled accuracy).
+``temperature``  claim 4: fixed temperatures 1.0 and 0.85 vs grpokit's schedule [0.7, 1.0] vs the founding
+                 code's, plus a diversity probe of every trained model (distinct completions, within-group
+                 reward std, zero-std groups, sampled accuracy); ``claims_probe.probe_sampling`` compares the
+                 settings on the same models.
 ``beta``         claim 5: GRPO and PPO at beta in {0, 0.001, 0.01, 0.04, 0.1}.
 ``noise``        claim 6: GRPO and PPO trained on a corrupted reward (label flips, Gaussian noise, a
                  per-prompt offset; ``noisy_rewards.py``); held-out accuracy uses the true checker.
 ``process``      claim 7: process vs outcome rewards on the ``chain`` task (two chained additions whose
-                 intermediate sum is written and checked), GRPO, same budget.
+                 intermediate sum is written and checked), GRPO, same budget; ``claims_probe.probe_chain``
+                 reads what the trained models write, step by step.
 
 Each run's result goes to ``benchmarks/results/claims/<experiment>/<condition>/<system>-seed<S>.json``
 (with the overrides, the machine load before and after, and the date); a run whose file exists is skipped,
