@@ -348,8 +348,35 @@ def table_process_steps() -> str:
     return "\n".join(lines)
 
 
+def table_lr_sweep() -> str:
+    """``grpokit compare --lr-sweep`` at 200 steps (its summary copied to ``lr_sweep/summary.json``)."""
+    path = RESULTS / "lr_sweep" / "summary.json"
+    if not path.is_file():
+        return "(not run)"
+    data = json.loads(path.read_text())["rates"]
+    by_rate = {rate: {n: {r["seed"]: r for r in data[rate][n]} for n in ("grpo", "ppo")} for rate in data}
+    lines = [
+        "| learning rate | GRPO held-out | PPO held-out | GRPO − PPO [95% CI] | GRPO held-out KL to start | PPO held-out KL to start |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rate in sorted(by_rate, key=float):
+        g, p = by_rate[rate]["grpo"], by_rate[rate]["ppo"]
+        lines.append(
+            f"| {float(rate):g} | {fmt(g, 'held_out')} | {fmt(p, 'held_out')} | {diff(g, p)} | "
+            f"{fmt(g, 'kl_to_initial', 2)} | {fmt(p, 'kl_to_initial', 2)} |"
+        )
+    best = {n: max(by_rate, key=lambda r, n=n: stats(values(by_rate[r][n], "held_out"))["mean"]) for n in ("grpo", "ppo")}
+    g, p = by_rate[best["grpo"]]["grpo"], by_rate[best["ppo"]]["ppo"]
+    lines.append(
+        f"| each at its best (GRPO {float(best['grpo']):g}, PPO {float(best['ppo']):g}) | {fmt(g, 'held_out')} | "
+        f"{fmt(p, 'held_out')} | {diff(g, p)} | | |"
+    )
+    return "\n".join(lines)
+
+
 TABLES = {
     "budget": table_budget,
+    "lr_sweep": table_lr_sweep,
     "memory_demo": table_memory_demo,
     "memory_scale": table_memory_scale,
     "group_size": table_group_size,
