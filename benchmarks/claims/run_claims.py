@@ -18,6 +18,8 @@ measured by ``grpokit.apps.compare.measure_run``, the same measurement ``grpokit
 ``beta``         claim 5: GRPO and PPO at beta in {0, 0.001, 0.01, 0.04, 0.1}.
 ``noise``        claim 6: GRPO and PPO trained on a corrupted reward (label flips, Gaussian noise, a
                  per-prompt offset; ``noisy_rewards.py``); held-out accuracy uses the true checker.
+``probes``       after the runs: claims_probe's sampling-only temperature probe and the chain-step probe.
+``lr_sweep``     claim 1: ``grpokit compare --lr-sweep 1e-4 3e-4 1e-3 --budget steps=200``.
 ``process``      claim 7: process vs outcome rewards on the ``chain`` task (two chained additions whose
                  intermediate sum is written and checked), GRPO, same budget; ``claims_probe.probe_chain``
                  reads what the trained models write, step by step.
@@ -223,6 +225,27 @@ def memory(runs_dir: Path, hidden_sizes: tuple[int, ...] = (256, 512)) -> None:
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})  # fmt: skip
 
 
+def lr_sweep(runs_dir: Path, seeds: list[int], rates: tuple[str, ...] = ("1e-4", "3e-4", "1e-3")) -> None:
+    """``grpokit compare --lr-sweep`` at 200 steps; its page and a per-run summary go to ``lr_sweep/``."""
+    out = RESULTS / "lr_sweep"
+    if (out / "summary.json").is_file():
+        return
+    sweep_dir = runs_dir / "lr-sweep"
+    command = ["grpokit", "compare", "--lr-sweep", *rates, "--budget", f"steps={STEPS}",
+               "--seeds", *map(str, seeds), "--output-dir", str(sweep_dir)]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    keep = ("seed", "held_out", "kl_to_initial", "cpu_seconds", "steps", "final_reward")
+    summary: dict[str, Any] = {"command": " ".join(command), "rates": {}}
+    for rate in rates:
+        data = json.loads((sweep_dir / f"lr{float(rate):g}" / "compare.json").read_text())
+        summary["rates"][str(float(rate))] = {
+            name: [{k: r.get(k) for k in keep} for r in data["systems"][name]["runs"]] for name in ("grpo", "ppo")
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sweep_dir / "lr_sweep.md", out / "lr_sweep.md")
+    _write(out / "summary.json", summary)
+
+
 def starting_accuracy(task: str) -> None:
     """Held-out accuracy of the starting model of ``task``'s runs (the same for every run of that task)."""
     from grpokit.apps.compare import _held_out_before, _starting_model, build_compare_configs
@@ -238,7 +261,7 @@ def starting_accuracy(task: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     all_experiments = experiments()
-    names = [*all_experiments, "memory"]
+    names = [*all_experiments, "memory", "probes", "lr_sweep"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("experiments", nargs="*", default=names, help=f"any of {names} (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -258,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     for tail in (False, True):
         for seed in args.seeds:
             for experiment in args.experiments:
-                if experiment == "memory":
+                if experiment in ("memory", "probes", "lr_sweep"):
                     continue
                 for condition, spec in all_experiments[experiment].items():
                     if bool(spec.get("tail")) != tail or (args.conditions and condition not in args.conditions):
@@ -298,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             probe_experiment(runs_dir, [seed], RESULTS)
     for task in ("addition", "chain"):
         starting_accuracy(task)
+    if "probes" in args.experiments:  # after the runs they read
+        from claims_probe import probe_chain, probe_sampling
+
+        probe_sampling(runs_dir, args.seeds, RESULTS)
+        probe_chain(runs_dir, args.seeds, RESULTS)
+    if "lr_sweep" in args.experiments:
+        lr_sweep(runs_dir, args.seeds)
     return 1 if failures else 0
 
 
