@@ -186,7 +186,7 @@ def _probes(condition: str) -> dict[int, dict[str, Any]]:
 
 TEMPERATURES = (
     ("fixed-1.0", "fixed 1.0"),
-    ("fixed-0.85", "fixed 0.85 (the schedules' mean)"),
+    ("fixed-0.85", "fixed 0.85 (the mean of 0.7 → 1.0)"),
     ("inclusive-0.7-1.0", "0.7 → 1.0, i/(G−1) (grpokit's)"),
     ("founding-exclusive-0.7-1.0", "0.7 + 0.3·i/G (founding code's, ends at 0.9625)"),
 )
