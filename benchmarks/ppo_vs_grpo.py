@@ -56,8 +56,9 @@ def scale(output_dir: Path, hidden_sizes: list[int]) -> list[dict[str, Any]]:
                 tokenizer, model_dir, hidden_size=hidden, num_layers=4, num_heads=hidden // 32,
                 intermediate_size=4 * hidden,
             )  # fmt: skip
-        data = {**STUDY, "max_steps": 3, "model": {"name_or_path": str(model_dir)}}
-        data["data"] = {**STUDY["data"], "num_eval_problems": 16}
+        data = {**STUDY, "max_steps": 3, "model": {"name_or_path": str(model_dir)},
+                "rewards": {"reward_funcs": ["task"]}, "generation": {"max_new_tokens": 16}}  # fmt: skip
+        data["data"] = {**STUDY["data"], "task": "addition", "num_train_problems": 200, "num_eval_problems": 16}
         grpo, ppo = build_compare_configs(data)
         done = output_dir / f"scale-hidden{hidden}" / "compare.json"
         if done.is_file():  # measured by an earlier invocation: reuse it

@@ -430,7 +430,7 @@ def _config(argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 _COMPARE_USAGE = """usage: grpokit compare [CONFIG.yaml] [--seeds S ...] [--budget KIND=AMOUNT] [--output-dir DIR]
-                       [--eval-data FILE]
+                       [--eval-data FILE] [--lr-sweep LR ...]
                        [--FIELD VALUE ...] [--grpo.FIELD VALUE ...] [--ppo.FIELD VALUE ...] [--print-config]
 
 Train GRPO and PPO on the same model, task, completions per step and step budget, each run in a fresh
@@ -453,6 +453,10 @@ the demo's warmed-up tiny model.
   --output-dir DIR      where runs and results go (default: OUTPUT_DIR/compare-<date>-<time>)
   --eval-data FILE      held-out prompt rows for your own task, scored by the configured rewards (the
                         built-in task uses its test split)
+  --lr-sweep LR [LR ...]
+                        one comparison per learning rate (both systems, every seed) in OUTPUT_DIR/lr<LR>/,
+                        then lr_sweep.md: quality per rate, each system's best rate, and the two compared
+                        at their own best rates
   --print-config        print both resolved configs and exit
   -h, --help            this message
 
@@ -468,6 +472,7 @@ def _compare(argv: Sequence[str]) -> int:
     from grpokit.config import read_config_file
 
     seeds: list[int] = [0, 1, 2]
+    lr_sweep: list[float] | None = None
     output_dir: str | None = None
     eval_data: str | None = None
     budget: str | None = None
@@ -482,15 +487,22 @@ def _compare(argv: Sequence[str]) -> int:
         key, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if key in (
             "seeds", "output-dir", "output_dir", "eval-data", "eval_data", "budget", "budget-value",
-            "budget_value",
+            "budget_value", "lr-sweep", "lr_sweep",
         ) or key.startswith(("grpo.", "ppo.")):  # fmt: skip
             values = [value] if eq else []
             while not eq and i < len(args) and not args[i].startswith("--"):
                 values.append(args[i])
                 i += 1
-                if key != "seeds":
+                if key not in ("seeds", "lr-sweep", "lr_sweep"):
                     break
-            if key == "seeds":
+            if key in ("lr-sweep", "lr_sweep"):
+                try:
+                    lr_sweep = [float(v) for v in values]
+                except ValueError:
+                    raise ValueError(f"--lr-sweep takes learning rates, got {values}") from None
+                if not lr_sweep:
+                    raise ValueError("--lr-sweep needs at least one learning rate")
+            elif key == "seeds":
                 try:
                     seeds = [int(v) for v in values]
                 except ValueError:
@@ -554,6 +566,24 @@ def _compare(argv: Sequence[str]) -> int:
         return 0
     _quiet_libraries()
     log = (lambda _: None) if grpo.logging.quiet else print
+    if lr_sweep is not None:
+        import os
+        from datetime import datetime
+
+        from grpokit.apps.compare_sweep import render_sweep, run_lr_sweep
+
+        stamp = f"compare-lr-sweep-{datetime.now():%Y%m%d-%H%M%S}"
+        sweep_dir = output_dir or os.path.join(grpo.logging.output_dir, stamp)
+        try:
+            summaries = run_lr_sweep(
+                lambda extra: build_compare_configs(data, {**overrides, **extra}, per_system), lr_sweep,
+                run_comparison, seeds=seeds, output_dir=sweep_dir, eval_data=eval_data, log=log,
+            )  # fmt: skip
+        except CompareRunFailed as err:
+            print(f"grpokit compare: error: {err}", file=sys.stderr)
+            return 1
+        print(render_sweep(summaries), end="")
+        return 0
     try:
         summary = run_comparison(grpo, ppo, seeds=seeds, output_dir=output_dir, eval_data=eval_data, log=log)
     except CompareRunFailed as err:

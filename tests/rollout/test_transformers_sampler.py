@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from grpokit.models import completion_logprobs
-from grpokit.rollout import RolloutBatch, Sampler, TransformersSampler, group_temperatures
+from grpokit.rollout import (
+    RolloutBatch,
+    Sampler,
+    TransformersSampler,
+    group_temperatures,
+    schedule_for_spacing,
+)
 
 PROMPTS = ["12+34=", "1+2=", "123+456=", "9="]
 
@@ -110,6 +116,19 @@ def test_temperature_schedule_values():
     assert group_temperatures(1.0, (0.7, 1.0), 4).tolist() == pytest.approx([0.7, 0.8, 0.9, 1.0], abs=1e-6)
     assert group_temperatures(0.9, None, 3).tolist() == pytest.approx([0.9] * 3)
     assert group_temperatures(1.0, (0.7, 1.0), 1).tolist() == pytest.approx([0.7])
+
+
+def test_exclusive_spacing_is_the_founding_schedule():
+    for G in (1, 2, 8):
+        pair = schedule_for_spacing((0.7, 1.0), G, "exclusive")
+        assert group_temperatures(1.0, pair, G).tolist() == pytest.approx([0.7 + 0.3 * i / G for i in range(G)])
+    assert group_temperatures(1.0, schedule_for_spacing((0.7, 1.0), 8, "exclusive"), 8)[-1].item() == (
+        pytest.approx(0.9625)
+    )
+    assert schedule_for_spacing((0.7, 1.0), 8, "inclusive") == (0.7, 1.0)
+    assert schedule_for_spacing(None, 8, "exclusive") is None
+    with pytest.raises(ValueError, match="temperature_schedule_spacing"):
+        schedule_for_spacing((0.7, 1.0), 8, "founding")
 
 
 def test_schedule_is_applied_per_group(model, tok):

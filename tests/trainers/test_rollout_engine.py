@@ -343,6 +343,21 @@ def test_build_sampler_passes_the_generation_knobs(make_config, tiny_model_dir):
     assert sampler.prompt_truncation == "error" and sampler.max_prompt_length == 4
 
 
+@pytest.mark.parametrize(
+    ("spacing", "expected"),
+    [("inclusive", [0.7 + 0.3 * i / 7 for i in range(8)]), ("exclusive", [0.7 + 0.3 * i / 8 for i in range(8)])],
+)
+def test_build_sampler_spreads_the_schedule_as_configured(make_config, tiny_model_dir, spacing, expected):
+    # exclusive is the founding code's 0.7 + 0.3 * i / K: the last of K = 8 samples at 0.9625, not 1.0.
+    config = make_config(
+        algorithm={"num_generations": 8},
+        generation={"temperature_schedule": [0.7, 1.0], "temperature_schedule_spacing": spacing},
+    )
+    sampler = build_sampler(load_model(tiny_model_dir), load_tokenizer(tiny_model_dir), config)
+    batch = sampler.generate(["ab"], 8)
+    assert batch.temperatures.tolist() == pytest.approx(expected, abs=1e-6)
+
+
 def test_sync_and_close_are_no_ops_for_samplers_without_an_engine(tiny_model_dir):
     model = load_model(tiny_model_dir)
     sampler = TransformersSampler(model, load_tokenizer(tiny_model_dir))

@@ -124,6 +124,11 @@ class GenerationConfig(Section):
     """``(low, high)``: temperatures spread linearly across each group's G samples (e.g. ``[0.7, 1.0]``);
     overrides ``temperature``. ``None`` samples every completion at ``temperature``."""
 
+    temperature_schedule_spacing: Literal["inclusive", "exclusive"] = "inclusive"
+    """How ``temperature_schedule`` spreads over a group's G samples: ``inclusive`` gives sample i
+    ``low + (high - low) * i / (G - 1)`` (both ends reached); ``exclusive`` gives ``low + (high - low) * i / G``
+    (``high`` never reached), the founding code's ``0.7 + 0.3 * i / K`` (0.7 to 0.9625 for K = 8)."""
+
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling: keep the smallest token set with this cumulative probability (1 disables)."""
 

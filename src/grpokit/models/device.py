@@ -104,7 +104,19 @@ def enable_autocast(model: torch.nn.Module, mixed_precision: str) -> torch.dtype
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process in MiB.
+
+    On Linux, ``VmHWM`` of ``/proc/self/status``: the high-water mark of this process's own address space.
+    ``ru_maxrss`` is not that: Linux carries it across ``exec``, so a process started by a larger one
+    (``subprocess`` forks, then execs) reports its parent's peak until it exceeds it. Elsewhere ``ru_maxrss``
+    (bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

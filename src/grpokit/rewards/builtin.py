@@ -1,4 +1,4 @@
-"""Built-in rewards, registered by name: ``task``, ``accuracy``, ``format``, ``length_penalty``,
+"""Built-in rewards, registered by name: ``task``, ``task_steps``, ``accuracy``, ``format``, ``length_penalty``,
 ``math_verify``, ``think_answer_format`` and ``code_tests`` (sandboxed, :mod:`grpokit.rewards.code`).
 
 Each is a factory (its options come from ``RewardConfig.reward_kwargs``) returning a function with the
@@ -127,6 +127,28 @@ def task_reward(task: str | None = None, answer_column: str = "answer"):
         ]
 
     return task_check
+
+
+@register_reward("task_steps")
+def task_steps_reward(task: str | None = None):
+    """Process reward of a built-in task whose steps can be checked (``data.task``, e.g. ``chain``): per
+    completion, ``[(character offset of the step's last character, score), ...]`` from the task's
+    ``step_scores``. Use it as ``rewards.process_reward_func`` with ``process_reward_unit: char``."""
+    if task is None:
+        raise ValueError("reward 'task_steps' needs data.task (a built-in task with checkable steps)")
+    from grpokit.data.tasks import get_task
+
+    spec = get_task(task)
+    step_scores = getattr(spec, "step_scores", None)
+    if step_scores is None:
+        raise ValueError(f"reward 'task_steps': task {task!r} has no checkable steps (no step_scores); try 'chain'")
+
+    def task_step_scores(
+        prompts: list[Any], completions: list[str], **columns: list[Any]
+    ) -> list[list[tuple[int, float]] | None]:
+        return [step_scores(p, c) for p, c in zip(prompts, completions)]
+
+    return task_step_scores
 
 
 @register_reward("format")

@@ -3,6 +3,14 @@
 from grpokit.rollout.base import Prompt, Sampler
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.rollout.prompts import encode_prompts
-from grpokit.rollout.transformers_sampler import TransformersSampler, group_temperatures
+from grpokit.rollout.transformers_sampler import TransformersSampler, group_temperatures, schedule_for_spacing
 
-__all__ = ["Prompt", "RolloutBatch", "Sampler", "TransformersSampler", "encode_prompts", "group_temperatures"]
+__all__ = [
+    "Prompt",
+    "RolloutBatch",
+    "Sampler",
+    "TransformersSampler",
+    "encode_prompts",
+    "group_temperatures",
+    "schedule_for_spacing",
+]

@@ -25,7 +25,8 @@ Conventions:
 - Greedy decoding (``temperature=0`` or ``do_sample=False``) records ``temperatures = 0`` and
   ``sampler_logprobs`` under the unscaled model (``tau = 1``); it is meant for evaluation, not training.
 - ``temperature_schedule=(lo, hi)`` gives sample i of each group ``lo + (hi - lo) * i / (G - 1)``
-  (endpoints included; G = 1 gets ``lo``): more diverse groups at no extra cost.
+  (endpoints included; G = 1 gets ``lo``): more diverse groups at no extra cost. The founding code's
+  ``lo + (hi - lo) * i / G`` (``hi`` excluded) is the same formula on ``schedule_for_spacing``'s pair.
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ def group_temperatures(
     if G == 1:
         return torch.tensor([float(low)])
     return low + (high - low) * torch.arange(G, dtype=torch.float32) / (G - 1)
+
+
+def schedule_for_spacing(
+    schedule: tuple[float, float] | None, num_generations: int, spacing: str = "inclusive"
+) -> tuple[float, float] | None:
+    """The ``(low, high)`` pair that :func:`group_temperatures` spreads with endpoints included, for a
+    schedule meant with ``spacing``: ``inclusive`` returns it unchanged; ``exclusive`` (sample i at
+    ``low + (high - low) * i / G``, the last at ``high - (high - low) / G``) returns
+    ``(low, low + (high - low) * (G - 1) / G)``, which gives the same G temperatures."""
+    if spacing not in ("inclusive", "exclusive"):
+        raise ValueError(f"temperature_schedule_spacing must be 'inclusive' or 'exclusive', got {spacing!r}")
+    if schedule is None or spacing == "inclusive":
+        return schedule
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    low, high = schedule
+    G = num_generations
+    return (float(low), float(low + (high - low) * (G - 1) / G))
 
 
 def _stop_token_ids(model: Any, tokenizer: Any, eos_token_id: int | list[int] | None) -> list[int]:

@@ -97,7 +97,7 @@ def _require_vllm() -> None:
 
 
 def build_sampler(
-    model: torch.nn.Module, tokenizer: Any, config: TrainConfig, *, autocast_dtype: torch.dtype | None = None
+    model: torch.nn.Module, tokenizer: Any, config: GRPOConfig | PPOConfig, *, autocast_dtype: torch.dtype | None = None
 ) -> Any:
     """The sampler ``config.generation.backend`` names, with the generation section's knobs.
 
@@ -107,6 +107,8 @@ def build_sampler(
         config: the run's config; reads ``generation``, ``seed`` and ``model.dtype``.
         autocast_dtype: the policy's mixed-precision dtype, for the transformers sampler's decoding.
     """
+    from grpokit.rollout import schedule_for_spacing
+
     gen = config.generation
     knobs: dict[str, Any] = dict(
         max_new_tokens=gen.max_new_tokens,
@@ -114,7 +116,9 @@ def build_sampler(
         temperature=gen.temperature,
         top_p=gen.top_p,
         top_k=gen.top_k,
-        temperature_schedule=gen.temperature_schedule,
+        temperature_schedule=schedule_for_spacing(
+            gen.temperature_schedule, config.algorithm.num_generations, gen.temperature_schedule_spacing
+        ),
         max_prompt_length=gen.max_prompt_length,
         # 'skip' already removed the long rows before training, so none can reach the sampler.
         prompt_truncation="error" if gen.prompt_truncation == "skip" else gen.prompt_truncation,

@@ -12,13 +12,17 @@ do not have perfect demonstrations. So each task comes with
 - ``check(prompt, completion, answer)``: exact final-answer match, the reward.
 
 Tasks (see :mod:`grpokit.data.tasks.addition`): ``addition`` (3-digit ``a+b``; the teacher drops the
-carry from the tens into the hundreds) and ``addition5`` (the same with 5-digit operands, harder).
+carry from the tens into the hundreds) and ``addition5`` (the same with 5-digit operands, harder); and
+(:mod:`grpokit.data.tasks.chain`) ``chain``, ``a+b+c`` written as two checked steps (partial sum, total),
+whose ``step_scores`` give a process reward (the built-in ``task_steps``).
 """
 
 from grpokit.data.tasks.addition import AdditionTask
 from grpokit.data.tasks.base import SPLITS, Task, get_task, list_tasks, register_task
+from grpokit.data.tasks.chain import ChainTask
 
-__all__ = ["SPLITS", "AdditionTask", "Task", "get_task", "list_tasks", "register_task"]
+__all__ = ["SPLITS", "AdditionTask", "ChainTask", "Task", "get_task", "list_tasks", "register_task"]
 
 register_task("addition")(lambda: AdditionTask(3, "addition"))
 register_task("addition5")(lambda: AdditionTask(5, "addition5"))
+register_task("chain")(lambda: ChainTask("chain"))
