@@ -411,6 +411,7 @@ class TinyStubEngine:
         self.generate_versions = []  # the pushes - 1 each generate call saw: the policy version it sampled with
         self.specs = []
         self.block_from_call = None  # stops answering from this generate call on (1-based)
+        self.delay_s = 0.0  # each generate call takes this long (requests still in flight at a push)
         self.release = threading.Event()
 
     def info(self):
@@ -422,6 +423,7 @@ class TinyStubEngine:
     def run_requests(self, specs):
         if self.block_from_call is not None and len(self.specs) + 1 >= self.block_from_call:
             self.release.wait(30)  # a stuck engine (released at teardown)
+        time.sleep(self.delay_s)
         self.specs.append(specs)
         self.generate_versions.append(self.pushes - 1)
         answers = []
@@ -469,6 +471,7 @@ def server_config(make_config, server, max_steps=4, **generation):
 
 def test_a_vllm_server_samples_every_batch_with_the_version_of_the_bound(make_config, rows, tiny_server):
     engine, server = tiny_server
+    engine.delay_s = 0.5  # slower than a step: requests of older versions are in flight at each push
     config = server_config(make_config, server, max_steps=5, max_staleness=2)
     trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
     assert type(trainer.async_rollouts.worker).__name__ == "ServerRolloutWorker"
