@@ -183,3 +183,39 @@ def test_grpo_trainer_with_the_vllm_server_backend(server, model_dir, tmp_path):
     with pytest.raises(RuntimeError, match="closed"):  # train() closed the client; the server keeps running
         sampler.generate(PROMPTS, 1)
     wait_for_server("127.0.0.1", server, 10)
+
+
+def test_async_grpo_rollouts_on_the_vllm_server(server, model_dir, tmp_path):
+    """Three GRPO steps with ``async_rollouts`` on the server (k = 1): step 1's batch comes from the pushed
+    start weights (log-probs equal to the trainer's), steps 2 and 3 lag one version, and the server receives
+    only the pushes a later batch needs (the start's, then step 1's: v(3) = 1)."""
+    from grpokit.config import GRPOConfig, build_config
+    from grpokit.tracking import read_metrics
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    def ones(prompts, completions, **columns):
+        return [text.count("1") / 8 for text in completions]
+
+    config = build_config(GRPOConfig, {
+        "max_steps": 3, "seed": 11,
+        "model": {"name_or_path": str(model_dir), "device": "cpu"},
+        "data": {"prompts_per_step": 4, "shuffle": False},
+        "generation": {"max_new_tokens": 8, "backend": "vllm_server", "async_rollouts": True,
+                       "async_timeout_s": 120},
+        "vllm": {"server_port": server, "server_timeout_s": 120, "weight_sync_timeout_s": 60},
+        "optim": {"learning_rate": 3e-2},
+        "algorithm": {"num_generations": 8},
+        "logging": {"output_dir": str(tmp_path), "run_name": "async-server", "quiet": True, "report_to": [],
+                    "report": False},
+    })  # fmt: skip
+    trainer = GRPOTrainer(config, reward_funcs=[ones], dataset=[{"prompt": p} for p in ["1+1=", "2+2=", "12=", "3+4="]])
+    sampler = trainer.sampler.sampler
+    start_version = sampler.weight_version  # the push at start
+    rows = read_metrics(trainer.train().run_dir)
+
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    assert [row["async/staleness_max"] for row in rows] == [0, 1, 1]
+    assert sampler.weight_version == start_version + 1
+    assert rows[0]["rollout_is/logprob_abs_diff"] < ATOL  # sampled with the trainer's own weights
+    assert rows[1]["rollout_is/logprob_abs_diff"] > 10 * ATOL  # one version behind the policy it trains
+    wait_for_server("127.0.0.1", server, 10)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -282,8 +283,10 @@ def test_a_killed_worker_ends_the_run_with_the_message_and_a_checkpoint(make_con
     assert all(m["async/staleness_max"] <= 1 for m in metrics)
 
 
-def test_a_stuck_worker_is_stopped_at_the_deadline(make_config, rows):
-    config = make_config(max_steps=4, generation={"async_rollouts": True, "async_timeout_s": 1})
+@pytest.mark.parametrize("save_steps", [None, 1])  # 1: the failure is seen first by the step's checkpoint
+def test_a_stuck_worker_is_stopped_at_the_deadline(make_config, rows, save_steps):
+    checkpoint = {} if save_steps is None else {"checkpoint": {"save_steps": save_steps}}
+    config = make_config(max_steps=4, generation={"async_rollouts": True, "async_timeout_s": 1}, **checkpoint)
     frozen = []
 
     def freezing_reward(prompts, completions, **columns):
@@ -300,7 +303,10 @@ def test_a_stuck_worker_is_stopped_at_the_deadline(make_config, rows):
         f"the rollout worker (pid {frozen[0]}) did not answer within generation.async_timeout_s = 1 s"
         in message
     )
-    assert "it was stopped" in message and "step 1 is saved" in message
+    # The last completed step is saved: step 1, or step 2 when its batch arrived before the worker froze.
+    steps = [m["step"] for m in read_metrics(trainer.run_dir)]
+    assert steps in ([1], [1, 2])
+    assert "it was stopped" in message and f"step {steps[-1]} is saved" in message
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(frozen[0], 0)
 
@@ -390,3 +396,147 @@ def _state(pid):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+# -- with a vLLM server (the real HTTP server, a stub engine: no vLLM) --------------------------------------
+
+
+class TinyStubEngine:
+    """An EngineHost without vLLM for the tiny model: its tensors, deterministic samples drawn from each
+    request spec, and a record of which pushed weights answered each generate call."""
+
+    def __init__(self, model_dir, vocab):
+        from safetensors import safe_open
+
+        with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+            self.tensors = {name: [list(f.get_slice(name).get_shape()), "F32"] for name in f.keys()}  # noqa: SIM118
+        self.vocab = vocab
+        self.pushes = 0  # weight pushes loaded (the first is the trainer's start)
+        self.pushed_sums = []  # a checksum of each push's weights
+        self.generate_versions = []  # the pushes - 1 each generate call saw: the policy version it sampled with
+        self.specs = []
+        self.block_from_call = None  # stops answering from this generate call on (1-based)
+        self.delay_s = 0.0  # each generate call takes this long (requests still in flight at a push)
+        self.release = threading.Event()
+
+    def info(self):
+        return {"model": "tiny-stub", "dtype": "float32", "max_model_len": 64, "tensors": self.tensors}
+
+    def unusable(self):
+        return None
+
+    def run_requests(self, specs):
+        if self.block_from_call is not None and len(self.specs) + 1 >= self.block_from_call:
+            self.release.wait(30)  # a stuck engine (released at teardown)
+        time.sleep(self.delay_s)
+        self.specs.append(specs)
+        self.generate_versions.append(self.pushes - 1)
+        answers = []
+        for spec in specs:
+            samples = []
+            for i in range(spec["n"]):
+                base = sum(spec["prompt_token_ids"]) + (spec["seed"] or 0) + 7 * i
+                ids = [3 + (base + k) % (self.vocab - 3) for k in range(spec["max_tokens"])]
+                samples.append((ids, [-0.05 * (k + 1) - 0.01 * i for k in range(len(ids))]))
+            answers.append(samples)
+        return answers
+
+    def update_weights(self, tensors):
+        self.pushes += 1
+        self.pushed_sums.append(sum(float(t.double().sum()) for t in tensors.values()))
+        return {"weight_sync/load_s": 0.0}
+
+    def reset_prefix_cache(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def tiny_server(tiny_model_dir):
+    from grpokit.models import load_tokenizer
+    from grpokit.rollout.vllm_server import VLLMServer
+
+    engine = TinyStubEngine(tiny_model_dir, len(load_tokenizer(tiny_model_dir)))
+    server = VLLMServer(engine, "127.0.0.1", 0, request_timeout_s=60).start()
+    yield engine, server
+    engine.release.set()
+    server.shutdown()
+
+
+def server_config(make_config, server, max_steps=4, **generation):
+    return make_config(
+        max_steps=max_steps,
+        generation={"max_new_tokens": 6, "async_rollouts": True, "backend": "vllm_server", **generation},
+        vllm={"server_host": "127.0.0.1", "server_port": server.port, "server_timeout_s": 30},
+        checkpoint={"save_steps": 2, "save_total_limit": None},
+    )
+
+
+def test_a_vllm_server_samples_every_batch_with_the_version_of_the_bound(make_config, rows, tiny_server):
+    engine, server = tiny_server
+    engine.delay_s = 0.5  # slower than a step: requests of older versions are in flight at each push
+    config = server_config(make_config, server, max_steps=5, max_staleness=2)
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    assert type(trainer.async_rollouts.worker).__name__ == "ServerRolloutWorker"
+    result = trainer.train()
+
+    # Batch s was requested (in step order) with exactly v(s); the server refuses any other (HTTP 409).
+    assert engine.generate_versions == [required_version(s, 2) for s in range(1, 6)] == [0, 0, 0, 1, 2]
+    # The start's push, then one per step whose weights a later batch needs (v(5) = 2: steps 1 and 2).
+    assert engine.pushes == 1 + 2
+    metrics = logged(result.run_dir)
+    assert [m["async/staleness_max"] for m in metrics] == [0, 1, 2, 2, 2]
+    assert all(m["async/staleness_max"] <= 2 for m in metrics)
+    assert all("rollout_is/weight_mean" in m for m in metrics)  # the truncated importance weights act
+    # Every request is seeded from (seed, step): the specs' seeds differ between steps.
+    assert len({spec[0]["seed"] for spec in engine.specs}) == 5
+
+
+def test_resume_with_a_vllm_server_repeats_the_requests_and_metrics(make_config, rows, tiny_server, tmp_path):
+    engine, server = tiny_server
+    config = server_config(make_config, server, max_steps=5)
+    reference = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows).train()
+    reference_specs = list(engine.specs)
+    state = ckpt.load_trainer_state(reference.run_dir / "checkpoints" / "step-000002")
+    assert sorted(state["async_rollouts"]["ready"]) == [3, 4]  # k = 1: the batches in flight at step 2
+
+    resumed_run = tmp_path / "resumed"
+    shutil.copytree(reference.run_dir, resumed_run)
+    shutil.rmtree(resumed_run / "checkpoints" / "step-000004")
+    shutil.rmtree(resumed_run / "final")
+    resume = config.model_copy(
+        update={"checkpoint": config.checkpoint.model_copy(update={"resume": str(resumed_run)})}
+    )
+    reference_sums = list(engine.pushed_sums)  # versions 0 .. 3 (v(5) = 3)
+    engine.specs.clear()
+    engine.pushed_sums.clear()
+    trainer = GRPOTrainer(resume, reward_funcs=[fraction_of_a], dataset=rows)
+    assert trainer.start_step == 2
+    trainer.train()
+    # Batches 3 and 4 come from the checkpoint; batch 5 is requested as in the uninterrupted run, with the
+    # same weights: the start pushes step 2's, then step 3's (the last any batch needs).
+    assert len(reference_sums) == 4 and engine.pushed_sums == reference_sums[2:]
+    assert engine.specs == reference_specs[4:]
+    assert logged(resumed_run) == logged(reference.run_dir)
+    final = (resumed_run / "final" / "model.safetensors").read_bytes()
+    assert final == (reference.final_dir / "model.safetensors").read_bytes()
+
+
+def test_a_server_that_stops_answering_ends_the_run_at_the_deadline(make_config, rows, tiny_server):
+    engine, server = tiny_server
+    engine.block_from_call = 3  # the batch of step 3 (requested after step 1) never comes
+    config = server_config(make_config, server, max_steps=5, async_timeout_s=1)
+    trainer = GRPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows)
+    with pytest.raises(RolloutWorkerAbort) as caught:
+        trainer.train()
+    message = str(caught.value)
+    run = trainer.run_dir
+    assert f"the vLLM server at http://127.0.0.1:{server.port}" in message
+    assert "no answer within generation.async_timeout_s = 1 s" in message
+    assert "generating the batch of step 3 with weights version 1" in message
+    assert f"step 2 is saved in {run / 'checkpoints' / 'step-000002'}" in message
+    assert [m["step"] for m in read_metrics(run)] == [1, 2]
+    state = ckpt.load_trainer_state(run / "checkpoints" / "step-000002")
+    assert [r["step"] for r in state["async_rollouts"]["lost"]] == [3]  # sampled again on resume

@@ -162,7 +162,8 @@ class GenerationConfig(Section):
     """Overlap generation with training: a rollout worker process (its own model copy and CPU thread) samples
     the next steps' batches while the trainer updates, with weights at most ``max_staleness`` policy versions
     old, corrected by ``algorithm.rollout_importance_sampling`` (``auto`` turns it on). One process,
-    ``backend: transformers``, no LoRA, no dynamic sampling; see docs/async.md."""
+    ``backend: transformers`` (or ``vllm_server``: the server samples instead of a worker process), no LoRA,
+    no dynamic sampling; see docs/async.md."""
 
     max_staleness: int = Field(1, ge=1)
     """With ``async_rollouts``: how many policy versions (training steps) the weights that sampled a batch may

@@ -121,10 +121,11 @@ def _check_async_rollouts(config: GRPOConfig | PPOConfig) -> None:
     off = "or set generation.async_rollouts: false"
     if config.trainer == "ppo":
         raise ValueError(f"generation.async_rollouts is implemented for GRPO only; use trainer: grpo {off}")
-    if gen.backend != "transformers":
+    if gen.backend not in ("transformers", "vllm_server"):
         raise ValueError(
-            f"generation.async_rollouts runs a transformers rollout worker; generation.backend {gen.backend!r} "
-            f"is not supported with it yet: set generation.backend: transformers {off}"
+            f"generation.async_rollouts runs a transformers rollout worker or requests to a vLLM server; "
+            f"generation.backend {gen.backend!r} is not supported with it yet: set generation.backend: "
+            f"transformers or vllm_server {off}"
         )
     if config.model.lora.r > 0:
         raise ValueError(

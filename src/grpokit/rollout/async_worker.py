@@ -232,6 +232,8 @@ class RolloutWorker:
 
     def receive(self, step: int) -> tuple[RolloutBatch, tuple[float, float]]:
         """The batch of ``step`` (submitted earlier) and the (wall, CPU) seconds the worker spent on it."""
+        if self.error is not None:  # also after a checkpoint moved the unanswered requests to the lost ones
+            raise self.error
         if step not in self.received:
             if not any(r.step == step for r in self.pending):
                 raise ValueError(f"no batch was requested for step {step}")

@@ -33,6 +33,10 @@ and so is a resumed one:
    the batch's reference log-probs too (``batch.ref_logprobs``, with the trainer's own function and
    micro-batches), which moves that no-grad forward off the trainer; a re-synced reference stays in the
    trainer, whose update computes it as in a synchronous run.
+5. With ``generation.backend: vllm_server`` the batches are sampled by the server instead of a worker
+   process (:class:`~grpokit.rollout.async_server_worker.ServerRolloutWorker`, same interface): each weight
+   push waits until the server has answered every request that needs an older version, so points 1-3 hold
+   unchanged; point 4 does not apply (the server only samples).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from grpokit.engine import faults
 from grpokit.engine.parallel import derive_seed
 from grpokit.models.forward import sequence_logprobs
 from grpokit.models.reference import ReferencePolicy
+from grpokit.rollout.async_server_worker import ServerRolloutWorker
 from grpokit.rollout.async_worker import RolloutRequest, RolloutWorker, RolloutWorkerError, sampler_settings
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.trainers.objective import micro_batch_size
@@ -74,7 +79,7 @@ class AsyncRollouts:
     """The trainer's side of the pipeline: requests, the staleness bound, weight publication, its state.
 
     Args:
-        worker: the rollout worker handle (not started).
+        worker: the rollout worker handle (not started): a process, or requests to a vLLM server.
         prompt_iter: the trainer's prompt iterator (B rows per call).
         num_generations: G.
         prompt_column: the prompt column of the rows.
@@ -87,7 +92,7 @@ class AsyncRollouts:
 
     def __init__(
         self,
-        worker: RolloutWorker,
+        worker: RolloutWorker | ServerRolloutWorker,
         prompt_iter: Any,
         *,
         num_generations: int,
@@ -256,15 +261,12 @@ def reference_logprobs(optim: OptimConfig, model: torch.nn.Module, batch: Rollou
     return sequence_logprobs(model, batch, micro_batch_size(optim, batch.num_responses, 1, batch))
 
 
-def build_async_rollouts(trainer: Any) -> AsyncRollouts:
-    """The pipeline of a :class:`~grpokit.trainers.grpo.GRPOTrainer` (its prompts, sampler settings, config
-    and resumed state); the worker starts with :meth:`AsyncRollouts.start`.
+def _process_worker(trainer: Any) -> RolloutWorker:
+    """The rollout worker process of a transformers run.
 
     Raises:
         ValueError: the policy is not on CPU (the rollout worker samples on CPU).
     """
-    from grpokit.engine import checkpoint as ckpt
-
     cfg = trainer.config
     gen = cfg.generation
     if trainer.device.type != "cpu":
@@ -275,7 +277,7 @@ def build_async_rollouts(trainer: Any) -> AsyncRollouts:
     sampler = trainer.sampler.sampler  # the TransformersSampler inside the (one-process) ShardedSampler
     # A frozen reference (never re-synced) runs its forward in the worker, beside generation (choice 4).
     frozen = isinstance(trainer.reference, ReferencePolicy) and cfg.algorithm.ref_model_sync_steps == 0
-    worker = RolloutWorker(
+    return RolloutWorker(
         trainer.model,
         trainer.tokenizer,
         sampler_settings(sampler),
@@ -285,6 +287,25 @@ def build_async_rollouts(trainer: Any) -> AsyncRollouts:
         reference=trainer.reference.model if frozen else None,
         reference_logprobs=partial(reference_logprobs, cfg.optim) if frozen else None,
     )
+
+
+def build_async_rollouts(trainer: Any) -> AsyncRollouts:
+    """The pipeline of a :class:`~grpokit.trainers.grpo.GRPOTrainer` (its prompts, sampler settings, config
+    and resumed state); the worker starts with :meth:`AsyncRollouts.start`.
+
+    Raises:
+        ValueError: a transformers policy is not on CPU (the rollout worker samples on CPU).
+    """
+    from grpokit.engine import checkpoint as ckpt
+
+    cfg = trainer.config
+    gen = cfg.generation
+    worker: RolloutWorker | ServerRolloutWorker
+    if gen.backend == "vllm_server":  # the server samples; the sampler already pushed the current weights
+        sampler = trainer.sampler.sampler  # the VLLMServerSampler inside the (one-process) ShardedSampler
+        worker = ServerRolloutWorker(sampler, version=trainer.start_step, timeout_s=gen.async_timeout_s)
+    else:
+        worker = _process_worker(trainer)
     state = None
     if trainer.resumed_from is not None:
         state = ckpt.load_trainer_state(trainer.resumed_from).get("async_rollouts")

@@ -189,11 +189,14 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
     def sync_policy(self, step: int, timer: PhaseTimer) -> dict[str, float]:
         """The reference refresh; with async rollouts, the new weights published to the worker as version
         ``step`` and the step's ``async/*`` metrics."""
-        metrics = super().sync_policy(step, timer)
-        if self.async_rollouts is not None:
-            with timer.phase("weight_sync"):
-                metrics.update(self.async_rollouts.publish(step, self.model))
-        return metrics
+        if self.async_rollouts is None:
+            return super().sync_policy(step, timer)
+        if self.reference is not None:
+            self.reference.maybe_sync(self.model, step)
+        # Not the sampler's own push: a vLLM server gets the weights from the pipeline, once the requests of
+        # older versions are answered (trainers/async_rollouts.py, note 5).
+        with timer.phase("weight_sync"):
+            return self.async_rollouts.publish(step, self.model)
 
     def state_dict(self, step: int) -> dict[str, Any]:
         """The shared trainer state; with async rollouts, the batches requested for later steps too."""
