@@ -38,6 +38,26 @@ class Sampler(Protocol):
         ...
 
 
+def check_generate_args(
+    prompts: list[Prompt], num_generations: int, columns: dict[str, list[Any]] | None
+) -> tuple[list[Prompt], dict[str, list[Any]]]:
+    """Validate :meth:`Sampler.generate`'s arguments, naming the one at fault (shared by every sampler).
+
+    Returns the prompts as a list and the columns as a dict (B entries each).
+    """
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty")
+    B = len(prompts)
+    columns = dict(columns or {})
+    for name, values in columns.items():
+        if len(values) != B:
+            raise ValueError(f"column {name!r} has {len(values)} entries but there are {B} prompts")
+    return prompts, columns
+
+
 def check_sampling_knobs(
     *,
     max_new_tokens: int,

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Prompt, check_sampling_knobs
+from grpokit.rollout.base import Prompt, check_generate_args, check_sampling_knobs
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.rollout.decoders import FastLlamaDecoder, HFDecoder, fast_decoder_unsupported_reason
 from grpokit.rollout.prompts import encode_prompts
@@ -276,16 +276,8 @@ class TransformersSampler:
             A :class:`RolloutBatch` with N = B*G rows ordered group by group; T is the longest
             completion of this batch (at most ``max_new_tokens``).
         """
-        if num_generations < 1:
-            raise ValueError(f"num_generations must be >= 1, got {num_generations}")
-        prompts = list(prompts)
-        if not prompts:
-            raise ValueError("prompts is empty")
+        prompts, columns = check_generate_args(prompts, num_generations, columns)
         B, G = len(prompts), num_generations
-        columns = dict(columns or {})
-        for name, values in columns.items():
-            if len(values) != B:
-                raise ValueError(f"column {name!r} has {len(values)} entries but there are {B} prompts")
 
         encoded = encode_prompts(self.tokenizer, prompts, self.max_prompt_length, self.prompt_truncation)
         prompt_ids, prompt_mask = self._pad_left(encoded)  # (B, P) each

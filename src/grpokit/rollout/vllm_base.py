@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Prompt, check_sampling_knobs
+from grpokit.rollout.base import Prompt, check_generate_args, check_sampling_knobs
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.rollout.prompts import encode_prompts
 from grpokit.rollout.transformers_sampler import group_temperatures
@@ -281,16 +281,8 @@ class VLLMSamplerBase(ABC):
             engine's ROLLOUT log-probs (:mod:`grpokit.rollout.vllm_sampler`, convention 1).
         """
         self._check_usable()
-        if num_generations < 1:
-            raise ValueError(f"num_generations must be >= 1, got {num_generations}")
-        prompts = list(prompts)
-        if not prompts:
-            raise ValueError("prompts is empty")
+        prompts, columns = check_generate_args(prompts, num_generations, columns)
         B, G = len(prompts), num_generations
-        columns = dict(columns or {})
-        for name, values in columns.items():
-            if len(values) != B:
-                raise ValueError(f"column {name!r} has {len(values)} entries but there are {B} prompts")
         encoded = encode_prompts(self.tokenizer, prompts, self.max_prompt_length, self.prompt_truncation)
         for index, ids in enumerate(encoded):
             if len(ids) + self.max_new_tokens > self.max_model_len:
