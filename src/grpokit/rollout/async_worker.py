@@ -25,8 +25,9 @@ Choices, numbered:
    version, generating the batch of which step). A stuck worker is killed first.
 2. The worker dies with the trainer: on Linux the kernel sends it SIGKILL when its parent dies
    (``PR_SET_PDEATHSIG``); elsewhere it notices within ``POLL_S`` that its parent is gone.
-3. Batches come back pickled by value (plain bytes), not as shared-memory tensors, so a batch received
-   stays valid whatever becomes of the worker.
+3. Batches come back by value (``RolloutBatch.to_bytes``: ``torch.save`` bytes, read with
+   ``weights_only=True``, so nothing the worker sends can run code in the trainer), not as shared-memory
+   tensors, so a batch received stays valid whatever becomes of the worker.
 4. The sampler is reseeded for each request (``request.seed``), so a batch is a function of its prompts,
    its weight version and its seed alone.
 5. The process starts without importing the caller's ``__main__`` module (which spawn does by default), so
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import queue
 import signal
 import sys
@@ -328,7 +328,7 @@ class RolloutWorker:
                     self._fail(f"the rollout worker sent the batch of step {step} out of order")
                     return
                 self.pending.popleft()
-                self.received[int(step)] = (pickle.loads(payload), (float(seconds[0]), float(seconds[1])))
+                self.received[int(step)] = (RolloutBatch.from_bytes(payload), (float(seconds[0]), float(seconds[1])))
             elif kind == _ERROR:
                 _, what, text = reply
                 self._fail(f"the rollout worker (pid {self.pid}) failed while {what}:\n{text}")
@@ -441,7 +441,7 @@ def _worker_main(
             batch.policy_version = torch.full((batch.num_responses,), request.version, dtype=torch.long)
             seconds = (time.perf_counter() - start, time.process_time() - start_cpu)
             replies.put(
-                (_BATCH, request.step, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL), seconds)
+                (_BATCH, request.step, batch.to_bytes(), seconds)
             )
     except BaseException:
         with contextlib.suppress(Exception):

@@ -6,6 +6,7 @@ N = B*G responses, P prompt tokens (left-padded), T completion tokens (right-pad
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -69,6 +70,25 @@ class RolloutBatch:
             return [value[i] for i in rows]
 
         return replace(self, **{f.name: take(getattr(self, f.name)) for f in fields(self)})
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every field, as tensors, lists and dicts: what ``torch.load(..., weights_only=True)`` reads back."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Self:
+        return cls(**state)
+
+    def to_bytes(self) -> bytes:
+        """The batch serialised for another process (``torch.save`` of :meth:`state_dict`, no pickled objects)."""
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """The batch :meth:`to_bytes` wrote; loads with ``weights_only=True``, so the bytes cannot run code."""
+        return cls.from_state_dict(torch.load(io.BytesIO(data), weights_only=True))
 
     @classmethod
     def concat(cls, batches: Sequence[Self], pad_id: int) -> Self:

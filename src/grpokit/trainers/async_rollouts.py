@@ -42,7 +42,7 @@ and so is a resumed one:
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -121,7 +121,7 @@ class AsyncRollouts:
         if state is not None:
             self.requested_through = int(state["requested_through"])
             self.ready = {
-                int(s): (_batch_from_state(b), (float(t[0]), float(t[1])))
+                int(s): (RolloutBatch.from_state_dict(b), (float(t[0]), float(t[1])))
                 for s, (b, t) in state["ready"].items()
             }
             self.lost = [RolloutRequest(**r) for r in state["lost"]]
@@ -226,7 +226,7 @@ class AsyncRollouts:
         lost = list(self.lost)
         return {
             "requested_through": self.requested_through,
-            "ready": {s: (_batch_state(b), t) for s, (b, t) in sorted(batches.items()) if s > step},
+            "ready": {s: (b.state_dict(), t) for s, (b, t) in sorted(batches.items()) if s > step},
             "lost": [asdict(r) for r in lost if r.step > step],
         }
 
@@ -245,15 +245,6 @@ class AsyncRollouts:
             worker.pending.clear()
         for step in list(worker.received):
             self.ready[step] = worker.received.pop(step)
-
-
-def _batch_state(batch: RolloutBatch) -> dict[str, Any]:
-    """A batch as plain tensors, lists and dicts (checkpoints load with ``weights_only=True``)."""
-    return {f.name: getattr(batch, f.name) for f in fields(batch)}
-
-
-def _batch_from_state(state: dict[str, Any]) -> RolloutBatch:
-    return RolloutBatch(**state)
 
 
 def reference_logprobs(optim: OptimConfig, model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
