@@ -377,14 +377,31 @@ def test_rewind_drops_rows_after_the_checkpoint_and_a_cut_line(tmp_path):
 
 
 def test_first_signal_is_recorded_second_one_stops_at_once():
-    previous = signal.getsignal(signal.SIGINT)
-    with faults.StopSignals() as stop:
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested == signal.SIGTERM and stop.name == "SIGTERM"
-        with pytest.raises(KeyboardInterrupt):  # the second signal goes to the previous handler
+    # A job started in the background by a non-interactive shell inherits SIGINT ignored; this test is about
+    # Python's own Ctrl-C handler, so it installs that one for its duration.
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with faults.StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.requested == signal.SIGTERM and stop.name == "SIGTERM"
+            with pytest.raises(KeyboardInterrupt):  # the second signal goes to the previous handler
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def test_a_second_signal_stays_ignored_where_it_was_ignored():
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with faults.StopSignals() as stop:
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is previous
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+            assert stop.requested == signal.SIGINT
+            os.kill(os.getpid(), signal.SIGINT)  # back to the previous disposition: ignored, no exception
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_sigterm_during_a_step_saves_it_and_raises(make_config, rows):
