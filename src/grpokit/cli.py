@@ -208,7 +208,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
 
     Raises ``ValueError`` for a stray positional argument or a non-boolean field given without a value.
     """
-    from grpokit.config import DEMO_CONFIGS, TRAINER_CONFIGS, field_paths
+    from grpokit.config import DEMO_CONFIGS, TRAINER_CONFIGS, field_paths, split_command_line
 
     bool_fields = set()
     for cls in [*TRAINER_CONFIGS.values(), *DEMO_CONFIGS.values()]:  # the trainer is not known yet
@@ -219,43 +219,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
                 section = info.annotation
             if info.annotation is bool:
                 bool_fields |= {path, path.rsplit(".", 1)[-1]}
-    config_path: str | None = None
-    overrides: dict[str, Any] = {}
-    flags: dict[str, Any] = {"help": False, "help_all": False, "print_config": False, "preset": None}
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg in ("-h", "--help"):
-            flags["help"] = True
-        elif arg in ("--help-all", "--help_all"):
-            flags["help"] = flags["help_all"] = True
-        elif arg in ("--print-config", "--print_config"):
-            flags["print_config"] = True
-        elif arg.startswith("--") and len(arg) > 2:
-            key, eq, value = arg[2:].partition("=")
-            if not eq:
-                if i < len(args) and not args[i].startswith("--"):
-                    value = args[i]
-                    i += 1
-                elif key.replace("-", "_") in bool_fields:
-                    value = "true"
-                else:
-                    raise ValueError(f"--{key} needs a value")
-            if key == "config":  # --config FILE: the same as the positional CONFIG
-                if config_path is not None:
-                    raise ValueError(f"two config files given: {config_path!r} and {value!r}")
-                config_path = value
-            elif key == "preset":
-                flags["preset"] = value
-            else:
-                overrides[_SHORTHANDS.get(key, key)] = value
-        elif config_path is None and not arg.startswith("-"):
-            config_path = arg
-        else:
-            raise ValueError(f"unexpected argument {arg!r} (one config file, then --FIELD VALUE pairs)")
-    return config_path, overrides, flags
+    return split_command_line(argv, bool_fields, shorthands=_SHORTHANDS, options=("preset",))
 
 
 def _config_source(

@@ -42,50 +42,18 @@ grpokit train --reward_model RUN_DIR/final.
 _SHORTHANDS = {"model": "model.name_or_path"}
 
 
-def parse_rm_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], dict[str, bool]]:
+def parse_rm_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
     """Split ``rm`` arguments into (config path, field overrides, flags ``help``/``print_config``).
 
     Raises ``ValueError`` for a stray positional argument or a non-boolean field given without a value.
     """
-    from grpokit.config import RewardModelConfig, field_help
+    from grpokit.config import RewardModelConfig, field_help, split_command_line
 
     bool_fields = {
         name for path, default, _ in field_help(RewardModelConfig) if default in ("true", "false")
         for name in (path, path.rsplit(".", 1)[-1])
     }  # fmt: skip
-    config_path: str | None = None
-    overrides: dict[str, Any] = {}
-    flags = {"help": False, "print_config": False}
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg in ("-h", "--help", "--help-all"):
-            flags["help"] = True
-        elif arg in ("--print-config", "--print_config"):
-            flags["print_config"] = True
-        elif arg.startswith("--") and len(arg) > 2:
-            key, eq, value = arg[2:].partition("=")
-            if not eq:
-                if i < len(args) and not args[i].startswith("--"):
-                    value = args[i]
-                    i += 1
-                elif key.replace("-", "_") in bool_fields:
-                    value = "true"
-                else:
-                    raise ValueError(f"--{key} needs a value")
-            if key == "config":
-                if config_path is not None:
-                    raise ValueError(f"two config files given: {config_path!r} and {value!r}")
-                config_path = value
-            else:
-                overrides[_SHORTHANDS.get(key, key)] = value
-        elif config_path is None and not arg.startswith("-"):
-            config_path = arg
-        else:
-            raise ValueError(f"unexpected argument {arg!r} (one config file, then --FIELD VALUE pairs)")
-    return config_path, overrides, flags
+    return split_command_line(argv, bool_fields, shorthands=_SHORTHANDS)
 
 
 def _help() -> str:

@@ -58,6 +58,7 @@ from grpokit.config.loading import (
     preset_path,
     read_config_file,
     save_config,
+    split_command_line,
     trainer_config_class,
 )
 from grpokit.config.loss import (
@@ -120,6 +121,7 @@ __all__ = [
     "LossConfig",
     "ValueLossConfig",
     "apply_overrides",
+    "split_command_line",
     "build_config",
     "check_registered",
     "common_field_help",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -97,6 +98,65 @@ def apply_overrides(cls: type[BaseModel], data: dict[str, Any], overrides: dict[
             node = child
         node[leaf] = value
     return out
+
+
+def split_command_line(
+    argv: Sequence[str],
+    bool_fields: Collection[str],
+    *,
+    shorthands: Mapping[str, str] | None = None,
+    options: Collection[str] = (),
+) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """Split a command's arguments into (config path, field overrides, flags): the one parser of every
+    ``CONFIG.yaml --FIELD VALUE`` command.
+
+    A field in ``bool_fields`` (dotted path or last part) may be given without a value (``true``); ``--config
+    FILE`` equals the positional CONFIG; ``shorthands`` maps a flag to the field it stands for (``--model`` ->
+    ``model.name_or_path``). Flags: ``help``, ``help_all``, ``print_config``, and each of ``options`` (its
+    value, None when absent), which are not fields.
+
+    Raises:
+        ValueError: a stray positional argument, two config files, or a non-boolean field without a value.
+    """
+    shorthands = shorthands or {}
+    config_path: str | None = None
+    overrides: dict[str, Any] = {}
+    flags: dict[str, Any] = {"help": False, "help_all": False, "print_config": False}
+    flags.update({name: None for name in options})
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg in ("-h", "--help"):
+            flags["help"] = True
+        elif arg in ("--help-all", "--help_all"):
+            flags["help"] = flags["help_all"] = True
+        elif arg in ("--print-config", "--print_config"):
+            flags["print_config"] = True
+        elif arg.startswith("--") and len(arg) > 2:
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                if i < len(args) and not args[i].startswith("--"):
+                    value = args[i]
+                    i += 1
+                elif key.replace("-", "_") in bool_fields:
+                    value = "true"
+                else:
+                    raise ValueError(f"--{key} needs a value")
+            if key == "config":
+                if config_path is not None:
+                    raise ValueError(f"two config files given: {config_path!r} and {value!r}")
+                config_path = value
+            elif key in options:
+                flags[key] = value
+            else:
+                overrides[shorthands.get(key, key)] = value
+        elif config_path is None and not arg.startswith("-"):
+            config_path = arg
+        else:
+            raise ValueError(f"unexpected argument {arg!r} (one config file, then --FIELD VALUE pairs)")
+    return config_path, overrides, flags
 
 
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
