@@ -43,5 +43,6 @@ class _Payload:
 def test_bytes_that_would_run_code_are_refused():
     buffer = io.BytesIO()
     torch.save({"prompt_ids": _Payload()}, buffer)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="cannot cross processes safely") as raised:
         RolloutBatch.from_bytes(buffer.getvalue())
+    assert isinstance(raised.value.__cause__, pickle.UnpicklingError)

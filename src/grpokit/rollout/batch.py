@@ -7,6 +7,7 @@ N = B*G responses, P prompt tokens (left-padded), T completion tokens (right-pad
 from __future__ import annotations
 
 import io
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -88,7 +89,14 @@ class RolloutBatch:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         """The batch :meth:`to_bytes` wrote; loads with ``weights_only=True``, so the bytes cannot run code."""
-        return cls.from_state_dict(torch.load(io.BytesIO(data), weights_only=True))
+        try:
+            state = torch.load(io.BytesIO(data), weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                "a rollout batch holds a value that cannot cross processes safely (only tensors, lists, dicts, "
+                "strings, numbers and None can): check the dataset's extra columns and the prompts' types"
+            ) from error
+        return cls.from_state_dict(state)
 
     @classmethod
     def concat(cls, batches: Sequence[Self], pad_id: int) -> Self:
