@@ -6,12 +6,43 @@ Any object with this ``generate`` method can replace :class:`~grpokit.rollout.Tr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from grpokit.rollout.batch import RolloutBatch
 
 # A prompt is plain text, or a chat: a list of {"role": ..., "content": ...} messages.
 Prompt = str | list[dict[str, Any]]
+
+
+@dataclass
+class Continuation:
+    """One turn sampled after a prefix of token ids (:meth:`TurnSampler.continue_from_ids`)."""
+
+    token_ids: list[int]  # the sampled ids, the stop token included when one was drawn
+    logprobs: list[float]  # log-prob of each under the temperature-scaled distribution (sampler_logprobs)
+    stopped: bool  # a stop token ended the turn; False: cut at max_new_tokens
+
+
+@runtime_checkable
+class TurnSampler(Protocol):
+    """A sampler that continues token-id prefixes, for multi-turn episodes (token in, token out: the ids it
+    sampled are kept exactly, never decoded and re-encoded)."""
+
+    def continue_from_ids(
+        self, prefixes: list[list[int]], temperatures: list[float], max_new_tokens: int | None = None
+    ) -> list[Continuation]:
+        """Sample one continuation of each prefix.
+
+        Args:
+            prefixes: n token-id lists (the rendered conversation so far, ending where the model writes).
+            temperatures: n sampling temperatures (ignored by a greedy sampler).
+            max_new_tokens: tokens per continuation at most; None: the sampler's ``max_new_tokens``.
+
+        Returns:
+            n :class:`Continuation`, in the order of ``prefixes``.
+        """
+        ...
 
 
 @runtime_checkable

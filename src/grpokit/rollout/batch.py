@@ -51,10 +51,23 @@ class RolloutBatch:
     # (N,) long, asynchronous rollouts: the policy version (training steps completed) whose weights sampled
     # each row; None when the policy itself samples (synchronous runs)
     policy_version: torch.Tensor | None = None
+    # (N, T) float, multi-turn episodes: 1 on the tokens the policy sampled, 0 on the environment's and tools'
+    # tokens between turns (real tokens, attended to, never trained on); None: every completion token is sampled
+    loss_mask: torch.Tensor | None = field(default=None, metadata=COMPLETION_SIDE)
+    # N conversations, multi-turn episodes: every message of each episode after the opening prompt, in order
+    # ({"role": "assistant" | "tool" | "user", "content": str, ...}; assistant turns carry "tool_calls" when
+    # they called tools and "reward" when the environment answered them); None for single completions
+    conversations: list[list[dict[str, Any]]] | None = None
 
     @property
     def num_responses(self) -> int:
         return self.completion_ids.shape[0]
+
+    @property
+    def sampled_mask(self) -> torch.Tensor:
+        """(N, T) float: 1 on the tokens the policy sampled (``loss_mask`` for multi-turn episodes, else
+        ``completion_mask``)."""
+        return self.completion_mask if self.loss_mask is None else self.loss_mask
 
     def select(self, index: torch.Tensor | list[int]) -> Self:
         """Rows ``index`` of every per-response field (tensors, lists and columns alike)."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Prompt, check_generate_args, check_sampling_knobs
+from grpokit.rollout.base import Continuation, Prompt, check_generate_args, check_sampling_knobs
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.rollout.decoders import FastLlamaDecoder, HFDecoder, fast_decoder_unsupported_reason
 from grpokit.rollout.prompts import encode_prompts
@@ -217,7 +217,12 @@ class TransformersSampler:
 
     @torch.inference_mode()
     def _decode(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, G: int, temperatures: torch.Tensor
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        G: int,
+        temperatures: torch.Tensor,
+        max_new_tokens: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decode loop. Returns (N, T_max) sampled ids (pad after a row finished) and their log-probs.
 
@@ -226,7 +231,7 @@ class TransformersSampler:
         to the N responses. A finished row that is not dropped yet is fed pad tokens, which only it sees.
         """
         N = prompt_ids.shape[0] * G
-        T_max = self.max_new_tokens
+        T_max = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         tau = temperatures.clamp(min=1e-6)[:, None] if not self.greedy else torch.ones(N, 1, device=self.device)
         stop_ids = torch.tensor(self.stop_ids, device=self.device)
         tokens = torch.full((N, T_max), self.pad_id, dtype=torch.long, device=self.device)
@@ -317,3 +322,40 @@ class TransformersSampler:
             columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
             sampler_logprobs=sampler_logprobs,
         )
+
+    def continue_from_ids(
+        self, prefixes: list[list[int]], temperatures: list[float], max_new_tokens: int | None = None
+    ) -> list[Continuation]:
+        """One sampled continuation of each token-id prefix (multi-turn episodes; the
+        :class:`~grpokit.rollout.base.TurnSampler` protocol).
+
+        The prefixes are left-padded into one batch and decoded together, like G = 1 prompts: a row's numbers
+        do not depend on the others' padding (positions follow the mask). ``min_new_tokens`` does not apply
+        (it bounds whole completions, not turns).
+        """
+        if not prefixes:
+            return []
+        if len(temperatures) != len(prefixes):
+            raise ValueError(f"{len(prefixes)} prefixes but {len(temperatures)} temperatures")
+        if any(not ids for ids in prefixes):
+            raise ValueError("an empty prefix: every turn continues at least one rendered token")
+        limit = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if limit < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
+        prompt_ids, prompt_mask = self._pad_left(prefixes)  # (n, P) each
+        tau = torch.tensor([float(t) for t in temperatures], dtype=torch.float32, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        saved_min, self.min_new_tokens = self.min_new_tokens, 0
+        try:
+            with self._autocast():
+                tokens, logprobs = self._decode(prompt_ids, prompt_mask, 1, tau, limit)  # (n, t) each
+        finally:
+            self.min_new_tokens = saved_min
+            self.model.train(was_training)
+        turns = []
+        for ids, lps in zip(tokens.tolist(), logprobs.tolist()):
+            end = next((i for i, token in enumerate(ids) if token in self.stop_ids), None)
+            length = len(ids) if end is None else end + 1
+            turns.append(Continuation(ids[:length], lps[:length], stopped=end is not None))
+        return turns
