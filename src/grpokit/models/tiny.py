@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 ARCHITECTURES: tuple[str, ...] = ("qwen2", "llama")
 
+CHAR_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}{{- message['content'] + eos_token -}}"
+    "{%- else -%}{{- message['content'] + '\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+"""A chat template for character tokenizers, as compact as a conversation can be written: every message is
+its content, a system / user / tool message followed by a newline and an assistant message by EOS; no role
+names and no generation prompt (the model writes right after the last newline).
+
+Rendering a conversation that ends with an assistant turn is a prefix of rendering it with more messages
+(and the generation prompt): the tokens of new messages are the difference, as multi-turn episodes need.
+An assistant message's ``tool_calls`` are not rendered: its content is the text the model wrote, the call
+included. Tool schemas (``tools=``) are ignored."""
+
 
 def _wrap(tokenizer_object: Any, path: str | os.PathLike | None) -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast

@@ -1,12 +1,18 @@
 """Supervised warm-up: maximise the log-likelihood of demonstration completions given their prompts.
 
-    L(theta) = - 1/|b| sum_{(x, y) in b} 1/|y| sum_t log pi_theta(y_t | x, y_<t)
+    L(theta) = - 1/|b| sum_{(x, y, m) in b} 1/|m| sum_t m_t log pi_theta(y_t | x, y_<t)
 
-over batches ``b`` of ``(prompt x, completion y)`` pairs drawn uniformly with replacement (seeded).
+over batches ``b`` of ``(prompt x, completion y, loss mask m)`` drawn uniformly with replacement (seeded);
+``|m|`` is the number of trained tokens.
 
 Prompts are encoded exactly as the sampler encodes them (:func:`grpokit.rollout.encode_prompts`) and every
 completion ends with EOS, so the warmed-up policy has seen the same token layout it will generate in. The
 loss uses :func:`grpokit.models.logprobs.completion_logprobs`, the function GRPO uses for its ratios.
+
+Multi-turn demonstrations (whole conversations with an environment) come pre-tokenized as
+:class:`TokenExample`: :func:`conversation_example` lays a conversation out exactly as the episode runner
+does (the opening prompt; each assistant turn's tokens and its stop token, trained, ``m = 1``; the tokens of
+the environment's and tools' messages between turns, attended to but not trained, ``m = 0``).
 
 :class:`SupervisedTrainer` takes one step at a time, so a caller can stop on a validation metric (the
 demo stops its warm-up on held-out accuracy) or continue later from its :meth:`~SupervisedTrainer.state_dict`
@@ -16,11 +22,85 @@ demo stops its warm-up on held-out accuracy) or continue later from its :meth:`~
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-__all__ = ["SupervisedTrainer", "supervised_finetune"]
+__all__ = [
+    "ConversationRenderer",
+    "SupervisedTrainer",
+    "TokenExample",
+    "conversation_example",
+    "supervised_finetune",
+]
+
+
+@dataclass(frozen=True)
+class TokenExample:
+    """A pre-tokenized demonstration: the prompt, the completion after it and which completion tokens are
+    trained (``loss_mask[t] == 1``; the others are context only). ``completion_ids`` and ``loss_mask`` have
+    the same length."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    loss_mask: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.completion_ids) != len(self.loss_mask):
+            raise ValueError(
+                f"completion_ids has {len(self.completion_ids)} tokens but loss_mask {len(self.loss_mask)}"
+            )
+        if not self.prompt_ids:
+            raise ValueError("prompt_ids is empty: a completion continues at least one prompt token")
+        if not any(self.loss_mask):
+            raise ValueError("loss_mask trains no token")
+
+
+class ConversationRenderer(Protocol):
+    """The token layout of an episode (:class:`grpokit.agents.chat.ChatRenderer`)."""
+
+    def opening(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The opening messages rendered with the generation prompt: the episode's prompt tokens."""
+        ...
+
+    def between_turns(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The tokens of the messages after ``messages``' last assistant turn (what the environment
+        answered), up to where the next assistant turn starts."""
+        ...
+
+
+def conversation_example(
+    renderer: ConversationRenderer, tokenizer: Any, messages: Sequence[dict[str, Any]], stop_id: int
+) -> TokenExample:
+    """A whole conversation (opening messages, then assistant turns and the messages answering them) laid
+    out as the episode runner lays out a sampled episode.
+
+    ``prompt_ids`` are the opening messages (everything before the first assistant turn) rendered with the
+    generation prompt. The completion is, turn after turn, the assistant's text encoded without special
+    tokens plus ``stop_id`` (trained), then the messages up to the next assistant turn as
+    ``renderer.between_turns`` renders them (not trained). Messages after the last assistant turn are left
+    out: no turn follows them.
+
+    Raises:
+        ValueError: the conversation has no assistant turn (naming its first message).
+    """
+    first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
+    if first is None:
+        head = messages[0] if messages else None
+        raise ValueError(f"a demonstration without an assistant turn (first message: {head!r})")
+    completion: list[int] = []
+    mask: list[int] = []
+    for i in range(first, len(messages)):
+        if messages[i]["role"] == "assistant":
+            if i > first and messages[i - 1]["role"] != "assistant":
+                between = renderer.between_turns(list(messages[:i]))
+                completion += between
+                mask += [0] * len(between)
+            turn = tokenizer(messages[i]["content"], add_special_tokens=False)["input_ids"] + [stop_id]
+            completion += turn
+            mask += [1] * len(turn)
+    return TokenExample(renderer.opening(list(messages[:first])), completion, mask)
 
 
 def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +120,9 @@ class SupervisedTrainer:
     Args:
         model: the policy, trained in place (kept in eval mode: no dropout, as in the RL phase).
         tokenizer: its tokenizer (pad and EOS tokens required).
-        examples: ``(prompt, completion)`` pairs; prompts may be text or chat messages.
+        examples: ``(prompt, completion)`` pairs (prompts may be text or chat messages; every completion
+            token is trained), or :class:`TokenExample` (pre-tokenized; only its ``loss_mask`` tokens are
+            trained). One kind or the other, not both.
         learning_rate: AdamW learning rate.
         batch_size: examples per step, drawn uniformly with replacement.
         seed: seed of the batch draws.
@@ -54,7 +136,7 @@ class SupervisedTrainer:
         self,
         model: torch.nn.Module,
         tokenizer: Any,
-        examples: Sequence[tuple[Any, str]],
+        examples: Sequence[tuple[Any, str]] | Sequence[TokenExample],
         *,
         learning_rate: float,
         batch_size: int,
@@ -79,11 +161,21 @@ class SupervisedTrainer:
         self.batch_size = batch_size
         self.max_grad_norm = max_grad_norm
         self.pad_id = tokenizer.pad_token_id
-        eos = tokenizer.eos_token_id
-        self.prompt_ids = encode_prompts(tokenizer, [p for p, _ in examples])
-        self.completion_ids = [
-            tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for _, c in examples
-        ]
+        tokenized = [e for e in examples if isinstance(e, TokenExample)]
+        if tokenized and len(tokenized) != len(examples):
+            raise ValueError("examples mixes TokenExample and (prompt, completion) pairs: give one kind")
+        if tokenized:
+            self.prompt_ids = [list(e.prompt_ids) for e in tokenized]
+            self.completion_ids = [list(e.completion_ids) for e in tokenized]
+            self.loss_masks = [list(e.loss_mask) for e in tokenized]
+        else:
+            eos = tokenizer.eos_token_id
+            pairs: Sequence[tuple[Any, str]] = examples  # type: ignore[assignment]
+            self.prompt_ids = encode_prompts(tokenizer, [p for p, _ in pairs])
+            self.completion_ids = [
+                tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for _, c in pairs
+            ]
+            self.loss_masks = [[1] * len(ids) for ids in self.completion_ids]
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
         decay = (lambda s: 1.0 - s / max(total_steps, 1)) if total_steps is not None else (lambda s: 1.0)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
@@ -91,19 +183,20 @@ class SupervisedTrainer:
         self.steps_done = 0
 
     def step(self) -> float:
-        """One AdamW step on a random batch; returns its loss (NLL per completion token, sequence mean)."""
+        """One AdamW step on a random batch; returns its loss (NLL per trained token, sequence mean)."""
         from grpokit.models.logprobs import completion_logprobs
 
         device = next(self.model.parameters()).device
         rows = torch.randint(len(self.prompt_ids), (self.batch_size,), generator=self.generator).tolist()
         p_ids, p_mask = _pad([self.prompt_ids[i] for i in rows], self.pad_id, left=True)  # (b, P) each
         c_ids, c_mask = _pad([self.completion_ids[i] for i in rows], self.pad_id, left=False)  # (b, T) each
+        trained, _ = _pad([self.loss_masks[i] for i in rows], 0, left=False)  # (b, T), 0 on padding too
         self.model.eval()  # no dropout, as in the RL phase
         logprobs, _ = completion_logprobs(
             self.model, p_ids.to(device), p_mask.to(device), c_ids.to(device), c_mask.to(device)
         )  # (b, T)
-        c_mask = c_mask.to(device).float()
-        loss = -((logprobs * c_mask).sum(1) / c_mask.sum(1)).mean()
+        trained = trained.to(device).float()
+        loss = -((logprobs * trained).sum(1) / trained.sum(1)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
@@ -144,7 +237,7 @@ class SupervisedTrainer:
 def supervised_finetune(
     model: torch.nn.Module,
     tokenizer: Any,
-    examples: Sequence[tuple[Any, str]],
+    examples: Sequence[tuple[Any, str]] | Sequence[TokenExample],
     *,
     steps: int,
     learning_rate: float,
@@ -153,12 +246,13 @@ def supervised_finetune(
     weight_decay: float = 0.0,
     max_grad_norm: float = 1.0,
 ) -> list[float]:
-    """Train ``model`` in place on ``(prompt, completion)`` pairs for ``steps`` AdamW steps.
+    """Train ``model`` in place on ``(prompt, completion)`` pairs (or :class:`TokenExample`) for ``steps``
+    AdamW steps.
 
     Batches are drawn uniformly at random (seeded); the learning rate decays linearly to 0.
 
     Returns:
-        The loss (mean negative log-likelihood per completion token, sequence-averaged) of every step.
+        The loss (mean negative log-likelihood per trained token, sequence-averaged) of every step.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
