@@ -3,7 +3,13 @@
     L(theta) = - 1/|b| sum_{(x, y, m) in b} 1/|m| sum_t m_t log pi_theta(y_t | x, y_<t)
 
 over batches ``b`` of ``(prompt x, completion y, loss mask m)`` drawn uniformly with replacement (seeded);
-``|m|`` is the number of trained tokens.
+``|m|`` is the number of trained tokens. With ``loss_reduction="token_mean"`` the batch's trained tokens
+are averaged together instead, ``L = - sum_b sum_t m_t log pi / sum_b |m|``: the log-likelihood of whole
+demonstrations, which is what imitation of demonstrations of different lengths needs. The per-sequence mean
+weighs each token by ``1/|m|``, so a choice that leads to a long demonstration is learned as less likely
+than the teacher makes it (a teacher calling a tool on 30% of problems, with 25 trained tokens after a call
+and 6 after a guess, is imitated as calling on 8%). Both are the same when every completion has the same
+length.
 
 Prompts are encoded exactly as the sampler encodes them (:func:`grpokit.rollout.encode_prompts`) and every
 completion ends with EOS, so the warmed-up policy has seen the same token layout it will generate in. The
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -130,6 +136,8 @@ class SupervisedTrainer:
             keeps it constant (for runs stopped on a validation metric, whose length is not known ahead).
         weight_decay: AdamW decoupled weight decay.
         max_grad_norm: the global gradient norm is clipped to this before each step.
+        loss_reduction: ``"sequence_mean"`` (each example's mean over its trained tokens, then the batch
+            mean) or ``"token_mean"`` (the mean over all trained tokens of the batch); see the module.
     """
 
     def __init__(
@@ -144,6 +152,7 @@ class SupervisedTrainer:
         total_steps: int | None = None,
         weight_decay: float = 0.0,
         max_grad_norm: float = 1.0,
+        loss_reduction: Literal["sequence_mean", "token_mean"] = "sequence_mean",
     ):
         from grpokit.rollout import encode_prompts
 
@@ -157,6 +166,11 @@ class SupervisedTrainer:
             raise ValueError(f"total_steps must be >= 0 or None, got {total_steps}")
         if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs an EOS and a pad token")
+        if loss_reduction not in ("sequence_mean", "token_mean"):
+            raise ValueError(
+                f"loss_reduction must be 'sequence_mean' or 'token_mean', got {loss_reduction!r}"
+            )
+        self.loss_reduction = loss_reduction
         self.model = model
         self.batch_size = batch_size
         self.max_grad_norm = max_grad_norm
@@ -183,7 +197,8 @@ class SupervisedTrainer:
         self.steps_done = 0
 
     def step(self) -> float:
-        """One AdamW step on a random batch; returns its loss (NLL per trained token, sequence mean)."""
+        """One AdamW step on a random batch; returns its loss (NLL per trained token, reduced as
+        ``loss_reduction`` says)."""
         from grpokit.models.logprobs import completion_logprobs
 
         device = next(self.model.parameters()).device
@@ -196,7 +211,10 @@ class SupervisedTrainer:
             self.model, p_ids.to(device), p_mask.to(device), c_ids.to(device), c_mask.to(device)
         )  # (b, T)
         trained = trained.to(device).float()
-        loss = -((logprobs * trained).sum(1) / trained.sum(1)).mean()
+        if self.loss_reduction == "token_mean":
+            loss = -(logprobs * trained).sum() / trained.sum()
+        else:
+            loss = -((logprobs * trained).sum(1) / trained.sum(1)).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
