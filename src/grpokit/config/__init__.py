@@ -46,6 +46,7 @@ from grpokit.config.base import (
     renamed_paths,
 )
 from grpokit.config.demo import DEMO_CONFIGS, DemoConfig, DemoGRPOConfig, DemoPPOConfig, DemoTrainConfig
+from grpokit.config.environment import EnvConfig
 from grpokit.config.iterative_rm import IterativeRewardModelConfig
 from grpokit.config.loading import (
     PRESETS_DIR,
@@ -89,6 +90,7 @@ from grpokit.config.starter import COMMON_FIELDS, common_field_help, starter_yam
 from grpokit.config.trainers import TRAINER_CONFIGS, GRPOConfig, PPOConfig, TrainConfig
 
 __all__ = [
+    "EnvConfig",
     "COMMON_FIELDS",
     "CheckpointConfig",
     "ConfigError",
