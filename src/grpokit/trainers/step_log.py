@@ -86,7 +86,7 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
         # the context an episode ends with: model and environment tokens after the opening prompt
         m["episodes/context_tokens_mean"] = all_batch.completion_mask.sum(1).float().mean().item()
     m["completions/truncated_fraction"] = all_batch.truncated.float().mean().item()
-    m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.completion_mask.sum().clamp(min=1)).item()
+    m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.sampled_mask.sum().clamp(min=1)).item()
     m.update({k: v for k, v in update.items() if k != "train_tokens"})
     gen_time = timer.seconds.get("generate", 0.0)
     m["throughput/generate_tokens_per_s"] = lengths.sum().item() / gen_time if gen_time else math.nan
