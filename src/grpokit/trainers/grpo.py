@@ -124,6 +124,13 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         weights = None if self.rewards is None else self.rewards.weights
         return compute_advantages(batch, scores, self.config.algorithm, self.parallel, weights)
 
+    @property
+    def sampled_tokens_budget(self) -> int:
+        """The most tokens a row's policy can sample: ``max_new_tokens``, times ``env.max_turns`` for episodes
+        (Dr. GRPO's constant normaliser, ``loss_aggregation: constant``)."""
+        gen, env = self.config.generation, self.config.env
+        return gen.max_new_tokens if self.episodes is None else gen.max_new_tokens * env.max_turns
+
     def update_policy(
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
     ) -> UpdateStats:
@@ -131,7 +138,7 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         cfg = self.config
         update = update_policy(
             self.train_model, self.train_optimizer, batch, advantages, loss_mask, algorithm=cfg.algorithm,
-            optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
+            optim=cfg.optim, max_new_tokens=self.sampled_tokens_budget, reference=self.reference,
             parallel=self.parallel, rollout_importance=self.rollout_importance, policy=self.model,
         )  # fmt: skip
         update.metrics["lr"] = float(self.scheduler.get_last_lr()[0])  # the rate this step's updates used
