@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from grpokit.agents import EnvStep, Environment
+from grpokit.agents import Environment, EnvStep
 from grpokit.agents.chat import ChatRenderer, TemplateError
 from grpokit.agents.tools import ToolCallError
 from grpokit.config import EnvConfig

@@ -50,7 +50,7 @@ from grpokit.agents.chat import ChatRenderer
 from grpokit.agents.environment import Message, TextEnvironment, tool_callables
 from grpokit.agents.registry import environment_class, environment_factory, load_tools
 from grpokit.agents.tool_calls import get_tool_call_parser, message_tool_calls
-from grpokit.agents.tools import ToolExecutor, tool_schema
+from grpokit.agents.tools import ToolExecutor, ToolStats, tool_schema
 from grpokit.config import EnvConfig
 from grpokit.engine.parallel import derive_seed, shard_bounds
 from grpokit.rewards import RewardScores
@@ -207,6 +207,7 @@ class EpisodeRunner:
                 "processes use same_start or batch"
             )
         self.stop_ids = list(self.turn_sampler.stop_ids)
+        self.tool_stats = ToolStats()  # one per run: each tool's first failure is logged once, not per episode
         self._renderers: dict[tuple[str, ...], ChatRenderer] = {}
 
     @property
@@ -281,7 +282,9 @@ class EpisodeRunner:
         renderer = self._renderer(tools)
         executor = None
         if tools:
-            executor = ToolExecutor(tools, timeout_s=self.config.tool_timeout_s, failure=self.config.tool_failure)
+            executor = ToolExecutor(
+                tools, timeout_s=self.config.tool_timeout_s, failure=self.config.tool_failure, stats=self.tool_stats
+            )
         prompt_ids = renderer.opening(opening)
         return Trajectory(
             row=g,

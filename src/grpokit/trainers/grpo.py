@@ -55,8 +55,8 @@ from grpokit.engine.update import UpdateStats
 from grpokit.rewards import RewardScores
 from grpokit.rollout.async_worker import RolloutWorkerError
 from grpokit.rollout.batch import RolloutBatch
-from grpokit.tracking.timing import PhaseTimer
 from grpokit.rollout.transformers_sampler import group_temperatures, schedule_for_spacing
+from grpokit.tracking.timing import PhaseTimer
 from grpokit.trainers.async_rollouts import AsyncRollouts, RolloutWorkerAbort, build_async_rollouts
 from grpokit.trainers.episodes import EpisodeRunner
 from grpokit.trainers.language_model import LanguageModelTrainer, TrainResult

@@ -109,6 +109,7 @@ class LanguageModelTrainer(Generic[ConfigT]):
                 "no reward: name one in rewards.reward_funcs (--reward_funcs accuracy, or my_rewards.py:score), "
                 "set rewards.reward_model / rewards.process_reward_func, or pass reward_funcs=[...]"
             )
+        self.dataset: Sequence[dict[str, Any]]
         if self.environment is not None and dataset is None and cfg.data.path is None:
             self.dataset = self.environment.make_rows(cfg.data.num_train_problems, cfg.seed)
         else:

@@ -397,6 +397,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
         rows = next(self.prompt_iter)
         with timer.phase("generate"):
             batch = generate_rollouts(self.sampler, rows, algo.num_generations, cfg.data.prompt_column)
+        assert self.rewards is not None  # PPO runs without environments (config/trainers.py)
         with timer.phase("score"):
             scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
         with timer.phase("forward"):
