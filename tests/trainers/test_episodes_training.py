@@ -108,7 +108,7 @@ def test_a_users_environment_file_trains_from_the_cli(agent_setup):
     assert metrics[0]["env/turns_mean"] > 1  # several turns per episode
     assert "kl" in metrics[0] and metrics[0]["optimizer_steps"] == 1
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
-    assert samples and samples[0]["conversation"][0]["role"] == "assistant"
+    assert samples and samples[0]["conversation"][0][0]["role"] == "assistant"  # group rows: G conversations
     assert (run / "final" / "model.safetensors").is_file()
 
 
