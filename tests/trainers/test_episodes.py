@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
     "{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}>{% endif %}"
 )
-ALPHABET = "abcdefgh:>[]()=\"x0123456789 \nerorm"
+ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n"
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +95,11 @@ class ScriptedSampler:
         pass
 
 
-def _runner(tokenizer, sampler, env_factory, **env) -> EpisodeRunner:
+def _runner(tokenizer, sampler, env_factory, max_new_tokens=16, **env) -> EpisodeRunner:
     env.setdefault("name", "test")
     sharded = ShardedSampler(sampler, DataParallel(), seed=0)
     return EpisodeRunner(
-        env_factory, tokenizer, sharded, EnvConfig(**env), max_new_tokens=16, temperatures=torch.ones(2)
+        env_factory, tokenizer, sharded, EnvConfig(**env), max_new_tokens=max_new_tokens, temperatures=torch.ones(2)
     )
 
 
@@ -262,3 +263,67 @@ def test_a_template_that_cannot_render_a_turn_is_named(tokenizer):
     plain = build_char_tokenizer(ALPHABET)
     with pytest.raises(TemplateError, match="has none"):
         ChatRenderer(plain, [plain.eos_token_id])
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"trainer": "ppo"}, "implemented for GRPO"),
+        ({"rewards": {"reward_funcs": ["accuracy"]}}, "the environment gives the rewards"),
+        ({"generation": {"async_rollouts": True}}, "async_rollouts does not run multi-turn"),
+        ({"rewards": {"overlong_buffer_length": 4}}, "overlong_buffer_length"),
+        ({"env": {"name": "x", "reward_mode": "process"}, "algorithm": {"advantage_estimator": "rloo"}}, "process"),
+    ],
+)
+def test_what_multi_turn_episodes_do_not_run_with_is_refused_naming_the_field(sections, message):
+    from grpokit.config import GRPOConfig, PPOConfig, build_config
+
+    data = {"env": {"name": "x"}, **{k: v for k, v in sections.items() if k != "env"}}
+    data["env"].update(sections.get("env", {}))
+    cls = PPOConfig if sections.get("trainer") == "ppo" else GRPOConfig
+    with pytest.raises(ValueError, match=message):
+        build_config(cls, data)
+
+
+def test_an_unknown_environment_fails_before_any_model_loads(make_config):
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    with pytest.raises(ValueError, match="no_such_env"):
+        GRPOTrainer(make_config(env={"name": "no_such_env"}, model={"name_or_path": "/does/not/exist"}))
+
+
+class TRLStyle:
+    """Written for TRL's environment_factory: reset(**row), public methods are tools, get_reward()."""
+
+    def reset(self, **row):
+        self.total = 0
+        return " go"
+
+    def add(self, x: int) -> str:
+        """Add to the running total.
+
+        Args:
+            x: how much to add.
+        """
+        self.total += x
+        return str(self.total)
+
+    def get_reward(self) -> float:
+        return float(self.total)
+
+
+def test_a_trl_environment_class_runs_unchanged(tokenizer):
+    from grpokit.agents.registry import environment_factory
+
+    make_env = environment_factory(f"{__file__}:TRLStyle", {}, adapter="auto")
+    sampler = ScriptedSampler(tokenizer, ['<tool_call>{"name": "add", "arguments": {"x": 2}}</tool_call>', "done"])
+    batch, scores = _runner(tokenizer, sampler, make_env, max_new_tokens=80).run([{"prompt": "ab"}], 2)
+    assert batch.prompts[0] == [{"role": "user", "content": "ab go"}]  # reset's text joins the prompt
+    conversation = batch.conversations[0]
+    assert conversation[1] == {"role": "tool", "name": "add", "content": "2"}
+    assert scores.rewards.tolist() == [2.0, 2.0]  # get_reward() after the answer
+    # An episode cut by a limit is scored by get_reward() too, as TRL scores every rollout.
+    sampler = ScriptedSampler(tokenizer, ['<tool_call>{"name": "add", "arguments": {"x": 3}}</tool_call>'])
+    batch, scores = _runner(tokenizer, sampler, make_env, max_new_tokens=80, max_turns=2).run([{"prompt": "ab"}], 2)
+    assert batch.truncated.all() and scores.rewards.tolist() == [6.0, 6.0]
+    assert batch.conversations[0][-2]["reward"] == 6.0

@@ -97,13 +97,17 @@ class TRLEnvironment:
         return messages
 
     def step(self, message: Message) -> EnvStep:
+        return EnvStep(reward=self.truncation_reward(), terminated=True)
+
+    def truncation_reward(self) -> float:
+        """``get_reward()`` (0.0 without one): TRL scores every rollout, a cut one too."""
         get_reward = getattr(self.instance, "get_reward", None)
         if get_reward is None:
-            return EnvStep(terminated=True)
+            return 0.0
         reward = get_reward()
         if inspect.isawaitable(reward):  # TRL allows an async get_reward (an LLM judge)
             reward = asyncio.run(_awaited(reward))
-        return EnvStep(reward=float(reward), terminated=True)
+        return float(reward)
 
 
 def _append_to_last_user_message(messages: list[Message], text: str, owner: str) -> None:

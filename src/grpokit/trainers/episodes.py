@@ -95,6 +95,19 @@ class Trajectory:
     def end(self, *, truncated: bool) -> None:
         self.done, self.truncated = True, truncated
 
+    def cut(self) -> None:
+        """End the episode at a limit of the trainer's; an environment's ``truncation_reward()`` scores it."""
+        self.end(truncated=True)
+        score = getattr(self.env, "truncation_reward", None)
+        if score is not None:
+            reward = float(score())
+            if not math.isfinite(reward):
+                raise ValueError(f"{type(self.env).__name__}.truncation_reward returned {reward} (row {self.row})")
+            if self.turn_rewards:  # on the last turn's last token, where its reward sits
+                self.turn_rewards[-1] += reward
+                last = next(m for m in reversed(self.conversation) if m["role"] == "assistant")
+                last["reward"] = self.turn_rewards[-1]
+
 
 @dataclass
 class EpisodeStarts:
@@ -253,7 +266,7 @@ class EpisodeRunner:
             limits = [self._turn_limit(ep) for ep in live]
             for ep, limit in zip(live, limits):
                 if limit < 1:  # not one more token fits in the context budget
-                    ep.end(truncated=True)
+                    ep.cut()
             live = [ep for ep, limit in zip(live, limits) if limit >= 1]
             limits = [limit for limit in limits if limit >= 1]
             if not live:
@@ -267,7 +280,7 @@ class EpisodeRunner:
                 self._take_turn(ep, ids, logprobs, stopped, last_turn=turn == self.config.max_turns - 1)
         for ep in episodes:
             if not ep.done:
-                ep.end(truncated=True)
+                ep.cut()
         return episodes
 
     def _turn_limit(self, ep: Trajectory) -> int:
@@ -321,7 +334,7 @@ class EpisodeRunner:
         ep.turn_ends.append(len(ep.completion_ids) - 1)
         if not stopped:  # cut at the per-turn or context limit: an unfinished message goes nowhere
             ep.turn_rewards.append(0.0)
-            ep.end(truncated=True)
+            ep.cut()
             return
         parsed = self.parse(text)
         if ep.tools is not None and (parsed.tool_calls or parsed.errors):
@@ -346,7 +359,7 @@ class EpisodeRunner:
             ep.end(truncated=truncated)
             return
         if last_turn:
-            ep.end(truncated=True)
+            ep.cut()
             return
         if not replies:
             raise ValueError(
@@ -356,7 +369,7 @@ class EpisodeRunner:
         between = ep.renderer.between_turns(replies)
         limit = self.config.max_total_tokens
         if limit is not None and ep.length + len(between) >= limit:  # no room for the next turn
-            ep.end(truncated=True)
+            ep.cut()
             return
         ep.completion_ids += between
         ep.sampled += [0.0] * len(between)
