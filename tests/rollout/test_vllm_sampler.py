@@ -474,7 +474,7 @@ def test_multi_turn_grpo_trainer_with_the_vllm_backend(tmp_path):
         "model": {"name_or_path": str(tmp_path / "model"), "device": "cpu"},
         "data": {"prompts_per_step": 2, "shuffle": False},
         "env": {"name": "vllm_test_sum", "max_turns": 3},
-        "generation": {"max_new_tokens": MAX_NEW, "backend": "vllm"},
+        "generation": {"max_new_tokens": MAX_NEW, "backend": "vllm", "temperature": 3.0},
         "vllm": {"kv_cache_gib": 0.125, "weight_sync_timeout_s": 60},
         "optim": {"learning_rate": 3e-3},
         "algorithm": {"num_generations": 4},
@@ -485,6 +485,7 @@ def test_multi_turn_grpo_trainer_with_the_vllm_backend(tmp_path):
     rows = read_metrics(trainer.train().run_dir)
     assert [row["step"] for row in rows] == [1, 2, 3]
     for row in rows:
-        assert row["env/turns_mean"] > 1  # episodes went on after their first turn
+        # A hot temperature makes the random model stop within MAX_NEW tokens often: episodes go on after a turn
+        assert row["env/turns_mean"] > 1
         assert row["weight_sync/megabytes"] > 0
         assert row["rollout_is/logprob_abs_diff"] < ATOL  # engine and trainer agree on every sampled token
