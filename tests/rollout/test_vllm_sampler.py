@@ -474,7 +474,7 @@ def test_multi_turn_grpo_trainer_with_the_vllm_backend(tmp_path):
         "model": {"name_or_path": str(tmp_path / "model"), "device": "cpu"},
         "data": {"prompts_per_step": 2, "shuffle": False},
         "env": {"name": "vllm_test_sum", "max_turns": 3},
-        "generation": {"max_new_tokens": MAX_NEW, "backend": "vllm", "temperature": 3.0},
+        "generation": {"max_new_tokens": MAX_NEW, "backend": "vllm", "temperature": 2.0},
         "vllm": {"kv_cache_gib": 0.125, "weight_sync_timeout_s": 60},
         "optim": {"learning_rate": 3e-3},
         "algorithm": {"num_generations": 4},

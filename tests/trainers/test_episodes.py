@@ -327,3 +327,28 @@ def test_a_trl_environment_class_runs_unchanged(tokenizer):
     batch, scores = _runner(tokenizer, sampler, make_env, max_new_tokens=80, max_turns=2).run([{"prompt": "ab"}], 2)
     assert batch.truncated.all() and scores.rewards.tolist() == [6.0, 6.0]
     assert batch.conversations[0][-2]["reward"] == 6.0
+
+
+def test_similarity_and_key_groupings_read_the_reset_features(tokenizer):
+    from grpokit.rl.grouping import key_grouping, register_grouping
+
+    sampler = ScriptedSampler(tokenizer, ["a"])
+    rows = [{"word": "ab"}, {"word": "abc"}, {"word": "abcd"}, {"word": "abcde"}]
+    batch, _ = _runner(tokenizer, sampler, lambda: Echo(1), grouping="similarity",
+                       grouping_kwargs={"num_clusters": 4}).run(rows, 2)  # fmt: skip
+    assert batch.group_ids.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # features = the word's length
+    register_grouping("test_long_words")(lambda: key_grouping(lambda e: bool(e.start_observation[0] > 3)))
+    batch, _ = _runner(tokenizer, sampler, lambda: Echo(1), grouping="test_long_words").run(rows, 2)
+    assert batch.group_ids.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_similarity_without_features_is_an_error(tokenizer):
+    class Plain(Echo):
+        def reset(self, row, seed):
+            messages = super().reset(row, seed)
+            self.reset_info = {}
+            return messages
+
+    sampler = ScriptedSampler(tokenizer, ["a"])
+    with pytest.raises(ValueError, match="no features"):
+        _runner(tokenizer, sampler, lambda: Plain(1), grouping="similarity").run([{"word": "ab"}], 2)

@@ -122,12 +122,15 @@ class EpisodeStarts:
 
     @property
     def start_observations(self) -> torch.Tensor:
-        """(N, F) the environments' ``reset_info["features"]`` (what ``similarity`` clusters)."""
+        """(N, F) the environments' ``reset_info["features"]`` (what ``similarity`` clusters and key functions
+        see as ``start_observation``); (N, 0) when no environment reports features."""
+        if not any("features" in info for info in self.reset_infos):
+            return torch.zeros((len(self.starts), 0), dtype=torch.float64)
         missing = [i for i, info in enumerate(self.reset_infos) if "features" not in info]
         if missing:
             raise ValueError(
-                f"env.grouping 'similarity' clusters reset_info['features'], which episode {missing[0]}'s "
-                "environment did not set (set self.reset_info = {'features': [...]} in reset)"
+                f"episode {missing[0]}'s environment set no reset_info['features'] while others did: every "
+                "episode needs the same features (set self.reset_info = {'features': [...]} in reset)"
             )
         return torch.tensor(np.asarray([info["features"] for info in self.reset_infos], dtype=np.float64))
 
