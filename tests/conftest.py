@@ -1,4 +1,6 @@
 import os
+import socket
+import time
 
 # One OpenMP thread: on small machines two threads stall whenever another process wants a core.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -59,3 +61,54 @@ def make_config(tiny_model_dir, tmp_path):
 @pytest.fixture
 def rows():
     return [{"prompt": p} for p in PROMPTS]
+
+
+# -- several processes (gloo) ---------------------------------------------------------------------------------
+# The processes are forked from the test process (no re-import: a launch costs about a second) and each one
+# builds its ``accelerate.Accelerator`` from the usual launcher variables (RANK, WORLD_SIZE, MASTER_ADDR...),
+# as under ``accelerate launch``.
+
+WORLD_SIZE = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _child(rank: int, fn, port: int, args: tuple) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_WORLD_SIZE=str(WORLD_SIZE),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    try:
+        fn(rank, *args)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def launch_processes(fn, *args, timeout: float = 120.0) -> None:
+    """Run ``fn(rank, *args)`` in WORLD_SIZE forked processes; fail (and kill them) on an error or a hang."""
+    context = torch.multiprocessing.start_processes(
+        _child, args=(fn, _free_port(), args), nprocs=WORLD_SIZE, join=False, start_method="fork"
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not context.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{WORLD_SIZE}-process run did not finish in {timeout:.0f} s (a collective out of step?)"
+                )
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+@pytest.fixture
+def launch():
+    """``launch(fn, *args, timeout=120)``: run ``fn(rank, *args)`` in 2 forked gloo processes."""
+    return launch_processes

@@ -200,7 +200,7 @@ def _train_help(command: str, cls: Any = None, *, full: bool = False) -> str:
 
 
 # Flags named after a section stand for its main field: --model PATH sets model.name_or_path.
-_SHORTHANDS = {"model": "model.name_or_path"}
+_SHORTHANDS = {"model": "model.name_or_path", "env": "env.name"}
 
 
 def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:

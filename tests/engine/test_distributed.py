@@ -1,16 +1,12 @@
 """Data-parallel GRPO with 2 CPU processes (gloo), against the same run in 1 process.
 
-The processes are forked from the test process (no re-import: a launch costs about a second) and each one
-builds its ``accelerate.Accelerator`` from the usual launcher variables (RANK, WORLD_SIZE, MASTER_ADDR...),
-as under ``accelerate launch``.
+The processes are forked from the test process by the ``launch`` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 
 import pytest
 import torch
@@ -24,43 +20,6 @@ from grpokit.trainers.sharding import gather_group_advantages
 
 WORLD = 2
 ESTIMATORS = ("grpo", "grpo_batch_norm", "dr_grpo", "rloo", "rank")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _child(rank: int, fn, port: int, args: tuple) -> None:
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
-    )  # fmt: skip
-    torch.set_num_threads(1)
-    try:
-        fn(rank, *args)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def launch(fn, *args, timeout: float = 120.0) -> None:
-    """Run ``fn(rank, *args)`` in WORLD forked processes; fail (and kill them) on an error or a hang."""
-    context = torch.multiprocessing.start_processes(
-        _child, args=(fn, _free_port(), args), nprocs=WORLD, join=False, start_method="fork"
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        while not context.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{WORLD}-process run did not finish in {timeout:.0f} s (a collective out of step?)"
-                )
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -86,7 +45,7 @@ def _advantages_worker(rank: int, out_dir: str) -> None:
         json.dump(result, f)
 
 
-def test_a_group_split_across_processes_gets_its_one_process_advantages(tmp_path):
+def test_a_group_split_across_processes_gets_its_one_process_advantages(tmp_path, launch):
     launch(_advantages_worker, str(tmp_path))
     parts = [json.loads((tmp_path / f"advantages-{r}.json").read_text()) for r in range(WORLD)]
     for name in ESTIMATORS:
@@ -159,7 +118,7 @@ def _assert_same_weights(actual: dict, expected: dict) -> None:
 
 
 @pytest.mark.parametrize("policy", ["full, token_mean", "lora, sequence_mean", "full, minibatches"])
-def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_path, policy):
+def test_two_processes_train_like_one_and_resume_on_one(make_config, rows, tmp_path, policy, launch):
     out = str(tmp_path / "runs")
     two = make_config(**_sections(out, "two", policy))
     launch(_train_worker, two, rows)
@@ -214,7 +173,7 @@ def _ppo_worker(rank: int, config, rows) -> None:
     PPOTrainer(config, reward_funcs=[fraction_of_a], dataset=rows).train()
 
 
-def test_ppo_on_two_processes_trains_like_one(make_config, rows, tmp_path):
+def test_ppo_on_two_processes_trains_like_one(make_config, rows, tmp_path, launch):
     """PPO through the same engine: value model DDP-wrapped, advantages whitened and the adaptive KL
     coefficient moved over every process's completions, per-process minibatches."""
     from grpokit.config import PPOConfig, build_config
@@ -285,7 +244,7 @@ def _fsdp2_worker(rank: int, model_dir: str, out_dir: str) -> None:
         json.dump({"sampled": completions, "expected": expected}, f)
 
 
-def test_fsdp2_samples_on_gathered_weights_without_collectives(tiny_model_dir, tmp_path):
+def test_fsdp2_samples_on_gathered_weights_without_collectives(tiny_model_dir, tmp_path, launch):
     launch(_fsdp2_worker, str(tiny_model_dir), str(tmp_path))
     for rank in range(WORLD):
         result = json.loads((tmp_path / f"fsdp-{rank}.json").read_text())

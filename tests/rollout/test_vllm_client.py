@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from grpokit.rollout import Sampler
+from grpokit.rollout.base import Continuation, TurnSampler
 from grpokit.rollout.vllm_client import VLLMServerError, VLLMServerSampler, VLLMServerTimeout, wait_for_server
 from grpokit.rollout.vllm_server import VLLMServer
 
@@ -139,6 +140,89 @@ def test_greedy_and_temperature_schedule_requests(tok, stub):
     assert [s["temperature"] for s in specs] == [0.5, 1.0, 1.5] and [s["n"] for s in specs] == [1, 1, 1]
     assert [s["seed"] - specs[0]["seed"] for s in specs] == [0, 1, 2]
     assert batch.temperatures.tolist() == [0.5, 1.0, 1.5]
+
+
+def test_continue_from_ids_round_trips_each_row_in_order(tok, stub):
+    """Multi-turn: token-id prefixes go to the server as they are, one n=1 request each, with their own
+    temperature and seed; each row's ids, log-probs and stop flag come back in the order of the prefixes."""
+    engine, server = stub
+    sampler = client(tok, server, seed=5, top_k=3)
+    assert isinstance(sampler, TurnSampler)
+    # Row 0 is seeded and shorter than max_tokens: the stub ends it with EOS. Row 1 is longer: cut at max_tokens.
+    # Row 2 is at temperature 0: greedy (no seed), cut. Ids a tokenizer would never produce pass unchanged.
+    prefixes = [[5, 6, 14], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [1, 15, 2, 13]]
+    turns = sampler.continue_from_ids(prefixes, [0.7, 1.3, 0.0], max_new_tokens=6)
+
+    (specs,) = engine.specs
+    assert [spec["prompt_token_ids"] for spec in specs] == prefixes
+    assert [spec["temperature"] for spec in specs] == [0.7, 1.3, 0.0]
+    knobs = [(spec["n"], spec["max_tokens"], spec["min_tokens"], spec["top_k"]) for spec in specs]
+    assert knobs == [(1, 6, 0, 3)] * 3
+    assert all(spec["stop_token_ids"] == [tok.eos_token_id] for spec in specs)
+    assert specs[0]["seed"] != specs[1]["seed"] and specs[2]["seed"] is None
+    assert len(turns) == 3 and all(isinstance(turn, Continuation) for turn in turns)
+    for spec, turn in zip(specs, turns):
+        ids, logprobs = StubEngine.sample(spec, 0, engine.vocab, engine.eos)
+        assert turn.token_ids == ids and turn.logprobs == pytest.approx(logprobs)
+    assert turns[0].stopped and len(turns[0].token_ids) == 4 and turns[0].token_ids[-1] == tok.eos_token_id
+    assert [turn.stopped for turn in turns[1:]] == [False, False]
+    assert [len(turn.token_ids) for turn in turns[1:]] == [6, 6]
+
+    # max_new_tokens defaults to the sampler's; the seeds come from its generator (state_dict resumes them).
+    state = sampler.state_dict()
+    again = sampler.continue_from_ids(prefixes[1:], [1.0, 1.0])
+    assert [spec["max_tokens"] for spec in engine.specs[-1]] == [8, 8] and len(again[0].token_ids) == 8
+    sampler.load_state_dict(state)
+    sampler.continue_from_ids(prefixes[1:], [1.0, 1.0])
+    assert engine.specs[-1] == engine.specs[-2]
+
+    # A greedy sampler ignores the temperatures.
+    sampler.with_sampling(temperature=0).continue_from_ids(prefixes[:2], [0.7, 1.3])
+    assert [(spec["temperature"], spec["seed"]) for spec in engine.specs[-1]] == [(0.0, None)] * 2
+    assert sampler.continue_from_ids([], []) == [] and len(engine.specs) == 4
+
+
+def test_continue_from_ids_rejects_bad_rows_before_sending_anything(tok, stub):
+    engine, server = stub
+    sampler = client(tok, server)
+    with pytest.raises(ValueError, match="2 prefixes but 1 temperatures"):
+        sampler.continue_from_ids([[5], [6]], [1.0])
+    with pytest.raises(ValueError, match="prefix 1 is empty"):
+        sampler.continue_from_ids([[5], []], [1.0, 1.0])
+    with pytest.raises(ValueError, match="prefix 0 holds a non-integer token"):
+        sampler.continue_from_ids([[5, 1.5]], [1.0])
+    with pytest.raises(ValueError, match="prefix 0 holds a negative token id -1"):
+        sampler.continue_from_ids([[5, -1]], [1.0])
+    with pytest.raises(ValueError, match=r"temperature 1 is -0\.5"):
+        sampler.continue_from_ids([[5], [6]], [1.0, -0.5])
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1, got 0"):
+        sampler.continue_from_ids([[5]], [1.0], max_new_tokens=0)
+    # The stub engine's max_model_len is 64: 60 tokens leave room for 4 new ones, not 5.
+    sampler.continue_from_ids([[5] * 60], [1.0], max_new_tokens=4)
+    with pytest.raises(ValueError, match=r"prefix 1 has 60 tokens; with max_new_tokens=5 .*max_model_len=64"):
+        sampler.continue_from_ids([[5], [5] * 60], [1.0, 1.0], max_new_tokens=5)
+    assert len(engine.specs) == 1
+    # The server refuses such a request on its own too (vLLM would cut it silently at max_model_len).
+    spec = sampler.request_spec([5] * 60, 1, 1.0, 1) | {"max_tokens": 5}
+    with pytest.raises(VLLMServerError, match=r"HTTP 400.*request 0: 60 prompt tokens \+ max_tokens=5"):
+        sampler._conn.request("POST", "/generate", "test", payload={"requests": [spec]})
+
+
+def test_continue_from_ids_checks_the_weight_version_and_names_the_call_on_timeout(tok, stub):
+    engine, server = stub
+    sampler = client(tok, server)
+    other = client(tok, server)
+    other.update_weights(stub_weights(engine.vocab))
+    with pytest.raises(VLLMServerError, match=r"continuing token prefixes.*HTTP 409.*the client expected 0"):
+        sampler.continue_from_ids([[5, 6]], [1.0])
+    slow = VLLMServerSampler(tok, host="127.0.0.1", port=server.port, timeout_s=1.0, max_new_tokens=4)
+    engine.block = threading.Event()
+    with pytest.raises(VLLMServerTimeout) as caught:
+        slow.continue_from_ids([[5, 6], [7, 8, 9]], [1.0, 1.0])
+    message = str(caught.value)
+    assert f"the vLLM server at http://127.0.0.1:{server.port} did not answer within 1 s" in message
+    assert "continuing token prefixes, call 1 of this run (2 prefixes of up to 3 tokens, max_new_tokens=4) " \
+           "with weight version 1" in message  # fmt: skip
 
 
 def test_weights_are_pushed_in_chunks_cast_to_the_engine_dtype_and_versioned(tok):

@@ -6,6 +6,7 @@ needs, so the tests do not depend on their order. The references are the transfo
 """
 
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -348,3 +349,143 @@ def test_grpo_trainer_with_the_vllm_backend(model_dir, tmp_path):
         assert row["rollout_is/weight_mean"] == pytest.approx(1.0, abs=ATOL)
     with pytest.raises(RuntimeError, match="closed"):  # train() shut the engine down
         engine.generate(PROMPTS, 1)
+
+
+# Multi-turn: prompts of about 40 tokens, so a conversation spans several 32-token KV blocks.
+LONG_PROMPTS = ["12+34=" * 7, "1+2=" * 10, "123+456=" * 5, "9=" * 20]
+
+
+@pytest.fixture(scope="module")
+def turn_engine(model_dir, vtok):
+    """An engine with 32-token KV blocks: the CPU default (128) is this model's whole context, where the prefix
+    cache could never hold a full block of an earlier turn."""
+    sampler = VLLMSampler(model_dir, vtok, max_new_tokens=MAX_NEW, seed=0, kv_cache_gib=0.125, max_num_seqs=64,
+                          weight_sync_timeout_s=60, engine_kwargs={"block_size": 32})  # fmt: skip
+    yield sampler
+    sampler.close()
+
+
+def _turn_batch(prefixes, turns, temperatures):
+    """Prefixes left-padded and turns right-padded, as completion_logprobs takes them."""
+    n, P, T = len(prefixes), max(map(len, prefixes)), max(len(turn.token_ids) for turn in turns)
+    batch = SimpleNamespace(prompt_ids=torch.zeros(n, P, dtype=torch.long), prompt_mask=torch.zeros(n, P, dtype=torch.long),
+                            completion_ids=torch.zeros(n, T, dtype=torch.long), completion_mask=torch.zeros(n, T),
+                            sampler_logprobs=torch.zeros(n, T), temperatures=torch.tensor(temperatures))  # fmt: skip
+    for row, (ids, turn) in enumerate(zip(prefixes, turns)):
+        batch.prompt_ids[row, P - len(ids) :] = torch.tensor(ids)
+        batch.prompt_mask[row, P - len(ids) :] = 1
+        k = len(turn.token_ids)
+        batch.completion_ids[row, :k] = torch.tensor(turn.token_ids)
+        batch.completion_mask[row, :k] = 1
+        batch.sampler_logprobs[row, :k] = torch.tensor(turn.logprobs)
+    return batch
+
+
+def _cached_tokens(engine, prefix):
+    """How many of ``prefix``'s tokens vLLM's prefix cache already holds (a one-token greedy probe)."""
+    from vllm import SamplingParams
+
+    (output,) = engine.llm.generate([{"prompt_token_ids": prefix}], SamplingParams(max_tokens=1, temperature=0),
+                                    use_tqdm=False)  # fmt: skip
+    return output.num_cached_tokens
+
+
+def test_continue_from_ids_two_turns_with_a_push_match_the_trainer_and_the_transformers_sampler(
+    turn_engine, policy, vtok
+):
+    """Turn 1 at the starting weights, turn 2 (turn 1's exact ids plus a user reply) after a push: the prefix
+    cache, which held turn 2's prefix under the old weights, was emptied by the push, so turn 2's log-probs are
+    the new policy's; greedy turns equal the transformers sampler's continue_from_ids."""
+    engine, eos = turn_engine, vtok.eos_token_id
+    assert engine.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching  # vLLM's default, left on
+    engine.update_weights(policy)
+    prefixes = encode_prompts(vtok, LONG_PROMPTS)
+    temperatures = [0.5, 0.8, 1.0, 1.5]
+    first = engine.continue_from_ids(prefixes, temperatures, max_new_tokens=8)
+    batch = _turn_batch(prefixes, first, temperatures)
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+    for turn in first:
+        assert turn.stopped == (turn.token_ids[-1] == eos) and eos not in turn.token_ids[:-1]
+        assert turn.stopped or len(turn.token_ids) == 8
+
+    reply = vtok("+1=")["input_ids"]
+    second = [ids + turn.token_ids + reply for ids, turn in zip(prefixes, first)]
+    engine.continue_from_ids(second, temperatures)  # under the old weights: their KV blocks are now cached
+    assert _cached_tokens(engine, second[0]) >= 32
+    _perturb(policy)
+    engine.update_weights(policy)
+    assert _cached_tokens(engine, second[1]) == 0  # the push emptied the cache
+
+    turns = engine.continue_from_ids(second, temperatures)
+    batch = _turn_batch(second, turns, temperatures)
+    assert (batch.completion_mask.sum(1) <= MAX_NEW).all()
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+    # The weights before the push are far off, so the check above can fail.
+    stale = _trainer_logprobs(_build(vtok), batch)
+    assert _max_gap(batch.sampler_logprobs, stale, batch.completion_mask) > 1e-2
+
+    greedy = engine.with_sampling(temperature=0).continue_from_ids(second, temperatures)
+    reference = TransformersSampler(policy, vtok, max_new_tokens=MAX_NEW, temperature=0).continue_from_ids(
+        second, temperatures
+    )
+    assert [turn.token_ids for turn in greedy] == [turn.token_ids for turn in reference]
+    assert [turn.stopped for turn in greedy] == [turn.stopped for turn in reference]
+    assert len({tuple(turn.token_ids) for turn in greedy}) > 1  # the rows are not all alike
+    batch = _turn_batch(second, greedy, [1.0] * 4)  # greedy log-probs are under tau = 1
+    assert _max_gap(batch.sampler_logprobs, _trainer_logprobs(policy, batch), batch.completion_mask) < ATOL
+
+
+class _Sum:
+    """A two-turn environment: the model answers, hears "=" and answers again; reward = share of '1's."""
+
+    def reset(self, row, seed):
+        self.turns = 0
+        return [{"role": "user", "content": row["prompt"]}]
+
+    def step(self, message):
+        from grpokit.agents import EnvStep
+
+        self.turns += 1
+        reward = message["content"].count("1") / 8
+        if self.turns >= 2:
+            return EnvStep(reward=reward, terminated=True)
+        return EnvStep(messages=[{"role": "user", "content": "="}], reward=reward)
+
+
+def test_multi_turn_grpo_trainer_with_the_vllm_backend(tmp_path):
+    """Multi-turn episodes (env.name) generated through the colocated engine: token prefixes in, each turn's
+    ids out, the weights pushed after every step, and the engine's log-probs match the trainer's on the
+    sampled tokens only (the environment's tokens are masked out)."""
+    from grpokit.agents.registry import register_environment
+    from grpokit.config import GRPOConfig, build_config
+    from grpokit.tracking import read_metrics
+    from grpokit.trainers.grpo import GRPOTrainer
+
+    tok = build_char_tokenizer("0123456789+=\n")
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] }}{{ eos_token }}"
+        "{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}"
+    )
+    _build(tok).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    register_environment("vllm_test_sum")(_Sum)
+    config = build_config(GRPOConfig, {
+        "max_steps": 3, "seed": 5,
+        "model": {"name_or_path": str(tmp_path / "model"), "device": "cpu"},
+        "data": {"prompts_per_step": 2, "shuffle": False},
+        "env": {"name": "vllm_test_sum", "max_turns": 3},
+        "generation": {"max_new_tokens": MAX_NEW, "backend": "vllm", "temperature": 2.0},
+        "vllm": {"kv_cache_gib": 0.125, "weight_sync_timeout_s": 60},
+        "optim": {"learning_rate": 3e-3},
+        "algorithm": {"num_generations": 4},
+        "logging": {"output_dir": str(tmp_path), "run_name": "vllm-turns", "quiet": True, "report_to": [], "report": False},
+    })  # fmt: skip
+    trainer = GRPOTrainer(config, dataset=[{"prompt": p} for p in PROMPTS])
+    assert isinstance(trainer.sampler.sampler, VLLMSampler)
+    rows = read_metrics(trainer.train().run_dir)
+    assert [row["step"] for row in rows] == [1, 2, 3]
+    for row in rows:
+        # A hot temperature makes the random model stop within MAX_NEW tokens often: episodes go on after a turn
+        assert row["env/turns_mean"] > 1
+        assert row["weight_sync/megabytes"] > 0
+        assert row["rollout_is/logprob_abs_diff"] < ATOL  # engine and trainer agree on every sampled token

@@ -132,6 +132,42 @@ def test_push_weights_then_generate_logprobs_match_the_trainer(server, vtok, pol
     assert torch.equal(greedy.completion_mask, reference.completion_mask)
 
 
+def test_continue_from_ids_through_the_server_matches_the_trainer(server, vtok, policy):
+    """Multi-turn over HTTP: token-id prefixes (the second holds the first turn's exact ids) come back as
+    continuations whose log-probs are the pushed policy's, with per-row temperatures; greedy turns equal the
+    transformers sampler's."""
+    from grpokit.rollout import encode_prompts
+
+    _perturb(policy, seed=5)
+    sampler = VLLMServerSampler(vtok, port=server, model=policy, max_new_tokens=MAX_NEW, timeout_s=120,
+                                weight_sync_timeout_s=60)  # fmt: skip
+    prefixes = encode_prompts(vtok, PROMPTS)
+    first = sampler.continue_from_ids(prefixes, [1.0] * 4, max_new_tokens=4)
+    assert all(len(turn.token_ids) <= 4 for turn in first)
+    prefixes = [ids + turn.token_ids + vtok("+1=")["input_ids"] for ids, turn in zip(prefixes, first)]
+    temperatures = [0.5, 0.8, 1.2, 1.5]
+    turns = sampler.continue_from_ids(prefixes, temperatures)
+    n, P, T = len(prefixes), max(map(len, prefixes)), max(len(turn.token_ids) for turn in turns)
+    prompt_ids, prompt_mask = torch.zeros(n, P, dtype=torch.long), torch.zeros(n, P, dtype=torch.long)
+    completion_ids, mask, logprobs = torch.zeros(n, T, dtype=torch.long), torch.zeros(n, T), torch.zeros(n, T)
+    for row, (ids, turn) in enumerate(zip(prefixes, turns)):
+        prompt_ids[row, P - len(ids) :], prompt_mask[row, P - len(ids) :] = torch.tensor(ids), 1
+        k = len(turn.token_ids)
+        completion_ids[row, :k], mask[row, :k] = torch.tensor(turn.token_ids), 1
+        logprobs[row, :k] = torch.tensor(turn.logprobs)
+        assert turn.stopped == (turn.token_ids[-1] == vtok.eos_token_id) and (turn.stopped or k == MAX_NEW)
+    with torch.no_grad():
+        trainer, _ = completion_logprobs(policy, prompt_ids, prompt_mask, completion_ids, mask,
+                                         temperature=torch.tensor(temperatures))  # fmt: skip
+    assert _max_gap(logprobs, trainer, mask) < ATOL
+
+    greedy = sampler.with_sampling(temperature=0).continue_from_ids(prefixes, temperatures)
+    reference = TransformersSampler(policy, vtok, max_new_tokens=MAX_NEW, temperature=0).continue_from_ids(
+        prefixes, temperatures
+    )
+    assert [turn.token_ids for turn in greedy] == [turn.token_ids for turn in reference]
+
+
 def test_chunked_push_and_seeded_resume(server, vtok, policy):
     # 64 KiB chunks: the model's ~300 KB of tensors travel in several requests.
     sampler = VLLMServerSampler(vtok, port=server, model=policy, max_new_tokens=MAX_NEW, timeout_s=120,

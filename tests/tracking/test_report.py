@@ -581,9 +581,10 @@ def test_header_shows_proxy_against_gold_and_warns_when_gold_falls(tmp_path):
     run = load_run(make_run(tmp_path / "hacked", metrics=proxy_gold_rows(0.1), config=PROXY_GOLD_CONFIG))
     header = run_header(run)
     assert ["rewards", "task ×0, reward model rm/final ×1"] in header["trained"]
-    assert ["proxy vs gold", "optimised: reward_model -0.35 → 1.45 · logged at weight 0: task 0.5 → 0.105"] in (
-        header["facts"]
-    )
+    assert [
+        "proxy vs gold",
+        "optimised: reward_model -0.35 → 1.45 · logged at weight 0: task 0.5 → 0.105",
+    ] in header["facts"]
     assert header["warnings"] == [
         "the optimised reward rose (reward_model -0.35 → 1.45) while the reward logged at weight 0 fell "
         "(task 0.5 → 0.105): the optimised reward is being over-optimised (reward hacking)"
@@ -605,3 +606,80 @@ def test_header_without_a_gold_function_or_when_gold_holds(tmp_path):
     run = load_run(make_run(tmp_path / "plain", metrics=proxy_gold_rows(0.1), config=config))
     header = run_header(run)
     assert not any(label == "proxy vs gold" for label, _ in header["facts"]) and header["warnings"] == []
+
+
+EPISODE = [
+    {
+        "role": "assistant",
+        "content": "I will look it up",
+        "tool_calls": [
+            {
+                "type": "function",
+                "function": {"name": "search", "arguments": {"query": "<b>capital</b>", "k": 2}},
+            }
+        ],
+        "reward": 0.0,
+    },
+    {"role": "tool", "name": "search", "content": "HTTP 500", "failed": True},
+    {"role": "assistant", "content": "Paris " + XSS, "reward": 1.0},
+    {"role": "user", "content": "correct, <i>well done</i>"},
+]
+
+
+def test_a_multi_turn_sample_is_its_conversation_message_by_message(tmp_path):
+    row = {
+        "step": 0,
+        "prompt": [{"role": "user", "content": "What is the capital of France?"}],
+        "completions": ["<decoded episode>", "Lyon"],
+        "rewards": [1.0, 0.0],
+        "advantages": [0.5, -0.5],
+        "truncated": [False, False],
+        "conversation": [EPISODE, [{"role": "assistant", "content": "Lyon", "reward": float("nan")}]],
+        "turns": [2, 1],
+    }
+    run = make_run(tmp_path / "run", metrics=[], samples=[row, {**row, "step": 1, "conversation": "bad"}])
+    page = write_report(run).read_text()
+    data = page_data(page)
+    (group,) = data["runs"][0]["samples"]["groups"]["0"]
+    episode, short = group["conversations"]
+    assert [m["role"] for m in episode] == ["assistant", "tool", "assistant", "user"]
+    assert episode[0] == {
+        "role": "assistant",
+        "content": "I will look it up",
+        "tool_calls": [{"name": "search", "arguments": '{"query": "<b>capital</b>", "k": 2}'}],
+        "reward": 0.0,
+    }
+    assert episode[1] == {"role": "tool", "content": "HTTP 500", "name": "search", "failed": True}
+    assert episode[2] == {"role": "assistant", "content": "Paris " + XSS, "reward": 1.0}
+    assert episode[3] == {"role": "user", "content": "correct, <i>well done</i>"}
+    assert short == [{"role": "assistant", "content": "Lyon", "reward": None}]  # NaN: no reward to show
+    assert group["extras"] == {"truncated": [False, False], "turns": [2.0, 1.0]}  # shown beside each reward
+    assert group["completions"] == ["<decoded episode>", "Lyon"]
+    # a malformed conversation falls back to the completions' text, with a note
+    (bad,) = data["runs"][0]["samples"]["groups"]["1"]
+    assert bad["conversations"] == [None, None]
+    assert data["runs"][0]["notes"] == [
+        "samples.jsonl line 2: 'conversation' is not a list of 2 message lists; completions shown as text"
+    ]
+    # the messages are data, never markup
+    assert page.count("<script") == 2 and "<i>" not in page and "<b>" not in page and "<img" not in page
+    # every message is cut to max_completion_chars, as a completion is
+    (group,) = page_data(render_report([load_run(run)], max_completion_chars=8))["runs"][0]["samples"][
+        "groups"
+    ]["0"]
+    assert group["conversations"][0][2]["content"].startswith("Paris </\n… [")
+
+
+def test_single_completion_groups_hold_no_conversation(tmp_path):
+    run = make_run(tmp_path / "run", metrics=[], samples=SAMPLES)
+    (group,) = page_data(render_report([load_run(run)]))["runs"][0]["samples"]["groups"]["1"]
+    assert "conversations" not in group
+    assert set(group) == {
+        "prompt",
+        "completions",
+        "rewards",
+        "advantages",
+        "reward_components",
+        "extras",
+        "info",
+    }

@@ -370,3 +370,81 @@ def test_empty_flat_and_single_point_runs_render(browser, tmp_path):
     assert (
         browser.execute_script("return document.querySelectorAll('svg.chart circle.point').length") == 1
     )  # a dot
+
+
+EPISODE = [
+    {
+        "role": "assistant",
+        "content": "I will look it up",
+        "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": {"query": XSS}}}],
+        "reward": 0.0,
+    },
+    {"role": "tool", "name": "search", "content": "HTTP 500", "failed": True},
+    {"role": "assistant", "content": "calling again", "tool_calls": [{"name": "search", "arguments": "{}"}]},
+    {"role": "tool", "name": "search", "content": "Paris is the capital"},
+    {"role": "assistant", "content": XSS, "reward": 1.0},
+    {"role": "user", "content": "correct"},
+]
+MESSAGES = """
+return Array.from(document.querySelectorAll('.completion')).map((card) => ({
+  pre: Array.from(card.querySelectorAll(':scope > pre')).map((p) => p.textContent),
+  messages: Array.from(card.querySelectorAll('.message')).map((m) => ({
+    cls: m.className,
+    label: m.querySelector('.message-role').textContent,
+    reward: m.querySelector('.message-reward') && m.querySelector('.message-reward').textContent,
+    content: m.querySelector('.message-content') && m.querySelector('.message-content').textContent,
+    calls: Array.from(m.querySelectorAll('.tool-call')).map((c) =>
+      [c.querySelector('.tool-name').textContent, c.querySelector('.tool-args').textContent]),
+  })),
+  raw: card.querySelector('.raw-completion pre') && card.querySelector('.raw-completion pre').textContent,
+}));
+"""
+
+
+def test_a_multi_turn_sample_shows_its_conversation(browser, tmp_path):
+    run = tmp_path / "agent"
+    run.mkdir()
+    row = {
+        "step": 0,
+        "prompt": [{"role": "user", "content": "What is the capital of France?"}],
+        "completions": ["decoded: model and environment tokens", "Lyon"],
+        "rewards": [1.0, 0.0],
+        "advantages": [1.0, -1.0],
+        "conversation": [EPISODE, None],
+        "turns": [3, 1],
+    }
+    (run / "samples.jsonl").write_text(json.dumps(row) + "\n")
+    assert [m for m in open_report(browser, write_report(run)) if m["level"] == "SEVERE"] == []
+    episode, plain = browser.execute_script(MESSAGES)
+    assert episode["pre"] == [] and episode["raw"] == "decoded: model and environment tokens"
+    assert episode["messages"] == [
+        {"cls": "message message-model", "label": "model · turn 1", "reward": "reward 0",
+         "content": "I will look it up", "calls": [["search", json.dumps({"query": XSS})]]},
+        {"cls": "message message-tool failed", "label": "tool error · search", "reward": None,
+         "content": "HTTP 500", "calls": []},
+        {"cls": "message message-model", "label": "model · turn 2", "reward": None,
+         "content": "calling again", "calls": [["search", "{}"]]},
+        {"cls": "message message-tool", "label": "tool result · search", "reward": None,
+         "content": "Paris is the capital", "calls": []},
+        {"cls": "message message-model", "label": "model · turn 3", "reward": "reward 1",
+         "content": XSS, "calls": []},
+        {"cls": "message message-environment", "label": "environment", "reward": None,
+         "content": "correct", "calls": []},
+    ]  # fmt: skip
+    assert plain == {"pre": ["Lyon"], "messages": [], "raw": None}  # no conversation: the text, as ever
+    # the kinds of message look different (the border that marks each)
+    borders = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.message')).map((m) => getComputedStyle(m).borderLeftColor)"
+    )
+    assert len({borders[0], borders[1], borders[3], borders[5]}) == 4 and borders[0] == borders[2]
+    assert browser.execute_script("return window.__pwned") is None
+    assert (
+        browser.execute_script(
+            "return document.querySelectorAll('#sample-view script, #sample-view img').length"
+        )
+        == 0
+    )
+    heads = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.completion-head')).map((h) => h.textContent)"
+    )
+    assert heads == ["#1reward 1advantage 1turns 3best", "#2reward 0advantage -1turns 1worst"]

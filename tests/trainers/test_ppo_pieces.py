@@ -124,7 +124,7 @@ def rollouts_with(advantages, loss_mask):
         prompt_ids=torch.ones(N, 1, dtype=torch.long), prompt_mask=torch.ones(N, 1, dtype=torch.long),
         completion_ids=torch.ones(N, T, dtype=torch.long), completion_mask=torch.ones(N, T),
         group_ids=torch.arange(N), temperatures=torch.ones(N), truncated=torch.zeros(N, dtype=torch.bool),
-        prompts=["p"] * N, completions=["c"] * N, advantages=advantages, loss_mask=loss_mask,
+        prompts=["p"] * N, completions=["c"] * N, advantages=advantages, train_mask=loss_mask,
         pi_old_logprobs=torch.zeros(N, T), values=torch.zeros(N, T), token_rewards=torch.zeros(N, T), kl=None,
         returns=torch.zeros(N, T),
     )  # fmt: skip
@@ -195,14 +195,14 @@ def completed(tiny, algorithm, *, shared=False, rewards=(1.0, 0.0, 0.5, 0.0)):
 def test_evaluate_rollouts_fills_every_field(tiny):
     algorithm = PPOAlgorithmConfig(beta=0.0, gae_lambda=1.0)
     _, _, rollouts = completed(tiny, algorithm)
-    for field in ("pi_old_logprobs", "values", "token_rewards", "advantages", "returns", "loss_mask"):
+    for field in ("pi_old_logprobs", "values", "token_rewards", "advantages", "returns", "train_mask"):
         assert getattr(rollouts, field).shape == (4, 3), field
     assert rollouts.ref_logprobs is None and rollouts.kl is None
     # V = 0 (zero head), beta = 0, lambda = gamma = 1: every token's advantage is its row's score.
     expected = torch.tensor([[1.0] * 3, [0.0] * 3, [0.5] * 3, [0.0] * 3])
     expected[1, 2] = 0.0  # padding
     assert torch.equal(rollouts.advantages, expected)
-    assert torch.equal(rollouts.loss_mask, rollouts.completion_mask)
+    assert torch.equal(rollouts.train_mask, rollouts.completion_mask)
 
 
 def run_update(policy, value_model, rollouts, advantages, algorithm, **optim):
@@ -231,7 +231,7 @@ def test_one_epoch_is_exactly_on_policy_and_the_value_loss_falls(tiny):
             for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
         }
         final, _ = value_loss(
-            value_model(**inputs), rollouts.values, rollouts.returns, rollouts.loss_mask, None
+            value_model(**inputs), rollouts.values, rollouts.returns, rollouts.train_mask, None
         )
     assert losses[0] > losses[-1] > float(final)
     assert metrics["optimizer_steps"] == 1.0 and metrics["faults/nonfinite_skipped"] == 0.0
@@ -268,7 +268,7 @@ def test_gradient_accumulation_matches_one_big_minibatch(tiny, aggregation):
         policy, value_model, rollouts = completed(tiny, algorithm)
         with torch.no_grad():  # a non-zero head, so the value loss reaches the body too
             value_model.head.weight.fill_(0.1)
-        rollouts.loss_mask[0, 1:] = 0  # uneven token counts per micro-batch make the weighting matter
+        rollouts.train_mask[0, 1:] = 0  # uneven token counts per micro-batch make the weighting matter
         params = [*policy.parameters(), *value_model.parameters()]
         start = [p.detach().clone() for p in params]
         update_policy_and_value(

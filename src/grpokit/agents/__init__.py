@@ -12,6 +12,50 @@
 The episode loop that joins them with a sampler is :mod:`grpokit.trainers.episodes`.
 """
 
-from grpokit.agents.environment import EnvStep, Environment, Message, TextEnvironment, tool_callables
+from grpokit.agents.adapters import GymTextEnvironment, TRLEnvironment, adapt_environment
+from grpokit.agents.environment import Environment, EnvStep, Message, TextEnvironment, tool_callables
+from grpokit.agents.registry import (
+    EnvironmentFactory,
+    available_environments,
+    environment_class,
+    environment_factory,
+    load_tools,
+    register_environment,
+)
+from grpokit.agents.tool_calls import (
+    ParsedTurn,
+    ToolCall,
+    available_tool_call_parsers,
+    get_tool_call_parser,
+    message_tool_calls,
+    register_tool_call_parser,
+)
+from grpokit.agents.tools import ToolCallError, ToolExecutor, ToolResult, ToolStats, tool_schema
 
-__all__ = ["EnvStep", "Environment", "Message", "TextEnvironment", "tool_callables"]
+__all__ = [
+    "EnvStep",
+    "Environment",
+    "EnvironmentFactory",
+    "GymTextEnvironment",
+    "Message",
+    "ParsedTurn",
+    "TRLEnvironment",
+    "TextEnvironment",
+    "ToolCall",
+    "ToolCallError",
+    "ToolExecutor",
+    "ToolResult",
+    "ToolStats",
+    "adapt_environment",
+    "available_environments",
+    "available_tool_call_parsers",
+    "environment_class",
+    "environment_factory",
+    "get_tool_call_parser",
+    "load_tools",
+    "message_tool_calls",
+    "register_environment",
+    "register_tool_call_parser",
+    "tool_callables",
+    "tool_schema",
+]

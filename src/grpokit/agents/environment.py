@@ -20,7 +20,9 @@ lists in ``tools`` (bound methods or plain functions); their JSON schemas come f
 docstrings (:mod:`grpokit.agents.tools`).
 
 A built-in or user environment may also offer ``make_rows(n, seed, split)``: a class method generating its
-own dataset rows (problems), used when ``data.path`` is unset.
+own dataset rows (problems), used when ``data.path`` is unset; and ``truncation_reward()``: the reward of an
+episode the trainer cut short (``env.max_turns``, ``env.max_total_tokens``, a turn at
+``generation.max_new_tokens``), added to its last turn's (0 without it).
 """
 
 from __future__ import annotations

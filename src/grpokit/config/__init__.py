@@ -29,7 +29,8 @@ renamed fields, registry lookups), :mod:`~grpokit.config.sections` (the shared s
 sections), :mod:`~grpokit.config.trainers` (the composed trainer configs), :mod:`~grpokit.config.demo`
 (the demo's section and configs), :mod:`~grpokit.config.loading` (YAML, overrides, presets, saving),
 :mod:`~grpokit.config.starter` (the fields set first, the starter YAML of ``grpokit config init``),
-:mod:`~grpokit.config.reward_model` (reward-model training, ``grpokit rm``). It imports none of
+:mod:`~grpokit.config.reward_model` (reward-model training, ``grpokit rm``), :mod:`~grpokit.config.user_code`
+(user code named ``module:attr`` or ``file.py:attr``: rewards, environments, tools). It imports none of
 grpokit's trainers, engine, rollout, models, rewards, data or tracking; names are checked against the
 ``grpokit.algorithms`` registries when a config is built.
 
@@ -46,6 +47,7 @@ from grpokit.config.base import (
     renamed_paths,
 )
 from grpokit.config.demo import DEMO_CONFIGS, DemoConfig, DemoGRPOConfig, DemoPPOConfig, DemoTrainConfig
+from grpokit.config.environment import EnvConfig
 from grpokit.config.iterative_rm import IterativeRewardModelConfig
 from grpokit.config.loading import (
     PRESETS_DIR,
@@ -87,8 +89,10 @@ from grpokit.config.sections import (
 )
 from grpokit.config.starter import COMMON_FIELDS, common_field_help, starter_yaml
 from grpokit.config.trainers import TRAINER_CONFIGS, GRPOConfig, PPOConfig, TrainConfig
+from grpokit.config.user_code import load_object
 
 __all__ = [
+    "EnvConfig",
     "COMMON_FIELDS",
     "CheckpointConfig",
     "ConfigError",
@@ -128,6 +132,7 @@ __all__ = [
     "field_help",
     "field_paths",
     "load_config",
+    "load_object",
     "read_config_file",
     "registered_names",
     "renamed_paths",

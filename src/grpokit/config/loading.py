@@ -236,6 +236,8 @@ def check_runnable(config: TrainConfig) -> None:
             "no model: set --model PATH (a local Hugging Face model directory), or run the built-in demo "
             "with --preset demo"
         )
+    if config.env.name is not None:  # the environment scores; its rows come from make_rows or data.path
+        return
     if config.data.path is None and config.data.task is None:
         raise ConfigError("no prompts: set --data.path FILE (.jsonl, .csv, .parquet) or --data.task NAME")
     rewards = config.rewards

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from grpokit.config.base import Section
+from grpokit.config.environment import EnvConfig
 from grpokit.config.loss import GRPOAlgorithmConfig, PPOAlgorithmConfig
 from grpokit.config.sections import (
     CheckpointConfig,
@@ -65,6 +66,9 @@ class TrainConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Checkpoints and resume."""
 
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    """Multi-turn episodes in a text environment (``env.name``) instead of single completions."""
+
     @model_validator(mode="after")
     def _check_cross_section(self) -> TrainConfig:
         if "task" in self.rewards.reward_funcs and self.data.task is None:
@@ -111,6 +115,35 @@ def _check_step_batch(config: GRPOConfig | PPOConfig) -> None:
             f"rewards.overlong_buffer_length ({config.rewards.overlong_buffer_length}) must be smaller "
             f"than generation.max_new_tokens ({config.generation.max_new_tokens})"
         )
+
+
+def _check_environment(config: GRPOConfig | PPOConfig) -> None:
+    """``env.name`` with what it cannot run with, each refusal naming what to change."""
+    if config.env.name is None:
+        return
+    off = "or unset env.name for single-turn training"
+    if config.trainer == "ppo":
+        raise ValueError(f"env (multi-turn episodes) is implemented for GRPO; use trainer: grpo {off}")
+    rewards = config.rewards
+    if rewards.reward_funcs or rewards.reward_model or rewards.process_reward_func:
+        raise ValueError(
+            "with env.name the environment gives the rewards (each turn's, summed or as process rewards, "
+            "env.reward_mode); rewards.reward_funcs / reward_model / process_reward_func must be unset"
+        )
+    if rewards.overlong_buffer_length:
+        raise ValueError("rewards.overlong_buffer_length applies to single completions; set it to 0 with env.name")
+    if rewards.iterative_rm.gold_func is not None:
+        raise ValueError("rewards.iterative_rm needs a reward model; it does not apply with env.name")
+    if config.generation.async_rollouts:
+        raise ValueError(f"generation.async_rollouts does not run multi-turn episodes yet: set it to false {off}")
+    if config.env.reward_mode == "process" and getattr(config.algorithm, "advantage_estimator", "grpo") != "grpo":
+        raise ValueError(
+            f"algorithm.advantage_estimator '{config.algorithm.advantage_estimator}' applies to outcome rewards; "
+            "with env.reward_mode: process the advantages are DeepSeekMath's process-supervised ones (leave "
+            "advantage_estimator at 'grpo')"
+        )
+    if config.model.lora.r > 0 and config.generation.backend != "transformers":
+        raise ValueError("model.lora needs generation.backend: transformers")
 
 
 def _check_async_rollouts(config: GRPOConfig | PPOConfig) -> None:
@@ -173,6 +206,7 @@ class GRPOConfig(TrainConfig):
     @model_validator(mode="after")
     def _check_async(self) -> GRPOConfig:
         _check_async_rollouts(self)
+        _check_environment(self)
         return self
 
     @model_validator(mode="after")
@@ -217,6 +251,7 @@ class PPOConfig(TrainConfig):
     @model_validator(mode="after")
     def _check_async(self) -> PPOConfig:
         _check_async_rollouts(self)
+        _check_environment(self)
         return self
 
 

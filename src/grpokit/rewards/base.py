@@ -18,14 +18,11 @@ Functions are named in the config as a registered built-in (``accuracy``), ``pac
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from grpokit.config.user_code import load_object
 from grpokit.rewards import builtin  # noqa: F401  (registers the built-in rewards)
 from grpokit.rewards.registry import _REGISTRY, ProcessRewardFunction, RewardFunction, register_reward
 
@@ -45,40 +42,12 @@ def available_rewards() -> list[str]:
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
-    """Import ``package.module:function`` or ``path/to/file.py:function`` (attribute paths like ``a.b`` too)."""
-    module_part, sep, attr = spec.rpartition(":")
-    if not sep or not module_part or not attr:
-        raise ValueError(
-            f"reward {spec!r} is neither a built-in ({', '.join(available_rewards())}) "
-            "nor of the form 'module:function' or 'path/to/file.py:function'"
-        )
-    if module_part.endswith(".py"):
-        path = Path(module_part)
-        if not path.is_file():
-            raise ValueError(f"reward {spec!r}: file {module_part} does not exist")
-        name = f"grpokit_user_reward_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(name)
-        if module is None:
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            try:
-                module_spec.loader.exec_module(module)
-            except Exception:
-                del sys.modules[name]
-                raise
-    else:
-        try:
-            module = importlib.import_module(module_part)
-        except ModuleNotFoundError as err:
-            raise ValueError(f"reward {spec!r}: cannot import module {module_part!r} ({err})") from None
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"reward {spec!r}: {module_part!r} has no attribute {attr!r}") from None
+    """Import ``package.module:function`` or ``path/to/file.py:function`` (attribute paths like ``a.b`` too).
+
+    Raises:
+        ValueError: the spec is malformed, names a missing file, module or attribute, or something not callable.
+    """
+    obj = load_object(spec, "reward", builtins=available_rewards(), noun="function")
     if not callable(obj):
         raise ValueError(f"reward {spec!r} is not callable (got {type(obj).__name__})")
     return obj

@@ -205,6 +205,11 @@ def similarity(
             raise ValueError(f"features must return an (N, F) = ({len(s0)}, F) array, got shape {x.shape}")
         if feature_indices is not None:
             x = x[:, list(feature_indices)]  # (N, F')
+        if x.shape[1] == 0:  # one group in disguise: say why instead
+            raise ValueError(
+                "grouping 'similarity' got no features to cluster (a text environment reports them as "
+                "reset_info['features'] in reset)"
+            )
         if standardize:
             std = x.std(0)
             x = x / np.where(std > 0, std, 1.0)

@@ -13,18 +13,24 @@ A *request spec* is a plain, JSON-serialisable dict, the wire format of the serv
      "top_k": int, "min_tokens": int, "max_tokens": int, "stop_token_ids": [int]}
 
 and its answer is one ``(token_ids, logprobs)`` pair per sample, in the order of the samples' indices.
+
+Prompts are token ids in both directions, so the same requests serve :meth:`VLLMSamplerBase.generate` (prompts
+encoded here) and :meth:`VLLMSamplerBase.continue_from_ids` (multi-turn: the exact ids of a conversation so far,
+never decoded and re-encoded).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Prompt, check_generate_args, check_sampling_knobs
+from grpokit.rollout.base import Continuation, Prompt, check_generate_args, check_sampling_knobs
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.rollout.prompts import encode_prompts
 from grpokit.rollout.transformers_sampler import group_temperatures
@@ -317,6 +323,76 @@ class VLLMSamplerBase(ABC):
             samples.extend(completions)
         return self._to_batch(prompts, encoded, columns, samples, group_temps.repeat(B), G)
 
+    def continue_from_ids(
+        self, prefixes: list[list[int]], temperatures: list[float], max_new_tokens: int | None = None
+    ) -> list[Continuation]:
+        """One sampled continuation of each token-id prefix (multi-turn episodes; the
+        :class:`~grpokit.rollout.base.TurnSampler` protocol).
+
+        Each prefix is one request (``n=1``) sent as token ids, with its own temperature and its own seed
+        (drawn from the sampler's generator, so ``state_dict`` resumes them too), the sampler's ``top_k`` /
+        ``top_p`` and stop ids, ``max_tokens=max_new_tokens`` and ``min_tokens=0`` (``min_new_tokens`` bounds
+        whole completions, not turns). The log-probs follow convention 1 of :mod:`grpokit.rollout.vllm_sampler`
+        (the distribution vLLM sampled from: ``softmax(z / tau)``, after top-k/top-p when those are set). A
+        greedy sampler ignores ``temperatures``; a row at temperature 0 is decoded greedily, with log-probs under
+        ``tau = 1``, as in greedy :meth:`generate`. vLLM's prefix cache (on by default) reuses the KV blocks of
+        a conversation's earlier turns, and :meth:`update_weights` clears it.
+
+        Args:
+            prefixes: n non-empty token-id lists.
+            temperatures: n temperatures >= 0.
+            max_new_tokens: tokens per continuation at most; None: ``self.max_new_tokens``.
+
+        Returns:
+            n :class:`~grpokit.rollout.base.Continuation`, in the order of ``prefixes``.
+
+        Raises:
+            ValueError: a bad argument, or a prefix that leaves no room for ``max_new_tokens`` in the engine's
+                ``max_model_len`` (named by its index; nothing is sent).
+        """
+        self._check_usable()
+        if len(temperatures) != len(prefixes):
+            raise ValueError(f"{len(prefixes)} prefixes but {len(temperatures)} temperatures")
+        if not prefixes:
+            return []
+        limit = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if limit < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
+        checked = [_token_ids(ids, index) for index, ids in enumerate(prefixes)]
+        taus = [float(tau) for tau in temperatures]
+        for index, tau in enumerate(taus):
+            if not (math.isfinite(tau) and tau >= 0):
+                raise ValueError(f"temperature {index} is {tau!r}, expected a number >= 0 (0: greedy)")
+        for index, ids in enumerate(checked):
+            if len(ids) + limit > self.max_model_len:
+                raise ValueError(
+                    f"prefix {index} has {len(ids)} tokens; with max_new_tokens={limit} it exceeds the engine's "
+                    f"max_model_len={self.max_model_len} (end the episode earlier, or raise max_model_len)"
+                )
+
+        seeds = torch.randint(0, MAX_SEED, (len(checked),), generator=self.generator).tolist()  # one per row
+        specs = []
+        for ids, tau, seed in zip(checked, taus, seeds):
+            greedy = self.greedy or tau == 0
+            spec = self.request_spec(ids, 1, 0.0 if greedy else tau, None if greedy else seed)
+            specs.append(spec | {"min_tokens": 0, "max_tokens": limit})
+        answers = self._run_turn_requests(specs)
+
+        stop_ids = set(self.stop_ids)
+        turns = []
+        for index, samples in enumerate(answers):
+            if len(samples) != 1:
+                raise RuntimeError(f"vLLM returned {len(samples)} continuations of prefix {index}, not 1")
+            ids, logprobs = samples[0]
+            # vLLM stops right after a stop token and keeps it; the only other ending is max_tokens.
+            turns.append(Continuation(list(ids), list(logprobs), stopped=bool(ids) and ids[-1] in stop_ids))
+        return turns
+
+    def _run_turn_requests(self, specs: list[dict[str, Any]]) -> list[list[Sample]]:
+        """Run the requests of one :meth:`continue_from_ids` call (the server sampler names the call in its
+        errors)."""
+        return self.run_requests(specs)
+
     def _to_batch(
         self,
         prompts: list[Prompt],
@@ -364,3 +440,16 @@ class VLLMSamplerBase(ABC):
             columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
             sampler_logprobs=sampler_logprobs,
         )
+
+
+def _token_ids(ids: Any, index: int) -> list[int]:
+    """A prefix as a list of non-negative ints (Python, numpy or torch integers), naming it when it is not one."""
+    try:
+        checked = [operator.index(token) for token in ids]
+    except TypeError as error:
+        raise ValueError(f"prefix {index} holds a non-integer token ({error})") from error
+    if not checked:
+        raise ValueError(f"prefix {index} is empty: every turn continues at least one rendered token")
+    if min(checked) < 0:
+        raise ValueError(f"prefix {index} holds a negative token id {min(checked)}")
+    return checked

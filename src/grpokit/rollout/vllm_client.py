@@ -13,6 +13,10 @@ How a training step uses it (as with the colocated sampler)::
     batch = sampler.generate(prompts, G)   # batch.sampler_logprobs: the server engine's rollout log-probs
     sampler.update_weights(policy)         # after the update: chunked safetensors upload, then a reload
 
+Multi-turn episodes use :meth:`~grpokit.rollout.vllm_base.VLLMSamplerBase.continue_from_ids` (the
+:class:`~grpokit.rollout.base.TurnSampler` protocol): each prefix of token ids travels as a request's
+``prompt_token_ids`` in the same ``POST /generate``, under the same weight-version check and deadline.
+
 Every wait has a deadline: the wait for the server at start (``connect_timeout_s``), each request
 (``timeout_s``) and each weight push as a whole (``weight_sync_timeout_s``). A failure raises
 :class:`VLLMServerError` (or :class:`VLLMServerTimeout`) naming the server's address, which side failed
@@ -55,6 +59,7 @@ class _Connection:
         self.info: dict[str, Any] = {}
         self.weight_version = 0
         self.generate_calls = 0
+        self.turn_calls = 0  # continue_from_ids calls (multi-turn)
         self.unusable: str | None = None
         self.last_sync: dict[str, float] = {}
 
@@ -253,10 +258,26 @@ class VLLMServerSampler(VLLMSamplerBase):
         conn.generate_calls += 1
         prompts = len({tuple(spec["prompt_token_ids"]) for spec in specs})
         samples = sum(int(spec["n"]) for spec in specs)
-        what = (
+        return self._post_generate(
+            specs,
             f"generating rollout batch {conn.generate_calls} of this run ({prompts} prompts, {samples} samples) "
-            f"with weight version {conn.weight_version}"
+            f"with weight version {conn.weight_version}",
         )
+
+    def _run_turn_requests(self, specs: list[dict[str, Any]]) -> list[list[Sample]]:
+        conn = self._conn
+        conn.turn_calls += 1
+        longest = max(len(spec["prompt_token_ids"]) for spec in specs)
+        return self._post_generate(
+            specs,
+            f"continuing token prefixes, call {conn.turn_calls} of this run ({len(specs)} prefixes of up to "
+            f"{longest} tokens, max_new_tokens={specs[0]['max_tokens']}) with weight version {conn.weight_version}",
+        )
+
+    def _post_generate(self, specs: list[dict[str, Any]], what: str) -> list[list[Sample]]:
+        """``POST /generate`` with the weight version this sampler expects (the server answers 409 when its
+        engine holds another); checks the answer's shape. ``what`` names the call in errors."""
+        conn = self._conn
         answer = conn.request(
             "POST", "/generate", what, payload={"requests": specs, "weight_version": conn.weight_version}
         )

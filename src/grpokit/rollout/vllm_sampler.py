@@ -39,6 +39,13 @@ Conventions, and where they differ from :class:`~grpokit.rollout.TransformersSam
    offset") when the prefill of a request with its own seed is split across engine steps, which happens
    as soon as one call's prompts exceed the step's token budget.
 
+Multi-turn episodes: :meth:`~grpokit.rollout.vllm_base.VLLMSamplerBase.continue_from_ids` sends each
+conversation's exact token ids as a token prompt, one request per row with its own temperature (the
+:class:`~grpokit.rollout.base.TurnSampler` protocol). Prefix caching is left at vLLM's default, on for models
+that support it, so a turn reuses the KV blocks of the earlier ones; it is not forced on, since vLLM warns that
+forcing it on an unsupported model can crash the engine (``engine_kwargs={"enable_prefix_caching": False}``
+turns it off).
+
 Weight sync (:meth:`VLLMSampler.update_weights`) writes the state dict with safetensors to a private
 directory (in ``/dev/shm`` when it exists) and calls ``reload_weights`` in every worker through
 ``collective_rpc`` (the worker half is :mod:`grpokit.rollout.vllm_worker`), then resets the prefix

@@ -11,7 +11,9 @@ The server holds one engine (an :class:`EngineHost`, normally :class:`VLLMEngine
 ``POST /generate``          ``{"requests": [spec, ...], "weight_version": v}`` (specs as in
                             :mod:`grpokit.rollout.vllm_base`) -> ``{"samples": [[[ids], [logprobs]], ...]
                             per request], "weight_version": v, "seconds": s}``; 409 when the engine's
-                            weights are not version ``v``
+                            weights are not version ``v``; 400 when a prompt plus its ``max_tokens``
+                            exceeds ``max_model_len``. Prompts are token ids: a rollout prompt, or a
+                            multi-turn conversation's exact ids so far (``continue_from_ids``)
 ``POST /weights/begin``     ``{"version": v, "num_chunks": k}``: start receiving version ``v`` (the
                             current version + 1, else 409); discards any unfinished upload
 ``POST /weights/chunk``     ``?version=v&index=i``, body: safetensors bytes of some of the tensors
@@ -156,6 +158,7 @@ class VLLMServer:
         if max_request_bytes < 1:
             raise ValueError(f"max_request_bytes must be >= 1, got {max_request_bytes}")
         self.engine = engine
+        self.max_model_len = int(engine.info()["max_model_len"])
         self.request_timeout_s = float(request_timeout_s)
         self.max_request_bytes = int(max_request_bytes)
         self.log = log
@@ -226,6 +229,14 @@ class VLLMServer:
             specs = [check_request_spec(spec, i) for i, spec in enumerate(body["requests"])]
         except ValueError as error:
             raise _HTTPError(HTTPStatus.BAD_REQUEST, str(error)) from error
+        for index, spec in enumerate(specs):
+            # vLLM would silently cut such a request at max_model_len, and a multi-turn prefix grows every turn.
+            if len(spec["prompt_token_ids"]) + spec["max_tokens"] > self.max_model_len:
+                raise _HTTPError(
+                    HTTPStatus.BAD_REQUEST,
+                    f"request {index}: {len(spec['prompt_token_ids'])} prompt tokens + max_tokens={spec['max_tokens']} "
+                    f"exceed the engine's max_model_len={self.max_model_len}",
+                )
         expected = body.get("weight_version")
 
         def run() -> dict[str, Any]:

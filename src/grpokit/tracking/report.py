@@ -16,8 +16,9 @@ training time, speed, peak memory and warnings (reward failures, skipped non-fin
 completions). Below it: every metric that changed as a curve (one chart per metric group, the prefix before
 the first ``/``, in the order of the algorithm: reward, advantages, policy, lengths, speed and memory),
 the metrics that never changed on one line, a per-step browser of the sampled groups (the G completions of
-each prompt side by side with reward and advantage, best and worst marked), the config and the
-environment. With ``other_runs`` the same charts overlay several runs on shared axes (``grpokit compare``).
+each prompt side by side with reward and advantage, best and worst marked; a multi-turn episode, whose row
+holds a ``conversation`` per completion, as its messages in order: model turns with their tool calls and
+rewards, tool results, environment feedback), the config and the environment. With ``other_runs`` the same charts overlay several runs on shared axes (``grpokit compare``).
 
 The file needs no network and no other file: the data is one inline JSON block and the charts are drawn
 as SVG by a small inline script. Reading is forgiving, because a report is most wanted for runs that went
@@ -852,6 +853,11 @@ def _sample_groups(run: RunData, max_steps: int, max_chars: int, notes: list[str
             step = -1.0
         prompt = row.get("prompt")
         components = row.get("reward_components")
+        conversations = (
+            {"conversations": _conversations(row["conversation"], len(completions), max_chars, where, notes)}
+            if row.get("conversation") is not None
+            else {}  # single completions: the row's data stays as it always was
+        )
         by_step.setdefault(step, []).append(
             {
                 "prompt": (
@@ -875,6 +881,7 @@ def _sample_groups(run: RunData, max_steps: int, max_chars: int, notes: list[str
                     str(name): _floats(values, len(completions))
                     for name, values in (components.items() if isinstance(components, dict) else [])
                 },
+                **conversations,
                 **_extra_fields(row, len(completions), max_chars),
             }
         )
@@ -898,8 +905,68 @@ def _sample_groups(run: RunData, max_steps: int, max_chars: int, notes: list[str
 
 
 _SAMPLE_FIELDS = frozenset(
-    {"_line", "step", "prompt", "completions", "rewards", "advantages", "reward_components"}
+    {"_line", "step", "prompt", "completions", "rewards", "advantages", "reward_components", "conversation"}
 )
+
+
+def _conversations(
+    value: Any, size: int, max_chars: int, where: str, notes: list[str]
+) -> list[list[dict[str, Any]] | None]:
+    """A row's ``conversation`` (one message list per completion) for the page; an entry that is not a list
+    of messages is None (its completion is shown as text), with a note."""
+    if not isinstance(value, list) or len(value) != size:
+        notes.append(
+            f"{where}: 'conversation' is not a list of {size} message lists; completions shown as text"
+        )
+        return [None] * size
+    out: list[list[dict[str, Any]] | None] = []
+    for i, messages in enumerate(value):
+        if isinstance(messages, list):
+            out.append([_message(m, max_chars) for m in messages])
+        else:
+            notes.append(
+                f"{where}: conversation {i + 1} is not a list of messages; its completion shown as text"
+            )
+            out.append(None)
+    return out
+
+
+def _message(message: Any, max_chars: int) -> dict[str, Any]:
+    """One message of an episode for the page: role, content and, where the message has them, the tool's
+    ``name``, ``failed`` (a tool result that is an error), ``tool_calls`` (name and arguments as text) and the
+    turn's ``reward`` (None when not a finite number)."""
+    if not isinstance(message, dict):
+        return {"role": "", "content": _truncate(_text(message), max_chars)}
+    out: dict[str, Any] = {
+        "role": str(message.get("role", "")),
+        "content": _truncate(_text(message.get("content")), max_chars),
+    }
+    if message.get("name") is not None:
+        out["name"] = _truncate(str(message["name"]), 200)
+    if message.get("failed") is True:
+        out["failed"] = True
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        out["tool_calls"] = [_tool_call(call, max_chars) for call in calls]
+    if "reward" in message:
+        reward = _number(message["reward"])
+        out["reward"] = reward if reward is not None and math.isfinite(reward) else None
+    return out
+
+
+def _tool_call(call: Any, max_chars: int) -> dict[str, str]:
+    """A tool call as ``{"name", "arguments"}`` text: the OpenAI shape (``{"function": {"name", "arguments"}}``)
+    or a flat ``{"name", "arguments"}``; arguments as given when a string, else as JSON."""
+    function = call.get("function", call) if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return {"name": "", "arguments": _truncate(_text(call), max_chars)}
+    arguments = function.get("arguments")
+    text = (
+        _text(arguments)
+        if isinstance(arguments, str) or arguments is None
+        else json.dumps(arguments, ensure_ascii=False, default=str)
+    )
+    return {"name": _truncate(str(function.get("name", "")), 200), "arguments": _truncate(text, max_chars)}
 
 
 def _scalar(value: Any, max_chars: int) -> str | float | bool | None:

@@ -55,8 +55,10 @@ from grpokit.engine.update import UpdateStats
 from grpokit.rewards import RewardScores
 from grpokit.rollout.async_worker import RolloutWorkerError
 from grpokit.rollout.batch import RolloutBatch
+from grpokit.rollout.transformers_sampler import group_temperatures, schedule_for_spacing
 from grpokit.tracking.timing import PhaseTimer
 from grpokit.trainers.async_rollouts import AsyncRollouts, RolloutWorkerAbort, build_async_rollouts
+from grpokit.trainers.episodes import EpisodeRunner
 from grpokit.trainers.language_model import LanguageModelTrainer, TrainResult
 from grpokit.trainers.objective import update_policy
 from grpokit.trainers.phases import (
@@ -87,6 +89,20 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         super().__init__(config, **kwargs)
         if self.config.generation.async_rollouts:
             self.async_rollouts = build_async_rollouts(self)
+        self.episodes: EpisodeRunner | None = None
+        """With ``env.name``: plays the multi-turn episodes of each step (``trainers/episodes.py``)."""
+        if self.environment is not None:
+            gen = self.config.generation
+            temperatures = group_temperatures(
+                gen.temperature,
+                schedule_for_spacing(
+                    gen.temperature_schedule, self.config.algorithm.num_generations, gen.temperature_schedule_spacing
+                ),
+                self.config.algorithm.num_generations,
+            )
+            self.episodes = self.environment.runner(
+                self.tokenizer, self.sampler, max_new_tokens=gen.max_new_tokens, temperatures=temperatures
+            )
 
     def train(self) -> TrainResult:
         """The loop (:meth:`LanguageModelTrainer.train`); with async rollouts, inside the worker's lifetime."""
@@ -105,7 +121,15 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         self, batch: RolloutBatch, scores: RewardScores
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`compute_advantages` with this trainer's algorithm (PPO's trainer overrides it with GAE)."""
-        return compute_advantages(batch, scores, self.config.algorithm, self.parallel, self.rewards.weights)
+        weights = None if self.rewards is None else self.rewards.weights
+        return compute_advantages(batch, scores, self.config.algorithm, self.parallel, weights)
+
+    @property
+    def sampled_tokens_budget(self) -> int:
+        """The most tokens a row's policy can sample: ``max_new_tokens``, times ``env.max_turns`` for episodes
+        (Dr. GRPO's constant normaliser, ``loss_aggregation: constant``)."""
+        gen, env = self.config.generation, self.config.env
+        return gen.max_new_tokens if self.episodes is None else gen.max_new_tokens * env.max_turns
 
     def update_policy(
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
@@ -114,7 +138,7 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         cfg = self.config
         update = update_policy(
             self.train_model, self.train_optimizer, batch, advantages, loss_mask, algorithm=cfg.algorithm,
-            optim=cfg.optim, max_new_tokens=cfg.generation.max_new_tokens, reference=self.reference,
+            optim=cfg.optim, max_new_tokens=self.sampled_tokens_budget, reference=self.reference,
             parallel=self.parallel, rollout_importance=self.rollout_importance, policy=self.model,
         )  # fmt: skip
         update.metrics["lr"] = float(self.scheduler.get_last_lr()[0])  # the rate this step's updates used
@@ -131,6 +155,7 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         if self.async_rollouts is not None:  # sampled ahead by the worker (trainers/async_rollouts.py)
             with timer.phase("rollout_wait"):
                 batch = self.next_async_batch()
+            assert self.rewards is not None
             with timer.phase("score"):
                 scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
             return batch, scores, Generation(batch, scores)
@@ -140,10 +165,15 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
         rounds = 0
         while True:
             rows = next(self.prompt_iter)
-            with timer.phase("generate"):
-                batch = generate_rollouts(self.sampler, rows, G, cfg.data.prompt_column)
-            with timer.phase("score"):
-                scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
+            if self.episodes is not None:  # multi-turn: the environment scores each turn as it is played
+                with timer.phase("generate"):
+                    batch, scores = self.episodes.run(rows, G)
+            else:
+                assert self.rewards is not None
+                with timer.phase("generate"):
+                    batch = generate_rollouts(self.sampler, rows, G, cfg.data.prompt_column)
+                with timer.phase("score"):
+                    scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
             batches.append(batch)
             all_scores.append(scores)
             if not algo.dynamic_sampling:

@@ -35,6 +35,7 @@ from grpokit.rewards import RewardPipeline, RewardScores
 from grpokit.rewards.failures import RewardFailurePolicy
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.tracking.timing import PhaseTimer
+from grpokit.trainers.episodes import EnvironmentSetup
 from grpokit.trainers.iterative_rm import IterativeRewardModel
 from grpokit.trainers.prompts import load_dataset, screen_prompt_lengths
 from grpokit.trainers.rollout_engine import (
@@ -99,14 +100,20 @@ class LanguageModelTrainer(Generic[ConfigT]):
         )
         resume_from = self.harness.resume_from
         rewards = cfg.rewards
-        if reward_funcs is None and not (
+        # env.name: multi-turn episodes, whose environment gives the rewards; made (and checked) before any model.
+        self.environment = EnvironmentSetup.from_config(cfg) if cfg.env.name is not None else None
+        if self.environment is None and reward_funcs is None and not (
             rewards.reward_funcs or rewards.reward_model or rewards.process_reward_func
         ):
             raise ValueError(
                 "no reward: name one in rewards.reward_funcs (--reward_funcs accuracy, or my_rewards.py:score), "
                 "set rewards.reward_model / rewards.process_reward_func, or pass reward_funcs=[...]"
             )
-        self.dataset = load_dataset(cfg, dataset, config_rewards=reward_funcs is None)
+        self.dataset: Sequence[dict[str, Any]]
+        if self.environment is not None and dataset is None and cfg.data.path is None:
+            self.dataset = self.environment.make_rows(cfg.data.num_train_problems, cfg.seed)
+        else:
+            self.dataset = load_dataset(cfg, dataset, config_rewards=reward_funcs is None)
 
         seed_everything(cfg.seed)
         # One process, or one of several started by accelerate launch (engine/parallel.py).
@@ -119,13 +126,20 @@ class LanguageModelTrainer(Generic[ConfigT]):
         from grpokit.models.precision import enable_autocast
 
         self.tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or model_path)
-        self.dataset, self.data_counts = screen_prompt_lengths(cfg, self.tokenizer, self.dataset)
+        self.data_counts: dict[str, float] = {}
+        if self.environment is None:  # episodes render their own openings (env.max_total_tokens bounds them)
+            self.dataset, self.data_counts = screen_prompt_lengths(cfg, self.tokenizer, self.dataset)
         self.model = load_policy(cfg.model, resume_from, device=self.device)  # LoRA-wrapped when model.lora.r
         # Speed and memory options, before the reference copy (which inherits them); docs/benchmarks.md.
         autocast_dtype = enable_autocast(self.model, cfg.model.mixed_precision)
         if cfg.optim.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
-        if reward_funcs is not None:
+        self.rewards: RewardPipeline | None = None  # None: the environment scores the episodes
+        if self.environment is not None and reward_funcs is not None:
+            raise ValueError("with env.name the environment gives the rewards: pass no reward_funcs")
+        if self.environment is not None:
+            pass
+        elif reward_funcs is not None:
             policy = RewardFailurePolicy(
                 cfg.rewards.reward_failure, cfg.rewards.reward_fallback_value, cfg.rewards.reward_timeout_s
             )
@@ -144,7 +158,9 @@ class LanguageModelTrainer(Generic[ConfigT]):
                 device=self.device,
             )
         # rewards.iterative_rm: the reward model keeps learning from gold-labelled samples (else None).
-        self.iterative_rm = IterativeRewardModel.from_config(cfg, self.rewards, self.parallel)
+        self.iterative_rm = (
+            None if self.rewards is None else IterativeRewardModel.from_config(cfg, self.rewards, self.parallel)
+        )
         self.reference: Reference | None = None
         if cfg.algorithm.beta > 0 and is_lora_model(self.model):
             # The initial policy is the base model: the policy itself with its adapters disabled, no copy.

@@ -112,7 +112,8 @@ def compute_advantages(
     """
     scored = scores.scored  # (N,)
     completion_mask = batch.completion_mask.cpu().float()  # (N, T)
-    loss_mask = completion_mask * scored[:, None]  # (N, T)
+    # Only sampled tokens enter the loss (and the KL): multi-turn episodes' environment tokens are context.
+    loss_mask = batch.sampled_mask.cpu().float() * scored[:, None]  # (N, T)
     if algorithm.overlong_filtering:
         loss_mask = loss_mask * (~batch.truncated.cpu())[:, None]
     group_ids = batch.group_ids.cpu()

@@ -109,7 +109,7 @@ class PPORollouts(RolloutBatch):
         kw_only=True, metadata=COMPLETION_SIDE
     )  # GAE advantages, before whitening
     returns: torch.Tensor = field(kw_only=True, metadata=COMPLETION_SIDE)  # value targets A_t + V(s_t)
-    loss_mask: torch.Tensor = field(kw_only=True, metadata=COMPLETION_SIDE)  # float, tokens in the losses
+    train_mask: torch.Tensor = field(kw_only=True, metadata=COMPLETION_SIDE)  # float, tokens in the losses
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def evaluate_rollouts(
     fields["ref_logprobs"] = ref
     return PPORollouts(
         **fields, pi_old_logprobs=pi_old, values=values, token_rewards=token_rewards, kl=kl,
-        advantages=advantages, returns=returns, loss_mask=loss_mask,
+        advantages=advantages, returns=returns, train_mask=loss_mask,
     )  # fmt: skip
 
 
@@ -237,7 +237,7 @@ def whitened_advantages(
     so W processes whiten as one would. Fewer than two loss tokens in all cannot be whitened (no variance);
     they are left as they are.
     """
-    mask = rollouts.loss_mask  # (N, T)
+    mask = rollouts.train_mask  # (N, T)
     advantages = torch.where(mask > 0, rollouts.advantages, 0.0)  # (N, T)
     if not whiten:
         return advantages
@@ -293,7 +293,7 @@ def update_policy_and_value(
     micro = micro_batch_size(optim, rollouts.num_responses, dp.world_size, rollouts)
     objective = LanguageModelObjective(
         model=model, policy=model if policy is None else policy, batch=rollouts, advantages=advantages,
-        loss_mask=rollouts.loss_mask, loss_type=algorithm.loss_type,
+        loss_mask=rollouts.train_mask, loss_type=algorithm.loss_type,
         settings=loss_settings(algorithm, max_new_tokens, kl_in_loss=False),
         ref_logprobs=rollouts.ref_logprobs,  # the kl metric only (note 2)
         value=ValueTargets(value_model, rollouts.values, rollouts.returns),
@@ -302,7 +302,7 @@ def update_policy_and_value(
     )  # fmt: skip
     owned = value_model if value_model_owned is None else value_model_owned
     stats = run_update(
-        objective, rollouts.loss_mask, aggregation=algorithm.loss_aggregation,
+        objective, rollouts.train_mask, aggregation=algorithm.loss_aggregation,
         optimizers=[
             OptimizerSlot(optimizer, [p for p in model.parameters() if p.requires_grad], optim.max_grad_norm),
             OptimizerSlot(
@@ -397,6 +397,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
         rows = next(self.prompt_iter)
         with timer.phase("generate"):
             batch = generate_rollouts(self.sampler, rows, algo.num_generations, cfg.data.prompt_column)
+        assert self.rewards is not None  # PPO runs without environments (config/trainers.py)
         with timer.phase("score"):
             scores = score(self.rewards, batch, cfg.rewards, cfg.generation.max_new_tokens)
         with timer.phase("forward"):
@@ -414,7 +415,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
             raise ValueError("PPOTrainer.compute_advantages needs the PPORollouts of collect_rollouts")
         return whitened_advantages(
             batch, self.config.algorithm.whiten_advantages, self.parallel
-        ), batch.loss_mask
+        ), batch.train_mask
 
     def update_policy(
         self, batch: RolloutBatch, advantages: torch.Tensor, loss_mask: torch.Tensor
@@ -453,7 +454,7 @@ class PPOTrainer(LanguageModelTrainer[PPOConfig]):
     def value_fit(self, batch: PPORollouts) -> dict[str, float]:
         """``explained_variance`` of the rollout-time values (``1 - Var[R - V] / Var[R]`` over the loss tokens,
         population variances as cleanrl) and ``returns/mean``, over every process's tokens."""
-        loss = batch.loss_mask > 0  # (N, T)
+        loss = batch.train_mask > 0  # (N, T)
         returns, residual = batch.returns[loss].double(), (batch.returns - batch.values)[loss].double()
         sums = self.parallel.all_reduce_sum(
             torch.stack([

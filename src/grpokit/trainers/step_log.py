@@ -44,7 +44,8 @@ class StepRecord:
 
 def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[str, Any]:
     """One metrics row of a step: rewards (of everything generated, before any filter), groups, advantages,
-    lengths, the update's metrics, throughput, time and memory."""
+    lengths (of the tokens the policy sampled), the episodes' turns and context for multi-turn episodes, the
+    update's metrics, throughput, time and memory."""
     batch, scores, generated, advantages, loss_mask, update, timer = (
         record.batch, record.scores, record.generated, record.advantages, record.loss_mask, record.update,
         record.timer,
@@ -74,12 +75,18 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
                 "advantages/max": adv.max().item(),
             }
         )
-    lengths = all_batch.completion_mask.sum(1).float()
+    # the tokens the policy sampled: environment and tool tokens between turns are not generated (and the
+    # max_generated_tokens budget counts generated tokens only)
+    lengths = all_batch.sampled_mask.sum(1).float()  # (N,)
     m["completions/mean_length"] = lengths.mean().item()
     m["completions/generated_tokens"] = lengths.sum().item()  # every round of dynamic sampling included
     m["completions/max_length"] = lengths.max().item()
+    if all_batch.conversations is not None:  # multi-turn episodes
+        m["episodes/turns_mean"] = sum(map(_turns, all_batch.conversations)) / len(all_batch.conversations)
+        # the context an episode ends with: model and environment tokens after the opening prompt
+        m["episodes/context_tokens_mean"] = all_batch.completion_mask.sum(1).float().mean().item()
     m["completions/truncated_fraction"] = all_batch.truncated.float().mean().item()
-    m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.completion_mask.sum().clamp(min=1)).item()
+    m["loss_mask/token_fraction"] = (loss_mask.sum() / batch.sampled_mask.sum().clamp(min=1)).item()
     m.update({k: v for k, v in update.items() if k != "train_tokens"})
     gen_time = timer.seconds.get("generate", 0.0)
     m["throughput/generate_tokens_per_s"] = lengths.sum().item() / gen_time if gen_time else math.nan
@@ -94,7 +101,9 @@ def step_metrics(record: StepRecord, *, data_counts: dict[str, float]) -> dict[s
 def sample_rows(
     batch: RolloutBatch, scores: RewardScores, advantages: torch.Tensor, num_groups: int
 ) -> list[dict[str, Any]]:
-    """The first ``num_groups`` groups: prompt, completions, rewards (None = unscored), advantages."""
+    """The first ``num_groups`` groups: prompt, completions, rewards (None = unscored), advantages, truncated;
+    for multi-turn episodes also each completion's ``conversation`` (its messages after the opening prompt, as
+    plain JSON values) and ``turns`` (its number of assistant turns)."""
     group_ids = batch.group_ids.cpu()
     out = []
     for g in group_ids.unique(sorted=False)[:num_groups]:
@@ -104,13 +113,33 @@ def sample_rows(
             if advantages.dim() == 1
             else advantages.sum(1) / batch.completion_mask.cpu().sum(1).clamp(min=1)
         )
-        out.append(
-            {
-                "prompt": batch.prompts[rows[0]],
-                "completions": [batch.completions[i] for i in rows],
-                "rewards": [scores.rewards[i].item() if scores.scored[i] else None for i in rows],
-                "advantages": [adv[i].item() for i in rows],
-                "truncated": [bool(batch.truncated[i]) for i in rows],
-            }
-        )
+        row: dict[str, Any] = {
+            "prompt": batch.prompts[rows[0]],
+            "completions": [batch.completions[i] for i in rows],
+            "rewards": [scores.rewards[i].item() if scores.scored[i] else None for i in rows],
+            "advantages": [adv[i].item() for i in rows],
+            "truncated": [bool(batch.truncated[i]) for i in rows],
+        }
+        if batch.conversations is not None:
+            conversations = [batch.conversations[i] for i in rows]
+            row["conversation"] = [_json_plain(c) for c in conversations]
+            row["turns"] = [_turns(c) for c in conversations]
+        out.append(row)
     return out
+
+
+def _turns(conversation: list[dict[str, Any]]) -> int:
+    """The number of assistant turns of an episode's messages."""
+    return sum(1 for message in conversation if message.get("role") == "assistant")
+
+
+def _json_plain(value: Any) -> Any:
+    """A copy of ``value`` made of JSON values only: tensors and numpy values become numbers or lists, tuples
+    lists, keys strings (a sample row must not keep tensors, nor share the batch's message dicts)."""
+    if isinstance(value, dict):
+        return {str(k): _json_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_plain(v) for v in value]
+    if hasattr(value, "tolist"):  # tensors and numpy arrays or scalars, of any rank
+        return value.tolist()
+    return value
