@@ -10,6 +10,7 @@ from grpokit.agents.builtin import (
     GuessNumberEnv,
     GuessNumberTeacher,
 )
+from grpokit.agents.chat import ChatRenderer
 from grpokit.models.tiny import CHAR_CHAT_TEMPLATE, build_char_tokenizer, build_tiny_model
 from grpokit.trainers.sft import SupervisedTrainer, TokenExample, conversation_example
 
@@ -23,23 +24,6 @@ def tokenizer():
 
 def _ids(tokenizer, messages, **kwargs):
     return list(tokenizer.apply_chat_template(messages, tokenize=True, **kwargs)["input_ids"])
-
-
-class _Renderer:
-    """Rendering differences through the chat template, as the episode runner computes them."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def opening(self, messages):
-        return _ids(self.tokenizer, messages, add_generation_prompt=True)
-
-    def between_turns(self, messages):
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        before = _ids(self.tokenizer, messages[: last + 1])
-        after = _ids(self.tokenizer, messages, add_generation_prompt=True)
-        assert after[: len(before)] == before
-        return after[len(before) :]
 
 
 def _conversations():
@@ -87,7 +71,7 @@ def test_the_template_survives_saving(tokenizer, tmp_path):
 
 
 def test_a_conversation_is_laid_out_as_its_rendering_with_only_assistant_turns_trained(tokenizer):
-    renderer = _Renderer(tokenizer)
+    renderer = ChatRenderer(tokenizer, [tokenizer.eos_token_id])
     eos = tokenizer.eos_token_id
     for messages in _conversations():
         example = conversation_example(renderer, tokenizer, messages, eos)
@@ -106,18 +90,25 @@ def test_a_conversation_is_laid_out_as_its_rendering_with_only_assistant_turns_t
 
 def test_a_conversation_without_an_assistant_turn_is_refused(tokenizer):
     with pytest.raises(ValueError, match="without an assistant turn"):
-        conversation_example(_Renderer(tokenizer), tokenizer, [{"role": "user", "content": "1"}], 2)
+        conversation_example(ChatRenderer(tokenizer, [2]), tokenizer, [{"role": "user", "content": "1"}], 2)
 
 
-def test_the_warm_up_loss_is_the_mean_log_likelihood_of_the_trained_tokens_only(tokenizer):
+@pytest.mark.parametrize("reduction", ["sequence_mean", "token_mean"])
+def test_the_warm_up_loss_is_the_mean_log_likelihood_of_the_trained_tokens_only(tokenizer, reduction):
     from grpokit.models.logprobs import completion_logprobs
 
     model = build_tiny_model(tokenizer, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
-    # Two examples, env tokens (mask 0) in the middle of each completion.
-    examples = [TokenExample([5, 6], [7, 8, 9, 2], [1, 0, 0, 1]), TokenExample([6], [9, 9, 2], [0, 1, 1])]
-    trainer = SupervisedTrainer(model, tokenizer, examples, learning_rate=1e-3, batch_size=2, seed=0)
+    # Two examples, env tokens (mask 0) in the middle of the first; 2 and 3 trained tokens.
+    examples = [
+        TokenExample([5, 6], [7, 8, 9, 2], [1, 0, 0, 1]),
+        TokenExample([6], [9, 9, 9, 2], [0, 1, 1, 1]),
+    ]
+    trainer = SupervisedTrainer(
+        model, tokenizer, examples, learning_rate=1e-3, batch_size=2, seed=0, loss_reduction=reduction
+    )
     rows = torch.randint(2, (2,), generator=torch.Generator().manual_seed(0)).tolist()
-    expected = []
+    assert sorted(rows) == [0, 1]  # one of each, so that the two reductions differ
+    sums, counts = [], []
     with torch.no_grad():
         for i in rows:
             e = examples[i]
@@ -126,10 +117,14 @@ def test_the_warm_up_loss_is_the_mean_log_likelihood_of_the_trained_tokens_only(
                 torch.tensor([e.completion_ids]), torch.ones(1, len(e.completion_ids)),
             )  # fmt: skip
             mask = torch.tensor(e.loss_mask, dtype=torch.float)
-            expected.append(-(logprobs[0] * mask).sum() / mask.sum())
-            everything = -logprobs[0].mean()
-            assert not torch.isclose(everything, expected[-1])  # the mask matters here
-    assert trainer.step() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+            sums.append(-(logprobs[0] * mask).sum())
+            counts.append(mask.sum())
+            assert not torch.isclose(-logprobs[0].mean(), sums[-1] / counts[-1])  # the mask matters here
+    sequence_mean = torch.stack([s / c for s, c in zip(sums, counts)]).mean().item()
+    token_mean = (sum(sums) / sum(counts)).item()
+    assert sequence_mean != pytest.approx(token_mean, rel=1e-3)
+    expected = token_mean if reduction == "token_mean" else sequence_mean
+    assert trainer.step() == pytest.approx(expected, rel=1e-5)
 
 
 def test_token_examples_are_checked_and_not_mixed_with_text_pairs(tokenizer):
@@ -144,7 +139,7 @@ def test_token_examples_are_checked_and_not_mixed_with_text_pairs(tokenizer):
 
 
 def test_imitating_conversations_raises_the_likelihood_of_the_teacher_turns(tokenizer):
-    renderer = _Renderer(tokenizer)
+    renderer = ChatRenderer(tokenizer, [tokenizer.eos_token_id])
     teacher = CalculatorTeacher(tool_rate=1.0)
     examples = [
         conversation_example(renderer, tokenizer, teacher.episode(row, i).messages, tokenizer.eos_token_id)
@@ -154,3 +149,54 @@ def test_imitating_conversations_raises_the_likelihood_of_the_teacher_turns(toke
     trainer = SupervisedTrainer(model, tokenizer, examples, learning_rate=1e-2, batch_size=16, seed=0)
     losses = [trainer.step() for _ in range(40)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+class _Replay:
+    """A turn sampler that writes the given turns, one per call (one episode at a time)."""
+
+    def __init__(self, tokenizer, turns):
+        self.tokenizer, self.turns, self.stop_ids = tokenizer, list(turns), [tokenizer.eos_token_id]
+
+    def continue_from_ids(self, prefixes, temperatures, max_new_tokens=None):
+        from grpokit.rollout.base import Continuation
+
+        ids = self.tokenizer(self.turns.pop(0), add_special_tokens=False)["input_ids"] + self.stop_ids
+        return [Continuation(ids, [-1.0] * len(ids), True)]
+
+    def set_seed(self, seed):
+        pass
+
+
+@pytest.mark.parametrize("env_name", ["calculator", "guess_number"])
+def test_the_warm_up_layout_is_the_episode_runners_for_the_same_turns(tokenizer, env_name):
+    """The teacher's conversations, replayed by the trainer's episode runner in the real environment, give
+    the same tokens, loss mask and conversation as the warm-up's layout of them."""
+    from grpokit.agents.registry import environment_factory
+    from grpokit.config import EnvConfig
+    from grpokit.engine.parallel import DataParallel
+    from grpokit.trainers.episodes import EpisodeRunner
+    from grpokit.trainers.sharding import ShardedSampler
+
+    env_cls, teacher = (
+        (CalculatorEnv, CalculatorTeacher(tool_rate=0.5))
+        if env_name == "calculator"
+        else (GuessNumberEnv, GuessNumberTeacher())
+    )
+    renderer = ChatRenderer(tokenizer, [tokenizer.eos_token_id])
+    for i, row in enumerate(env_cls.make_rows(12, seed=0)):
+        messages = teacher.episode(row, seed=i).messages
+        turns = [m["content"] for m in messages if m["role"] == "assistant"]
+        config = EnvConfig(name=env_name, tool_call_parser="pythonic")
+        runner = EpisodeRunner(
+            environment_factory(env_name, {}), tokenizer, ShardedSampler(_Replay(tokenizer, turns), DataParallel(), seed=0),
+            config, max_new_tokens=32, temperatures=torch.ones(1),
+        )  # fmt: skip
+        batch, scores = runner.run([row], 1)
+        example = conversation_example(renderer, tokenizer, messages, tokenizer.eos_token_id)
+        n = int(batch.completion_mask[0].sum())
+        assert batch.prompt_ids[0][batch.prompt_mask[0] > 0].tolist() == example.prompt_ids
+        assert batch.completion_ids[0, :n].tolist() == example.completion_ids
+        assert batch.loss_mask[0, :n].tolist() == example.loss_mask
+        played = [{k: v for k, v in m.items() if k != "reward"} for m in batch.conversations[0]]
+        assert played == messages[1:]
+        assert scores.rewards.tolist() == [teacher.episode(row, seed=i).reward]

@@ -71,8 +71,8 @@ class ConversationRenderer(Protocol):
         ...
 
     def between_turns(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The tokens of the messages after ``messages``' last assistant turn (what the environment
-        answered), up to where the next assistant turn starts."""
+        """The tokens after an assistant turn's stop token for the messages answering it (tool results,
+        feedback), up to where the next assistant turn starts."""
         ...
 
 
@@ -80,33 +80,32 @@ def conversation_example(
     renderer: ConversationRenderer, tokenizer: Any, messages: Sequence[dict[str, Any]], stop_id: int
 ) -> TokenExample:
     """A whole conversation (opening messages, then assistant turns and the messages answering them) laid
-    out as the episode runner lays out a sampled episode.
+    out as the episode runner (:mod:`grpokit.trainers.episodes`) lays out a sampled episode.
 
     ``prompt_ids`` are the opening messages (everything before the first assistant turn) rendered with the
     generation prompt. The completion is, turn after turn, the assistant's text encoded without special
-    tokens plus ``stop_id`` (trained), then the messages up to the next assistant turn as
-    ``renderer.between_turns`` renders them (not trained). Messages after the last assistant turn are left
-    out: no turn follows them.
+    tokens plus ``stop_id`` (trained), then the messages answering it as ``renderer.between_turns`` renders
+    them (not trained). Messages after the last assistant turn are left out: no turn follows them.
 
     Raises:
         ValueError: the conversation has no assistant turn (naming its first message).
     """
-    first = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), None)
-    if first is None:
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not turns:
         head = messages[0] if messages else None
         raise ValueError(f"a demonstration without an assistant turn (first message: {head!r})")
     completion: list[int] = []
     mask: list[int] = []
-    for i in range(first, len(messages)):
-        if messages[i]["role"] == "assistant":
-            if i > first and messages[i - 1]["role"] != "assistant":
-                between = renderer.between_turns(list(messages[:i]))
-                completion += between
-                mask += [0] * len(between)
-            turn = tokenizer(messages[i]["content"], add_special_tokens=False)["input_ids"] + [stop_id]
-            completion += turn
-            mask += [1] * len(turn)
-    return TokenExample(renderer.opening(list(messages[:first])), completion, mask)
+    for previous, i in zip([None, *turns], turns):
+        replies = [] if previous is None else list(messages[previous + 1 : i])
+        if replies:
+            between = renderer.between_turns(replies)
+            completion += between
+            mask += [0] * len(between)
+        turn = tokenizer(messages[i]["content"], add_special_tokens=False)["input_ids"] + [stop_id]
+        completion += turn
+        mask += [1] * len(turn)
+    return TokenExample(renderer.opening(list(messages[: turns[0]])), completion, mask)
 
 
 def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
