@@ -58,8 +58,10 @@ from grpokit.trainers.step_log import StepRecord
 
 __all__ = [
     "EVAL_SEED",
+    "CurveTrainer",
     "DemoResult",
     "cache_dir",
+    "console",
     "demo_config",
     "demo_optim",
     "format_summary",
@@ -67,8 +69,11 @@ __all__ = [
     "held_out_problems",
     "imitation_accuracy",
     "prepare_demo_model",
+    "read_warmup_info",
     "run_control",
     "run_demo",
+    "save_model_dir",
+    "torch_threads",
     "warmup_problems",
 ]
 
@@ -99,10 +104,10 @@ class DemoResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_dir() -> Path:
-    """``$GRPOKIT_CACHE/demo`` or ``~/.cache/grpokit/demo``."""
+def cache_dir(name: str = "demo") -> Path:
+    """``$GRPOKIT_CACHE/NAME`` or ``~/.cache/grpokit/NAME`` (``demo``; the multi-turn demo's is ``agent_demo``)."""
     root = os.environ.get("GRPOKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "grpokit")
-    return Path(root) / "demo"
+    return Path(root) / name
 
 
 def held_out_problems(task: Any, n: int) -> list[dict[str, Any]]:
@@ -132,7 +137,7 @@ def _demo_task(config: DemoTrainConfig) -> str:
 
 
 @contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     """``torch.set_num_threads(n)`` for the duration of the block, then the caller's count again."""
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -234,7 +239,6 @@ def prepare_demo_model(config: DemoTrainConfig, log: Callable[[str], None] = pri
     ``logging.quiet`` or ``logging.json_logs``; without the bar each accuracy check is a line of ``log``.
     """
     from grpokit.data.tasks import get_task
-    from grpokit.engine.checkpoint import save_pretrained
     from grpokit.models.tiny import build_char_tokenizer, build_tiny_model
     from grpokit.trainers.sft import SupervisedTrainer
 
@@ -245,7 +249,7 @@ def prepare_demo_model(config: DemoTrainConfig, log: Callable[[str], None] = pri
         log(f"warm-up: cached model {target}")
         return target
     task = get_task(task_name)
-    with _torch_threads(demo.num_threads):
+    with torch_threads(demo.num_threads):
         tokenizer = build_char_tokenizer(task.alphabet)
         model = build_tiny_model(
             tokenizer,
@@ -314,21 +318,35 @@ def prepare_demo_model(config: DemoTrainConfig, log: Callable[[str], None] = pri
         }  # fmt: skip
         reached = "" if not curve else f", imitation accuracy {curve[-1]['imitation_accuracy']:.3f}"
         log(f"warm-up: done after {trainer.steps_done} steps in {seconds:.0f}s (loss {loss:.3f}{reached})")
-        # Written aside and renamed: two demos started at once never see a half-written model.
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-        save_pretrained(model, tokenizer, tmp)
-        (tmp / WARMUP_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        torch.save(trainer.state_dict(), tmp / WARMUP_STATE)
+        save_model_dir(target, model, tokenizer, info, trainer.state_dict())
+    return target
+
+
+def save_model_dir(
+    target: Path, model: Any, tokenizer: Any, info: dict[str, Any], trainer_state: dict[str, Any]
+) -> None:
+    """Save a warmed-up model to ``target``: ``save_pretrained`` model and tokenizer, ``warmup.json``
+    (``info``) and ``warmup_state.pt`` (``trainer_state``).
+
+    Written aside and renamed: two demos started at once never see a half-written model; when another
+    process saved the same ``target`` first (an identical model), this copy is dropped.
+    """
+    from grpokit.engine.checkpoint import save_pretrained
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    save_pretrained(model, tokenizer, tmp)
+    (tmp / WARMUP_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    torch.save(trainer_state, tmp / WARMUP_STATE)
     try:
         tmp.rename(target)
     except OSError:  # another process won the race with an identical model
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
-class _CurveTrainer(GRPOTrainer):
-    """GRPO that also measures held-out accuracy every ``eval_every`` steps (a separate metrics row)."""
+class CurveTrainer(GRPOTrainer):
+    """GRPO that also measures held-out metrics every ``eval_every`` steps and at the last step (a separate
+    metrics row, ``eval/<key>``); ``describe(point)`` is the line ``log`` reports for each."""
 
     def __init__(
         self,
@@ -337,12 +355,14 @@ class _CurveTrainer(GRPOTrainer):
         measure: Callable[[], dict[str, float]],
         eval_every: int,
         log: Callable[[str], None],
+        describe: Callable[[dict[str, float]], str],
         **kwargs: Any,
     ):
         super().__init__(config, **kwargs)
         self.measure = measure
         self.eval_every = eval_every
         self.report = log
+        self.describe = describe
         self.curve: list[dict[str, float]] = []
 
     def log(self, run: RunHarness, step: int, record: StepRecord) -> dict[str, Any]:
@@ -351,7 +371,7 @@ class _CurveTrainer(GRPOTrainer):
             point = self.measure()
             self.curve.append({"step": step, **point})
             run.log(step, {f"eval/{key}": value for key, value in point.items()}, progress=False)
-            self.report(f"step {step}: held-out accuracy {_accuracies(point)}")
+            self.report(f"step {step}: {self.describe(point)}")
         return metrics
 
 
@@ -437,12 +457,13 @@ def run_demo(config: DemoGRPOConfig | None = None, log: Callable[[str], None] | 
     ``config``: the demo preset by default (:func:`demo_config`)."""
     config = config or demo_config()
     if log is None:
-        log = (lambda _: None) if config.logging.quiet else _console
-    with _torch_threads(config.demo.num_threads):
+        log = (lambda _: None) if config.logging.quiet else console
+    with torch_threads(config.demo.num_threads):
         return _run_demo(config, log)
 
 
-def _console(message: str) -> None:
+def console(message: str) -> None:
+    """Print ``message`` above any progress bar (the demos' default log)."""
     from tqdm.auto import tqdm
 
     tqdm.write(message)  # above the progress bar, not through it
@@ -476,7 +497,10 @@ def _run_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoResult:
             held_out_metrics(trainer.model, trainer.tokenizer, task, eval_rows, max_new_tokens=max_new_tokens)
         )
 
-    trainer = _CurveTrainer(config, measure=measure, eval_every=config.demo.eval_every, log=log)
+    trainer = CurveTrainer(
+        config, measure=measure, eval_every=config.demo.eval_every, log=log,
+        describe=lambda point: f"held-out accuracy {_accuracies(point)}",
+    )  # fmt: skip
     final_options = {"k": config.demo.eval_k, "max_new_tokens": max_new_tokens, "seed": config.seed}
     before = held_out_metrics(trainer.model, trainer.tokenizer, task, eval_rows, **final_options)
     log(f"held-out accuracy before GRPO: {_accuracies(before)}")
@@ -494,7 +518,7 @@ def _run_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoResult:
             config, model_dir, eval_rows, config.max_steps, config.demo.eval_every, log
         )
 
-    warmup = None if user_model else {**_read_warmup_info(model_dir), "cached": cached}
+    warmup = None if user_model else {**read_warmup_info(model_dir), "cached": cached}
     summary = {
         "task": config.data.task,
         "teacher_flaw": getattr(task, "teacher_flaw", None),
@@ -545,7 +569,8 @@ def _warmup_is_cached(config: DemoTrainConfig) -> bool:
     return (cache_dir() / f"sft-{_warmup_key(config)}" / "config.json").is_file()
 
 
-def _read_warmup_info(model_dir: Path) -> dict[str, Any]:
+def read_warmup_info(model_dir: Path) -> dict[str, Any]:
+    """``steps``, ``stop_reason`` and ``seconds`` of a cached warm-up (empty when it has no ``warmup.json``)."""
     path = model_dir / WARMUP_INFO
     if not path.is_file():  # cached by an older grpokit that did not write it
         return {}
