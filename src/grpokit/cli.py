@@ -23,6 +23,7 @@ _COMMANDS = """commands:
   train     fine-tune a causal LM with GRPO, or PPO with --trainer ppo (config file + overrides;
             no arguments: the built-in demo, the preset 'demo')
   demo      the built-in demo: warm up a tiny model, GRPO on the addition task, before/after accuracy
+            (--env calculator / guess_number: the multi-turn demo, a tool and a guessing game)
   eval      a checkpoint on held-out rows: your data scored by your config's rewards (mean reward,
             solved fraction, pass@k), or a built-in task's accuracy and pass@k
   compare   GRPO vs PPO on the same model, task and budget: memory, time, reward, accuracy, KL
@@ -141,7 +142,8 @@ _TRAIN_USAGE = """usage: grpokit {command} [CONFIG.yaml | --preset NAME] [--resu
 Fine-tune a causal LM with GRPO, or with PPO (and a value model) when the config says 'trainer: ppo' or
 --trainer ppo is given. A run needs a model, prompts (--data.path or --data.task) and a reward
 (--reward_funcs, --reward_model or --process_reward_func). Without CONFIG and without --model, runs the
-built-in demo (the preset 'demo': tiny model, addition task).
+built-in demo (the preset 'demo': tiny model, addition task), or with --env calculator / --env guess_number
+the multi-turn demo (the presets 'agent_calculator', 'agent_guess_number').
 
   CONFIG.yaml           a YAML file of fields (sections as nested mappings); optional (or --config FILE)
   --preset NAME         start from a config shipped with grpokit (grpokit presets lists them and their
@@ -225,9 +227,10 @@ def parse_train_args(argv: Sequence[str]) -> tuple[str | None, dict[str, Any], d
 def _config_source(
     config_path: str | None, overrides: dict[str, Any], preset: str | None, *, demo: bool
 ) -> str | None:
-    """The config file a ``train``/``demo`` command reads: CONFIG, a preset, the resumed run's own, or the
-    ``demo`` preset when neither a file nor a model is given (``grpokit train`` with no arguments)."""
-    from grpokit.config import preset_path
+    """The config file a ``train``/``demo`` command reads: CONFIG, a preset, the resumed run's own, or, when
+    neither a file nor a model is given, the ``demo`` preset (``grpokit train`` with no arguments) or the
+    multi-turn demo's ``agent_<env>`` preset (``grpokit train --env calculator``)."""
+    from grpokit.config import available_presets, preset_path
 
     if preset is not None and config_path is not None:
         raise ValueError(f"give a config file or --preset, not both ({config_path!r}, preset {preset!r})")
@@ -240,6 +243,9 @@ def _config_source(
         return _resumed_config(str(resume), overrides)
     model_given = any(key in ("model.name_or_path", "name_or_path") for key in overrides)
     if demo or not model_given:
+        env = overrides.get("env.name")
+        if env is not None and f"agent_{env}" in available_presets():
+            return str(preset_path(f"agent_{env}"))
         return str(preset_path("demo"))
     return None
 
@@ -303,6 +309,10 @@ def _train_demo(config: GRPOConfig | PPOConfig) -> TrainResult:
     from grpokit.apps.demo import prepare_demo_model, run_demo
     from grpokit.config import DemoGRPOConfig, DemoPPOConfig
 
+    if isinstance(config, DemoGRPOConfig) and config.env.name is not None:
+        from grpokit.apps.agent_demo import run_agent_demo
+
+        return run_agent_demo(config).train_result
     if isinstance(config, DemoGRPOConfig):
         return run_demo(config).train_result
     if not isinstance(config, DemoPPOConfig):

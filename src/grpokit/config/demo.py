@@ -1,6 +1,7 @@
 """The built-in demo's configs: its own section (tiny model, warm-up, evaluation) on top of the GRPO and PPO
-configs. Its values are the preset ``grpokit/config/presets/demo.yaml``; a config with a ``demo`` section
-(that preset, or a copy of it) is a demo run."""
+configs. Its values are the preset ``grpokit/config/presets/demo.yaml`` (``agent_calculator.yaml`` and
+``agent_guess_number.yaml`` for the multi-turn demo, whose ``env.name`` is set); a config with a ``demo``
+section (one of those presets, or a copy) is a demo run."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class DemoConfig(Section):
     on an idle 2-core machine, but stall whenever another process wants a core."""
 
     sft_steps: int | None = Field(None, ge=0)
-    """A fixed number of supervised warm-up steps; ``None`` stops on ``sft_stop_accuracy`` instead."""
+    """A fixed number of supervised warm-up steps; ``None`` stops on ``sft_stop_accuracy`` instead (single-turn
+    tasks only: the multi-turn demo's teachers are random, so it needs a number of steps)."""
 
     sft_stop_accuracy: float = Field(0.9, gt=0, le=1)
     """The warm-up stops at the first check where the model's greedy answers reproduce the teacher's on
@@ -94,8 +96,17 @@ class DemoConfig(Section):
 
 
 def _check_demo(config: TrainConfig) -> None:
-    if config.model.name_or_path is None and config.data.task is None:
-        raise ValueError("the demo builds its own model for a built-in task: set data.task (e.g. addition)")
+    if config.model.name_or_path is None and config.data.task is None and config.env.name is None:
+        raise ValueError(
+            "the demo builds its own model for a built-in task or environment: set data.task (e.g. addition) "
+            "or env.name (calculator, guess_number)"
+        )
+    demo = getattr(config, "demo", None)
+    if config.env.name is not None and config.model.name_or_path is None and demo and demo.sft_steps is None:
+        raise ValueError(
+            "demo.sft_steps is unset: the multi-turn demo (env.name) warms up for a fixed number of steps; set it "
+            "(the presets agent_calculator and agent_guess_number use 1500 and 1000)"
+        )
 
 
 class DemoGRPOConfig(GRPOConfig):

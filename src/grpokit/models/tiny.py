@@ -97,7 +97,9 @@ def train_bpe_tokenizer(
 
     minimum = 256 + len(SPECIAL_TOKENS)
     if vocab_size < minimum:
-        raise ValueError(f"vocab_size must be at least {minimum} (256 bytes + special tokens), got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must be at least {minimum} (256 bytes + special tokens), got {vocab_size}"
+        )
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

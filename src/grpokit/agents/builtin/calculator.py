@@ -149,10 +149,11 @@ class CalculatorTeacher:
         self.tool_rate = tool_rate
         self.flaw = f"calls the calculator on {tool_rate:.0%} of problems and guesses the others"
 
-    def episode(self, row: dict[str, Any], seed: int) -> TeacherEpisode:
-        """The teacher's conversation on ``row``; its choices are drawn from ``random.Random(seed)``."""
+    def episode(self, row: dict[str, Any], seed: int, env: CalculatorEnv | None = None) -> TeacherEpisode:
+        """The teacher's conversation on ``row`` in ``env`` (default: a new one); its choices are drawn from
+        ``random.Random(seed)``."""
         rng = random.Random(seed)
-        env = CalculatorEnv()
+        env = env or CalculatorEnv()
         messages = env.reset(row, seed)
         a, b = operands(row)
         if rng.random() < self.tool_rate:
