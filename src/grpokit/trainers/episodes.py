@@ -254,6 +254,10 @@ class EpisodeRunner:
                 if W > 1:
                     self.turn_sampler.set_seed(derive_seed(sharded.seed, round_index, 1, rank))
                 episodes = self._play(rows, list(range(start, stop)), G, round_index)
+        for ep in episodes:  # an environment holding resources (a gymnasium env, a sandbox) releases them
+            close = getattr(ep.env, "close", None)
+            if callable(close):
+                close()
         return self._batch(episodes, rows), self._scores(episodes)
 
     def _play(self, rows: list[dict[str, Any]], groups: list[int], G: int, round_index: int) -> list[Trajectory]:

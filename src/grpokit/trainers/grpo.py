@@ -84,13 +84,13 @@ class GRPOTrainer(LanguageModelTrainer[GRPOConfig]):
     run_prefix = "grpo"
     async_rollouts: AsyncRollouts | None = None
     """With ``generation.async_rollouts``: the pipeline whose rollout worker samples ahead (started by train)."""
+    episodes: EpisodeRunner | None = None
+    """With ``env.name``: plays the multi-turn episodes of each step (``trainers/episodes.py``)."""
 
     def __init__(self, config: GRPOConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
         if self.config.generation.async_rollouts:
             self.async_rollouts = build_async_rollouts(self)
-        self.episodes: EpisodeRunner | None = None
-        """With ``env.name``: plays the multi-turn episodes of each step (``trainers/episodes.py``)."""
         if self.environment is not None:
             gen = self.config.generation
             temperatures = group_temperatures(
