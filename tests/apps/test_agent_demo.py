@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from grpokit.apps.agent_demo import (
     HeldOutEvaluator,
@@ -149,3 +150,24 @@ def test_the_command_line_picks_the_agent_preset_for_a_built_in_environment():
     assert _config_source(None, {}, None, demo=False) == str(preset_path("demo"))
     with_model = {"env.name": "calculator", "model.name_or_path": "m"}
     assert _config_source(None, with_model, None, demo=False) is None
+
+
+def test_evaluating_during_grpo_does_not_change_the_run(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("GRPOKIT_CACHE", str(tmp_path / "cache"))
+    # A warm-up long enough to play the game sometimes, so that GRPO gets a signal.
+    warm = {"sft_steps": 80, "sft_learning_rate": 0.01}
+    curve = run_agent_demo(
+        tiny_agent_config(tmp_path, "guess_number", "curve", eval_every=1, **warm), log=lambda _: None
+    )
+    plain = run_agent_demo(
+        tiny_agent_config(tmp_path, "guess_number", "plain", eval_every=0, **warm), log=lambda _: None
+    )
+    assert [p["step"] for p in curve.curve] == [0, 1, 2] and [p["step"] for p in plain.curve] == [0]
+    assert curve.summary["after"] == plain.summary["after"]
+    a = load_file(str(curve.train_result.final_dir / "model.safetensors"))
+    b = load_file(str(plain.train_result.final_dir / "model.safetensors"))
+    start = load_file(str(curve.model_dir / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], start[k]) for k in a)  # GRPO did change the model
