@@ -246,6 +246,12 @@ def _config_source(
         env = overrides.get("env.name")
         if env is not None and f"agent_{env}" in available_presets():
             return str(preset_path(f"agent_{env}"))
+        if env is not None:
+            demos = sorted(name.removeprefix("agent_") for name in available_presets() if name.startswith("agent_"))
+            raise ValueError(
+                f"--env {env} has no built-in demo: set --model PATH to train a model in it (the multi-turn "
+                f"demos: {', '.join('--env ' + name for name in demos)})"
+            )
         return str(preset_path("demo"))
     return None
 

@@ -150,6 +150,8 @@ def test_the_command_line_picks_the_agent_preset_for_a_built_in_environment():
     assert _config_source(None, {}, None, demo=False) == str(preset_path("demo"))
     with_model = {"env.name": "calculator", "model.name_or_path": "m"}
     assert _config_source(None, with_model, None, demo=False) is None
+    with pytest.raises(ValueError, match="--env my_env.py:Foo has no built-in demo: set --model PATH"):
+        _config_source(None, {"env.name": "my_env.py:Foo"}, None, demo=False)
 
 
 def test_evaluating_during_grpo_does_not_change_the_run(tmp_path, monkeypatch):
