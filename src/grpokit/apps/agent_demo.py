@@ -54,7 +54,7 @@ from grpokit.apps.demo import (
     cache_dir,
     console,
     demo_optim,
-    read_warmup_info,
+    run_summary,
     save_model_dir,
     torch_threads,
 )
@@ -457,34 +457,18 @@ def _run_agent_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoR
         teacher.episode(row, seed=EVAL_SEED * 10**6 + i, env=_make_env(config)).reward > 0
         for i, row in enumerate(eval_rows)
     ) / len(eval_rows)
-    warmup = None if user_model else {**read_warmup_info(model_dir), "cached": cached}
     summary = {
         "env": env_name,
         "teacher_flaw": teacher.flaw,
         "teacher_success": teacher_success,
-        "seed": config.seed,
-        "num_eval_problems": len(eval_rows),
-        "model_dir": str(model_dir),
-        "warmup": warmup,  # None: the run started from the user's model.name_or_path
-        "grpo": {
-            "steps": config.max_steps,
-            "prompts_per_step": config.data.prompts_per_step,
-            "num_generations": config.algorithm.num_generations,
-            "learning_rate": config.optim.learning_rate,
-            "lr_scheduler": config.optim.lr_scheduler,
-        },
+        **run_summary(
+            config, model_dir=model_dir, num_eval_problems=len(eval_rows), cached=None if user_model else cached,
+            curve=curve, control=control, seconds=(warmup_seconds, grpo_seconds, control_seconds, started),
+        ),
         "before": before,
         "after": after,
         "gain": after["greedy"]["success"] - before["greedy"]["success"],
-        "curve": curve,
-        "control": None if control is None else {"steps": config.max_steps, "curve": control},
-        "seconds": {
-            "warmup": warmup_seconds,
-            "grpo": grpo_seconds,
-            "control": control_seconds,
-            "total": time.perf_counter() - started,
-        },
-    }
+    }  # fmt: skip
     (result.run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     for line in format_agent_summary(summary).splitlines():
         log(line)

@@ -71,6 +71,7 @@ __all__ = [
     "prepare_demo_model",
     "read_warmup_info",
     "run_control",
+    "run_summary",
     "run_demo",
     "save_model_dir",
     "torch_threads",
@@ -518,15 +519,44 @@ def _run_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoResult:
             config, model_dir, eval_rows, config.max_steps, config.demo.eval_every, log
         )
 
-    warmup = None if user_model else {**read_warmup_info(model_dir), "cached": cached}
     summary = {
         "task": config.data.task,
         "teacher_flaw": getattr(task, "teacher_flaw", None),
         "teacher_error_rate": getattr(task, "teacher_error_rate", None),
+        **run_summary(
+            config, model_dir=model_dir, num_eval_problems=len(eval_rows), cached=None if user_model else cached,
+            curve=curve, control=control, seconds=(warmup_seconds, grpo_seconds, control_seconds, started),
+        ),
+        "before": before,
+        "after": after,
+        "gain": after["accuracy"] - before["accuracy"],
+    }  # fmt: skip
+    (result.run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    for line in format_summary(summary).splitlines():
+        log(line)
+    log(f"run directory: {result.run_dir}")
+    return DemoResult(before, after, model_dir, result, curve, control, summary)
+
+
+def run_summary(
+    config: DemoTrainConfig,
+    *,
+    model_dir: Path,
+    num_eval_problems: int,
+    cached: bool | None,
+    curve: list[dict[str, float]],
+    control: list[dict[str, float]] | None,
+    seconds: tuple[float | None, float, float | None, float],
+) -> dict[str, Any]:
+    """What every demo's ``demo_summary.json`` holds besides its own measurements: the seed, the warm-up
+    (``cached`` None: the run started from the user's ``model.name_or_path``), GRPO's settings, the curves, and
+    ``seconds`` given as (warm-up, GRPO, control, ``time.perf_counter()`` at the start)."""
+    warmup_seconds, grpo_seconds, control_seconds, started = seconds
+    return {
         "seed": config.seed,
-        "num_eval_problems": len(eval_rows),
+        "num_eval_problems": num_eval_problems,
         "model_dir": str(model_dir),
-        "warmup": warmup,  # None: the run started from the user's model.name_or_path
+        "warmup": None if cached is None else {**read_warmup_info(model_dir), "cached": cached},
         "grpo": {
             "steps": config.max_steps,
             "prompts_per_step": config.data.prompts_per_step,
@@ -534,9 +564,6 @@ def _run_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoResult:
             "learning_rate": config.optim.learning_rate,
             "lr_scheduler": config.optim.lr_scheduler,
         },
-        "before": before,
-        "after": after,
-        "gain": after["accuracy"] - before["accuracy"],
         "curve": curve,
         "control": None if control is None else {"steps": config.max_steps, "curve": control},
         "seconds": {
@@ -546,11 +573,6 @@ def _run_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoResult:
             "total": time.perf_counter() - started,
         },
     }
-    (result.run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    for line in format_summary(summary).splitlines():
-        log(line)
-    log(f"run directory: {result.run_dir}")
-    return DemoResult(before, after, model_dir, result, curve, control, summary)
 
 
 def demo_optim(config: DemoTrainConfig) -> OptimConfig:
