@@ -367,3 +367,13 @@ def test_sync_and_close_are_no_ops_for_samplers_without_an_engine(tiny_model_dir
     assert sync_sampler_weights(engine, model) == {"weight_sync/total_s": 0.25, "weight_sync/megabytes": 1.5}
     close_sampler(engine)
     assert len(engine.pushed) == 1 and engine.closed == 1
+
+
+def test_a_temperature_vllm_refuses_is_refused_before_any_engine_starts():
+    from grpokit.config import GRPOConfig, build_config
+
+    for generation in ({"temperature": 2.5}, {"temperature_schedule": [0.7, 2.5]}):
+        with pytest.raises(ValueError, match="vLLM samples at temperatures up to 2.0"):
+            build_config(GRPOConfig, {"generation": {**generation, "backend": "vllm_server"}})
+    build_config(GRPOConfig, {"generation": {"temperature": 2.5}})  # the transformers sampler takes it
+    build_config(GRPOConfig, {"generation": {"temperature": 2.0, "backend": "vllm_server"}})

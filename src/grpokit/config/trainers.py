@@ -21,6 +21,9 @@ from grpokit.config.sections import (
     check_vllm_fields,
 )
 
+VLLM_MAX_TEMPERATURE = 2.0
+"""The highest sampling temperature vLLM accepts (``SamplingParams`` refuses more)."""
+
 
 class TrainConfig(Section):
     """Everything a trainer of language models shares (subclassed by GRPOConfig and PPOConfig)."""
@@ -77,6 +80,14 @@ class TrainConfig(Section):
         check_vllm_fields(
             self.generation.backend, [k for k in defaults if getattr(self.vllm, k) != defaults[k].default]
         )
+        gen = self.generation
+        hottest = max([gen.temperature, *(gen.temperature_schedule or ())])
+        if gen.backend in ("vllm", "vllm_server") and hottest > VLLM_MAX_TEMPERATURE:
+            raise ValueError(
+                f"generation.temperature{'_schedule' if gen.temperature_schedule else ''} reaches {hottest}, "
+                f"but vLLM samples at temperatures up to {VLLM_MAX_TEMPERATURE} (generation.backend "
+                f"{gen.backend!r}); lower it or set generation.backend: transformers"
+            )
         if self.generation.backend in ("vllm", "vllm_server") and self.model.lora.r > 0:
             raise ValueError(
                 f"generation.backend {self.generation.backend!r} with model.lora: the engine needs full weights "
