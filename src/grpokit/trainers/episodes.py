@@ -420,7 +420,8 @@ class EpisodeRunner:
             completion_mask[i, :t] = 1.0
             loss_mask[i, :t] = torch.tensor(ep.sampled)
             logprobs[i, :t] = torch.tensor(ep.logprobs)
-        columns = {key: [rows[ep.row].get(key) for ep in episodes] for key in rows[0]}
+        keys = dict.fromkeys(key for row in rows for key in row)  # every column, in first-seen order
+        columns = {key: [rows[ep.row].get(key) for ep in episodes] for key in keys}
         return RolloutBatch(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
