@@ -36,7 +36,7 @@ _builtins_lock = threading.RLock()
 
 
 def register_environment(name: str) -> Callable[[type], type]:
-    """Class decorator registering an environment under ``name`` (``env.name: NAME``, ``grpokit envs``).
+    """Class decorator registering an environment under ``name`` (``env.name: NAME``, :func:`available_environments`).
 
     Raises:
         ValueError: the name is empty, contains ``:`` (the mark of ``module:Class``) or is taken.

@@ -14,9 +14,9 @@ class EnvConfig(Section):
     usual single-turn GRPO on prompts."""
 
     name: str | None = None
-    """The environment: a built-in name (``calculator``, ``guess_number``; ``grpokit envs`` lists them), or a
-    class in a Python file or module, ``path/to/my_env.py:MyEnv`` / ``package.module:MyEnv``. One instance
-    is made per episode with ``kwargs``."""
+    """The environment: a built-in or registered name (``calculator``, ``guess_number``;
+    ``grpokit.agents.available_environments()`` lists them), or a class in a Python file or module,
+    ``path/to/my_env.py:MyEnv`` / ``package.module:MyEnv``. One instance is made per episode with ``kwargs``."""
 
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the environment's constructor."""
