@@ -208,3 +208,30 @@ def test_finished_rows_leave_the_decoder_batch(model, tok, decoder, monkeypatch)
     recomputed, _ = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                         batch.completion_mask, temperature=batch.temperatures)
     torch.testing.assert_close(batch.sampler_logprobs, recomputed, rtol=0, atol=1e-5)
+
+
+def test_continue_from_ids_prefills_each_shared_prefix_once(model, tok):
+    """Equal runs of identical prefixes (G episodes of a start state) are prefilled once per distinct prefix,
+    and sample what a prefill of every row samples."""
+    sampler = TransformersSampler(model, tok, max_new_tokens=6, seed=0)
+    a, b = tok("ab", add_special_tokens=False)["input_ids"], tok("bca", add_special_tokens=False)["input_ids"]
+    prefixes = [a, a, a, b, b, list(b)]
+    calls = []
+    decode = sampler._decode
+
+    def spy(ids, mask, G, tau, limit=None):
+        calls.append((ids.shape[0], G))
+        return decode(ids, mask, G, tau, limit)
+
+    sampler._decode = spy
+    shared = sampler.continue_from_ids(prefixes, [1.0] * 6)
+    assert calls == [(2, 3)]
+    sampler.set_seed(0)
+    ids, mask = sampler._pad_left(prefixes)
+    tokens, logprobs = decode(ids, mask, 1, torch.ones(6), 6)  # every row prefilled on its own
+    for row, turn in enumerate(shared):
+        n = len(turn.token_ids)
+        assert turn.token_ids == tokens[row, :n].tolist()
+        torch.testing.assert_close(torch.tensor(turn.logprobs), logprobs[row, :n], rtol=0, atol=1e-5)
+    sampler.continue_from_ids([a, a, b], [1.0] * 3)  # uneven runs: every row prefilled
+    assert calls[-1] == (3, 1)

@@ -329,9 +329,10 @@ class TransformersSampler:
         """One sampled continuation of each token-id prefix (multi-turn episodes; the
         :class:`~grpokit.rollout.base.TurnSampler` protocol).
 
-        The prefixes are left-padded into one batch and decoded together, like G = 1 prompts: a row's numbers
-        do not depend on the others' padding (positions follow the mask). ``min_new_tokens`` does not apply
-        (it bounds whole completions, not turns).
+        The prefixes are left-padded into one batch and decoded together: a row's numbers do not depend on the
+        others' padding (positions follow the mask). When they come in equal runs of identical prefixes (the
+        first turn of G episodes per start state), each distinct prefix is prefilled once, as in
+        :meth:`generate`. ``min_new_tokens`` does not apply (it bounds whole completions, not turns).
         """
         if not prefixes:
             return []
@@ -342,14 +343,20 @@ class TransformersSampler:
         limit = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if limit < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
-        prompt_ids, prompt_mask = self._pad_left(prefixes)  # (n, P) each
+        # The G episodes of a start state open with the same prefix: prefill it once and copy its cache to
+        # the G rows, as generate() does, when the prefixes come in equal runs of identical ones.
+        starts = [i for i in range(len(prefixes)) if i == 0 or prefixes[i] != prefixes[i - 1]]
+        runs = {b - a for a, b in zip(starts, [*starts[1:], len(prefixes)])}
+        G = runs.pop() if len(runs) == 1 else 1
+        unique = [prefixes[i] for i in starts] if G > 1 else prefixes
+        prompt_ids, prompt_mask = self._pad_left(unique)  # (n / G, P) each
         tau = torch.tensor([float(t) for t in temperatures], dtype=torch.float32, device=self.device)
         was_training = self.model.training
         self.model.eval()
         saved_min, self.min_new_tokens = self.min_new_tokens, 0
         try:
             with self._autocast():
-                tokens, logprobs = self._decode(prompt_ids, prompt_mask, 1, tau, limit)  # (n, t) each
+                tokens, logprobs = self._decode(prompt_ids, prompt_mask, G, tau, limit)  # (n, t) each
         finally:
             self.min_new_tokens = saved_min
             self.model.train(was_training)
