@@ -59,6 +59,8 @@ class Workload:
     warmup: int = 2
     learning_rate: float = 1e-5
     seed: int = 0
+    # grpokit's optim.micro_batch_tokens (its default 2048 splits the update; None: one batch, as TRL runs it)
+    grpokit_micro_batch_tokens: int | None = 2048
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,7 +179,10 @@ def run_grpokit(w: Workload, model_dir: str) -> list[dict[str, Any]]:
             "model": {"name_or_path": model_dir, "device": "cpu", "mixed_precision": "no"},
             "data": {"prompts_per_step": w.prompts},
             "generation": {"max_new_tokens": w.max_tokens, "temperature": 1.0},
-            "optim": {"learning_rate": w.learning_rate, "adam_beta2": 0.999, "max_grad_norm": 1.0},
+            "optim": {
+                "learning_rate": w.learning_rate, "adam_beta2": 0.999, "max_grad_norm": 1.0,
+                "micro_batch_tokens": w.grpokit_micro_batch_tokens,
+            },  # fmt: skip
             "algorithm": {
                 "num_generations": w.generations,
                 "beta": w.beta,
@@ -373,6 +378,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-tokens", type=int, default=48, help="sampled tokens per turn at most")
     parser.add_argument("--tool-iterations", type=int, default=2, help="rounds of tool calls at most")
     parser.add_argument("--beta", type=float, default=0.04)
+    parser.add_argument(
+        "--micro-batch-tokens", default="2048",
+        help="grpokit's optim.micro_batch_tokens (default 2048, its default; 'none': the update in one batch)",
+    )  # fmt: skip
     parser.add_argument("--warm-start-steps", type=int, default=300, help="imitation steps of the model")
     parser.add_argument("--out", default="benchmarks/results/multiturn_vs_trl")
     # worker mode (internal)
@@ -391,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workload = Workload(
         prompts=args.prompts, generations=args.generations, max_tokens=args.max_tokens,
         tool_iterations=args.tool_iterations, beta=args.beta, steps=args.steps, warmup=args.warmup,
+        grpokit_micro_batch_tokens=None if args.micro_batch_tokens == "none" else int(args.micro_batch_tokens),
     )  # fmt: skip
 
     import torch
