@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from bench_workload import Workload, build_reference_model  # noqa: E402 - after the path setup
+from machine import cpu_name  # noqa: E402 - after the path setup
 
 SYSTEMS = {
     # name: (trainer, torch threads of the trainer process, grpokit generation fields)
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workload = replace(Workload(), steps=args.steps, warmup=args.warmup, tokens=args.tokens)
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "versions": _versions()},
         "model": model_info,
         "workload": workload.to_dict(),
@@ -222,16 +222,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.with_suffix(".md").write_text(markdown)
     print(markdown)
     return report
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _versions() -> str:

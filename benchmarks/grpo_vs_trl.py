@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from bench_workload import (  # noqa: E402 - after the path setup, so the script runs from anywhere
     Dims,
     Workload,
@@ -46,6 +45,7 @@ from bench_workload import (  # noqa: E402 - after the path setup, so the script
     forward_shapes,
     matmul_bound_seconds,
 )
+from machine import cpu_name  # noqa: E402 - after the path setup
 
 # Extra runs on the first fp32 workload: default logging, gradient checkpointing, 4 micro-batches per update.
 VARIANTS = ("grpokit:default", "grpokit:checkpointing", "trl:checkpointing", "grpokit:microbatch", "trl:microbatch")
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ["GRPO_BENCH_MODEL_DIR"] = model_dir
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "versions": _versions()},
         "model": model_info,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -380,16 +380,6 @@ def _print_entry(entry: dict[str, Any]) -> None:
         r = entry["ratio"]
         print(f"    grpokit/TRL: step {r['step_cpu_s']:.2f} (CPU) {r['step_wall_s']:.2f} (wall), gen tok/s "
               f"{r['generation_tokens_per_s_cpu']:.2f}, RSS {r['rss_peak_mib']:.2f}", flush=True)  # fmt: skip
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _versions() -> str:

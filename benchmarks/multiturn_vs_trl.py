@@ -38,6 +38,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from machine import cpu_name  # noqa: E402 - after the path setup
 
 THREAD_ENV = {
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_info = build_warm_model(model_dir, steps=args.warm_start_steps)
     report: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "versions": _versions()},
         "model": model_info,
         "workload": workload.to_dict(),
@@ -435,16 +436,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.with_suffix(".md").write_text(markdown)
     print(markdown)
     return report
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError as error:
-        print(f"could not read /proc/cpuinfo: {error}", file=sys.stderr)
-    return platform.processor() or "unknown"
 
 
 def _versions() -> str:
