@@ -48,11 +48,11 @@ from typing import Any
 import torch
 
 from grpokit.apps.demo import (
-    WARMUP_STATE,
     CurveTrainer,
     DemoResult,
     cache_dir,
     console,
+    continue_imitation,
     demo_optim,
     run_summary,
     save_model_dir,
@@ -374,10 +374,6 @@ def run_agent_control(
         batch_size=config.data.prompts_per_step * config.algorithm.num_generations, seed=config.seed,
         loss_reduction="token_mean",
     )  # fmt: skip
-    state_path = Path(model_dir) / WARMUP_STATE
-    if state_path.is_file():
-        trainer.continue_from(torch.load(state_path, weights_only=True))
-
     evaluate = HeldOutEvaluator(model, tokenizer, config, eval_rows)
 
     def measure(step: int) -> dict[str, float]:
@@ -385,15 +381,7 @@ def run_agent_control(
         log(f"control: step {step}: {_describe(point)}")
         return point
 
-    curve = [measure(0)]
-    seconds = 0.0
-    for step in range(1, steps + 1):
-        started = time.perf_counter()
-        trainer.step()
-        seconds += time.perf_counter() - started
-        if (eval_every and step % eval_every == 0) or step == steps:
-            curve.append(measure(step))
-    return curve, seconds
+    return continue_imitation(trainer, Path(model_dir), steps, eval_every, measure)
 
 
 def run_agent_demo(

@@ -61,6 +61,7 @@ __all__ = [
     "CurveTrainer",
     "DemoResult",
     "cache_dir",
+    "continue_imitation",
     "console",
     "demo_config",
     "demo_optim",
@@ -424,9 +425,6 @@ def run_control(
         model, tokenizer, examples, learning_rate=config.demo.sft_learning_rate, batch_size=batch_size,
         seed=config.seed,
     )  # fmt: skip
-    state_path = Path(model_dir) / WARMUP_STATE
-    if state_path.is_file():  # constant learning rate, as the threshold-stopped warm-up had
-        trainer.continue_from(torch.load(state_path, weights_only=True))
 
     def measure(step: int) -> dict[str, float]:
         metrics = held_out_metrics(
@@ -436,6 +434,19 @@ def run_control(
         log(f"control: step {step}: held-out accuracy {_accuracies(point)}")
         return point
 
+    return continue_imitation(trainer, Path(model_dir), steps, eval_every, measure)
+
+
+def continue_imitation(
+    trainer: Any, model_dir: Path, steps: int, eval_every: int, measure: Callable[[int], dict[str, float]]
+) -> tuple[list[dict[str, float]], float]:
+    """The control of a demo: ``steps`` more supervised steps continuing the cached warm-up's optimizer and
+    batch RNG (``WARMUP_STATE`` in ``model_dir``, when present), with ``measure(step)`` at step 0, every
+    ``eval_every`` steps and at the end. Returns the curve and the seconds the steps took (not the
+    measurements)."""
+    state_path = Path(model_dir) / WARMUP_STATE
+    if state_path.is_file():  # constant learning rate, as the threshold-stopped warm-up had
+        trainer.continue_from(torch.load(state_path, weights_only=True))
     curve = [measure(0)]
     seconds = 0.0
     for step in range(1, steps + 1):
