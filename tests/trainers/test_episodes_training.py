@@ -201,3 +201,16 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(agent_setup):
     assert _rows(run / "samples.jsonl") == _rows(reference / "samples.jsonl")
     final = (run / "final" / "model.safetensors").read_bytes()
     assert final == (reference / "final" / "model.safetensors").read_bytes()
+
+
+def test_dynamic_sampling_and_process_rewards_run_on_episodes(agent_setup):
+    from grpokit.config import GRPOConfig, build_config
+
+    config = build_config(GRPOConfig, _config(
+        agent_setup, "dynamic", max_steps=2, env={"reward_mode": "process"},
+        algorithm={"dynamic_sampling": True, "max_dynamic_sampling_rounds": 2},
+    ))  # fmt: skip
+    rows = read_metrics(GRPOTrainer(config).train().run_dir)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["dynamic_sampling/rounds"] >= 1 for r in rows)
+    assert all(r["grad_norm"] > 0 for r in rows)  # process advantages reached the loss
