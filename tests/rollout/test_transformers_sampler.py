@@ -235,3 +235,21 @@ def test_continue_from_ids_prefills_each_shared_prefix_once(model, tok):
         torch.testing.assert_close(torch.tensor(turn.logprobs), logprobs[row, :n], rtol=0, atol=1e-5)
     sampler.continue_from_ids([a, a, b], [1.0] * 3)  # uneven runs: every row prefilled
     assert calls[-1] == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("prefixes", "temperatures", "message"),
+    [
+        ([[1, 2], [3]], [1.0], "2 prefixes but 1 temperatures"),
+        ([[1, 2], []], [1.0, 1.0], "prefix 1 is empty"),
+        ([[1, -2]], [1.0], "prefix 0 holds a negative token id -2"),
+        ([[1, 2.5]], [1.0], "prefix 0 holds a non-integer token"),
+        ([[1, 2]], [float("nan")], "temperature 0 is nan"),
+    ],
+)
+def test_continue_from_ids_names_the_bad_prefix_or_temperature(model, tok, prefixes, temperatures, message):
+    sampler = TransformersSampler(model, tok, max_new_tokens=4)
+    with pytest.raises(ValueError, match=message):
+        sampler.continue_from_ids(prefixes, temperatures)
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        sampler.continue_from_ids([[1]], [1.0], max_new_tokens=0)

@@ -6,6 +6,8 @@ Any object with this ``generate`` method can replace :class:`~grpokit.rollout.Tr
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -87,6 +89,38 @@ def check_generate_args(
         if len(values) != B:
             raise ValueError(f"column {name!r} has {len(values)} entries but there are {B} prompts")
     return prompts, columns
+
+
+def check_continue_args(
+    prefixes: list[list[int]], temperatures: list[float], max_new_tokens: int | None, default_max_new_tokens: int
+) -> tuple[list[list[int]], list[float], int]:
+    """Validate :meth:`TurnSampler.continue_from_ids`'s arguments, naming the prefix or temperature at fault
+    (shared by every sampler).
+
+    Returns the prefixes as lists of ints, the temperatures as floats, and the token limit
+    (``default_max_new_tokens`` when ``max_new_tokens`` is None).
+    """
+    if len(temperatures) != len(prefixes):
+        raise ValueError(f"{len(prefixes)} prefixes but {len(temperatures)} temperatures")
+    limit = default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+    if limit < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
+    checked = []
+    for index, ids in enumerate(prefixes):
+        try:
+            tokens = [operator.index(token) for token in ids]  # Python, numpy or torch integers
+        except TypeError as error:
+            raise ValueError(f"prefix {index} holds a non-integer token ({error})") from error
+        if not tokens:
+            raise ValueError(f"prefix {index} is empty: every turn continues at least one rendered token")
+        if min(tokens) < 0:
+            raise ValueError(f"prefix {index} holds a negative token id {min(tokens)}")
+        checked.append(tokens)
+    taus = [float(tau) for tau in temperatures]
+    for index, tau in enumerate(taus):
+        if not (math.isfinite(tau) and tau >= 0):
+            raise ValueError(f"temperature {index} is {tau!r}, expected a number >= 0 (0: greedy)")
+    return checked, taus, limit
 
 
 def check_sampling_knobs(

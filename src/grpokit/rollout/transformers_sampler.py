@@ -36,7 +36,13 @@ from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Continuation, Prompt, check_generate_args, check_sampling_knobs
+from grpokit.rollout.base import (
+    Continuation,
+    Prompt,
+    check_continue_args,
+    check_generate_args,
+    check_sampling_knobs,
+)
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.rollout.decoders import FastLlamaDecoder, HFDecoder, fast_decoder_unsupported_reason
 from grpokit.rollout.prompts import encode_prompts
@@ -334,15 +340,11 @@ class TransformersSampler:
         first turn of G episodes per start state), each distinct prefix is prefilled once, as in
         :meth:`generate`. ``min_new_tokens`` does not apply (it bounds whole completions, not turns).
         """
+        prefixes, temperatures, limit = check_continue_args(
+            prefixes, temperatures, max_new_tokens, self.max_new_tokens
+        )
         if not prefixes:
             return []
-        if len(temperatures) != len(prefixes):
-            raise ValueError(f"{len(prefixes)} prefixes but {len(temperatures)} temperatures")
-        if any(not ids for ids in prefixes):
-            raise ValueError("an empty prefix: every turn continues at least one rendered token")
-        limit = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if limit < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
         # The G episodes of a start state open with the same prefix: prefill it once and copy its cache to
         # the G rows, as generate() does, when the prefixes come in equal runs of identical ones.
         starts = [i for i in range(len(prefixes)) if i == 0 or prefixes[i] != prefixes[i - 1]]

@@ -22,15 +22,19 @@ never decoded and re-encoded).
 from __future__ import annotations
 
 import copy
-import math
-import operator
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from grpokit.rollout.base import Continuation, Prompt, check_generate_args, check_sampling_knobs
+from grpokit.rollout.base import (
+    Continuation,
+    Prompt,
+    check_continue_args,
+    check_generate_args,
+    check_sampling_knobs,
+)
 from grpokit.rollout.batch import RolloutBatch
 from grpokit.rollout.prompts import encode_prompts
 from grpokit.rollout.transformers_sampler import group_temperatures
@@ -351,18 +355,9 @@ class VLLMSamplerBase(ABC):
                 ``max_model_len`` (named by its index; nothing is sent).
         """
         self._check_usable()
-        if len(temperatures) != len(prefixes):
-            raise ValueError(f"{len(prefixes)} prefixes but {len(temperatures)} temperatures")
-        if not prefixes:
+        checked, taus, limit = check_continue_args(prefixes, temperatures, max_new_tokens, self.max_new_tokens)
+        if not checked:
             return []
-        limit = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if limit < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
-        checked = [_token_ids(ids, index) for index, ids in enumerate(prefixes)]
-        taus = [float(tau) for tau in temperatures]
-        for index, tau in enumerate(taus):
-            if not (math.isfinite(tau) and tau >= 0):
-                raise ValueError(f"temperature {index} is {tau!r}, expected a number >= 0 (0: greedy)")
         for index, ids in enumerate(checked):
             if len(ids) + limit > self.max_model_len:
                 raise ValueError(
@@ -440,16 +435,3 @@ class VLLMSamplerBase(ABC):
             columns={name: [value for value in values for _ in range(G)] for name, values in columns.items()},
             sampler_logprobs=sampler_logprobs,
         )
-
-
-def _token_ids(ids: Any, index: int) -> list[int]:
-    """A prefix as a list of non-negative ints (Python, numpy or torch integers), naming it when it is not one."""
-    try:
-        checked = [operator.index(token) for token in ids]
-    except TypeError as error:
-        raise ValueError(f"prefix {index} holds a non-integer token ({error})") from error
-    if not checked:
-        raise ValueError(f"prefix {index} is empty: every turn continues at least one rendered token")
-    if min(checked) < 0:
-        raise ValueError(f"prefix {index} holds a negative token id {min(checked)}")
-    return checked
