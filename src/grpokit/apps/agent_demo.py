@@ -53,7 +53,7 @@ from grpokit.apps.demo import (
     cache_dir,
     console,
     continue_imitation,
-    demo_optim,
+    on_warm_model,
     run_summary,
     save_model_dir,
     torch_threads,
@@ -404,12 +404,7 @@ def _run_agent_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoR
     cached = not user_model and (_warmup_dir(config) / "config.json").is_file()
     model_dir = Path(config.model.name_or_path or prepare_agent_model(config, log))
     warmup_seconds = time.perf_counter() - started
-    config = config.model_copy(
-        update={
-            "model": config.model.model_copy(update={"name_or_path": str(model_dir)}),
-            "optim": demo_optim(config),
-        }
-    )
+    config = on_warm_model(config, model_dir)
     log(
         f"GRPO in {env_name}: {config.max_steps} steps of {config.data.prompts_per_step} problems x "
         f"{config.algorithm.num_generations} episodes, learning rate {config.optim.learning_rate:g} "

@@ -65,6 +65,7 @@ __all__ = [
     "console",
     "demo_config",
     "demo_optim",
+    "on_warm_model",
     "format_summary",
     "held_out_metrics",
     "held_out_problems",
@@ -490,12 +491,7 @@ def _run_demo(config: DemoGRPOConfig, log: Callable[[str], None]) -> DemoResult:
     cached = not user_model and _warmup_is_cached(config)
     model_dir = Path(config.model.name_or_path or prepare_demo_model(config, log))
     warmup_seconds = time.perf_counter() - started
-    config = config.model_copy(
-        update={
-            "model": config.model.model_copy(update={"name_or_path": str(model_dir)}),
-            "optim": demo_optim(config),
-        }
-    )
+    config = on_warm_model(config, model_dir)
     log(
         f"GRPO: {config.max_steps} steps of {config.data.prompts_per_step} prompts x "
         f"{config.algorithm.num_generations} samples, learning rate {config.optim.learning_rate:g} "
@@ -584,6 +580,13 @@ def run_summary(
             "total": time.perf_counter() - started,
         },
     }
+
+
+def on_warm_model(config: DemoGRPOConfig, model_dir: Path) -> DemoGRPOConfig:
+    """The demo's GRPO config: ``model_dir`` (the warmed-up model, or the user's) as the policy, and the demo's
+    learning rate and schedule (:func:`demo_optim`)."""
+    model = config.model.model_copy(update={"name_or_path": str(model_dir)})
+    return config.model_copy(update={"model": model, "optim": demo_optim(config)})
 
 
 def demo_optim(config: DemoTrainConfig) -> OptimConfig:
