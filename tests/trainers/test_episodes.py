@@ -352,3 +352,19 @@ def test_similarity_without_features_is_an_error(tokenizer):
     sampler = ScriptedSampler(tokenizer, ["a"])
     with pytest.raises(ValueError, match="no features"):
         _runner(tokenizer, sampler, lambda: Plain(1), grouping="similarity").run([{"word": "ab"}], 2)
+
+
+def test_an_environment_that_breaks_the_contract_is_named(tokenizer):
+    class NoMessages(Echo):
+        def reset(self, row, seed):
+            return "just text"
+
+    class NoStep(Echo):
+        def step(self, message):
+            return 1.0
+
+    sampler = ScriptedSampler(tokenizer, ["a"])
+    with pytest.raises(TypeError, match=r"NoMessages.reset\(row 0\) returned 'just text'; it must return"):
+        _runner(tokenizer, sampler, NoMessages).run([{"word": "ab"}], 2)
+    with pytest.raises(TypeError, match=r"NoStep.step \(row 0\) returned 1.0; it must return a grpokit.agents.EnvStep"):
+        _runner(tokenizer, sampler, NoStep).run([{"word": "ab"}], 2)

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from grpokit.agents.chat import ChatRenderer
-from grpokit.agents.environment import Message, TextEnvironment, tool_callables
+from grpokit.agents.environment import EnvStep, Message, TextEnvironment, tool_callables
 from grpokit.agents.registry import environment_class, environment_factory, load_tools
 from grpokit.agents.tool_calls import get_tool_call_parser, message_tool_calls
 from grpokit.agents.tools import ToolExecutor, ToolStats, tool_schema
@@ -144,7 +144,6 @@ class EnvironmentSetup:
     make_env: Callable[[], TextEnvironment]
     env_class: Any
     extra_tools: list[Callable[..., Any]]
-    prompt_column: str = "prompt"
 
     @classmethod
     def from_config(cls, config: Any) -> EnvironmentSetup:
@@ -154,7 +153,7 @@ class EnvironmentSetup:
         make_env = environment_factory(
             env.name, env.kwargs, adapter=env.adapter, prompt_column=config.data.prompt_column
         )
-        return cls(env, make_env, environment_class(env.name), load_tools(env.tools), config.data.prompt_column)
+        return cls(env, make_env, environment_class(env.name), load_tools(env.tools))
 
     def make_rows(self, n: int, seed: int) -> list[dict[str, Any]]:
         """``n`` training rows from the environment class's ``make_rows(n, seed, "train")``.
@@ -297,7 +296,14 @@ class EpisodeRunner:
 
     def _reset(self, row: dict[str, Any], g: int, k: int, seed: int) -> Trajectory:
         env = self.make_env()
-        opening = list(env.reset(dict(row), seed))
+        opening = env.reset(dict(row), seed)
+        if not isinstance(opening, list) or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in opening
+        ):
+            raise TypeError(
+                f"{type(env).__name__}.reset(row {g}) returned {opening!r:.200}; it must return the opening "
+                'messages, a list of {"role": ..., "content": ...} dicts'
+            )
         tools = tool_callables(env) + self.extra_tools
         renderer = self._renderer(tools)
         executor = None
@@ -351,6 +357,11 @@ class EpisodeRunner:
         else:
             answer: Message = {"role": "assistant", "content": parsed.content if ep.tools is not None else text}
             step = ep.env.step(answer)
+            if not isinstance(step, EnvStep):
+                raise TypeError(
+                    f"{type(ep.env).__name__}.step (row {ep.row}) returned {step!r:.200}; it must return a "
+                    "grpokit.agents.EnvStep(messages, reward, terminated, truncated, info)"
+                )
             replies, reward = list(step.messages), float(step.reward)
             if not math.isfinite(reward):
                 raise ValueError(
